@@ -1,0 +1,42 @@
+# The two commands: `make run` (set up + dvc repro) and `make test` (set up + test suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?=
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: run test setup bench lock clean-runs mlflow-ui
+
+setup: $(STAMP)
+
+# Pinned, tested dependency set: requirements.lock (torch 2.14 + torchvision 0.29 registry builds).
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+ifeq ($(PROFILE),)
+	$(BIN)/dvc repro
+else
+	$(BIN)/dvc exp run $$($(BIN)/python -m pipelines.profile profiles/$(PROFILE).yaml)
+endif
+	$(BIN)/dvc metrics show
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.stages
+
+# Re-pin after changing dependencies: resolves, then writes the lock from the venv.
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^defectops' > requirements.lock
+
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

@@ -1,0 +1,175 @@
+"""The canonical dataset every detector in the project reads.
+
+Layout under ``ROOT/NAME``::
+
+    images/<stem><ext>     image bytes copied unchanged from the source
+    labels/<stem>.txt      YOLO format: ``class cx cy w h`` normalised to [0, 1]
+    dataset.yaml           class names in order
+    manifest.json          one entry per image: source, sha256 of the file, sha256 of the
+                           decoded pixels, size, boxes; plus the dataset content hash
+    summary.json           images, boxes, classes, quarantined, per-class box counts, content_hash
+    quarantine.json        every rejected sample with its reason (also quarantine.md)
+
+The dataset is written to a temporary sibling folder and renamed into place, so a crash
+never leaves a half-written dataset behind, and the source folder is only ever read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from PIL import Image, UnidentifiedImageError
+
+
+@dataclass(frozen=True)
+class Box:
+    """One object in pixel coordinates of its image (x2 > x1, y2 > y1)."""
+
+    cls: int
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    def yolo_line(self, width: int, height: int) -> str:
+        cx, cy = (self.x1 + self.x2) / 2 / width, (self.y1 + self.y2) / 2 / height
+        w, h = (self.x2 - self.x1) / width, (self.y2 - self.y1) / height
+        return f"{self.cls} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}"
+
+
+@dataclass
+class Sample:
+    """A validated image with its boxes, ready to be written."""
+
+    name: str                 # canonical stem (unique within the dataset)
+    ext: str                  # ".jpg", ".png" ...
+    data: bytes               # image file bytes, unchanged
+    width: int
+    height: int
+    boxes: list[Box]
+    source: str               # where it came from (relative source path or generator id)
+    sha256: str               # of the file bytes
+    pixel_sha256: str         # of the decoded pixels: identical images share it
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    source: str
+    reason: str
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_image(data: bytes) -> tuple[int, int, str]:
+    """Fully decode image bytes; return (width, height, sha256 of RGB pixels) or raise ValueError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                rgb = im.convert("RGB")
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"not a readable image ({type(e).__name__})") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"unreadable or truncated image ({e})") from e
+    if rgb.width < 1 or rgb.height < 1:
+        raise ValueError("image has zero size")
+    return rgb.width, rgb.height, sha256_bytes(rgb.tobytes())
+
+
+def content_hash(entries: list[dict], class_names: list[str]) -> str:
+    """Hash of what a model sees: class names, image bytes and labels, order-independent."""
+    h = hashlib.sha256(json.dumps(class_names).encode())
+    for e in sorted(entries, key=lambda e: e["name"]):
+        h.update(f"{e['name']}|{e['sha256']}|{json.dumps(e['boxes'])}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def write_dataset(root: Path, name: str, class_names: list[str], samples: list[Sample],
+                  rejections: list[Rejection], source: str, fmt: str,
+                  warnings: list[str] | None = None) -> dict:
+    """Write the canonical dataset atomically; return its summary."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "labels").mkdir()
+        entries = []
+        per_class = [0] * len(class_names)
+        for s in samples:
+            (tmp / "images" / f"{s.name}{s.ext}").write_bytes(s.data)
+            lines = [b.yolo_line(s.width, s.height) for b in s.boxes]
+            (tmp / "labels" / f"{s.name}.txt").write_text("".join(l + "\n" for l in lines))
+            for b in s.boxes:
+                per_class[b.cls] += 1
+            entries.append({
+                "name": s.name, "image": f"images/{s.name}{s.ext}", "label": f"labels/{s.name}.txt",
+                "source": s.source, "sha256": s.sha256, "pixel_sha256": s.pixel_sha256,
+                "width": s.width, "height": s.height,
+                "boxes": [[b.cls, round(b.x1, 2), round(b.y1, 2), round(b.x2, 2), round(b.y2, 2)]
+                          for b in s.boxes],
+                **s.extra,
+            })
+        chash = content_hash(entries, class_names)
+        summary = {
+            "name": name, "source": source, "format": fmt,
+            "images": len(samples), "boxes": sum(per_class),
+            "classes": list(class_names),
+            "boxes_per_class": dict(zip(class_names, per_class)),
+            "quarantined": len(rejections),
+            "content_hash": chash,
+            "warnings": list(warnings or []),
+        }
+        (tmp / "dataset.yaml").write_text(yaml.safe_dump(
+            {"names": dict(enumerate(class_names)), "nc": len(class_names)}, sort_keys=False))
+        (tmp / "manifest.json").write_text(json.dumps(
+            {"content_hash": chash, "classes": list(class_names), "images": entries}, indent=1))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_quarantine_report(tmp, rejections, summary["warnings"])
+        os.chmod(tmp, 0o755)
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=root))
+            old.rmdir()
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def write_quarantine_report(folder: Path, rejections: list[Rejection], warnings: list[str]) -> None:
+    rows = [asdict(r) for r in rejections]
+    (folder / "quarantine.json").write_text(json.dumps(rows, indent=1))
+    md = ["| source | reason |", "|---|---|"] + [
+        f"| `{r.source}` | {r.reason.replace('|', '/')} |" for r in rejections]
+    (folder / "quarantine.md").write_text(
+        f"# Quarantine: {len(rejections)} rejected sample(s)\n\n" + "\n".join(md) + "\n"
+        + (f"\n## Warnings (kept)\n\n" + "".join(f"- {w}\n" for w in warnings) if warnings else ""))
+
+
+def load_manifest(dataset_dir: Path) -> dict:
+    path = Path(dataset_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{dataset_dir} is not a canonical dataset (no manifest.json); "
+                                "create it with `defectops data import` or `defectops data synth`")
+    return json.loads(path.read_text())

@@ -1,0 +1,238 @@
+"""Seeded synthetic surface-defect dataset: the embedded default data of the pipeline.
+
+Backgrounds imitate rolled steel (grey, horizontal rolling streaks, low-frequency shading)
+and leather (brown, pored grain). Defect kinds imitate NEU-DET's six classes:
+
+* ``scratch``        long thin straight/slightly curved line
+* ``inclusion``      small elongated dark blob aligned with the rolling direction
+* ``patch``          blotchy, soft-edged large region
+* ``pits``           cluster of small dark dots
+* ``crazing``        branching crack network of thin dark polylines
+* ``scale``          cluster of small irregular flakes (rolled-in scale)
+
+Every defect is rendered from a binary mask, so its box is exact: the tight bounding box of
+the mask pixels that changed. Everything is driven by one ``numpy.random.Generator`` seeded
+from params, so the same seed gives byte-identical images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+CLASS_NAMES = ("scratch", "inclusion", "patch", "pits", "crazing", "scale")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """All knobs come from ``params.yaml: data.synth`` (no defaults here on purpose)."""
+
+    seed: int
+    images: int
+    size: int
+    min_defects: int
+    max_defects: int
+    contrast: tuple[float, float]
+    leather_fraction: float
+    jpeg_quality: int
+
+    def __post_init__(self) -> None:
+        if self.images < 1 or self.size < 64:
+            raise ValueError("data.synth: need images >= 1 and size >= 64")
+        if not 1 <= self.min_defects <= self.max_defects:
+            raise ValueError("data.synth: need 1 <= min_defects <= max_defects")
+        lo, hi = self.contrast
+        if not 0 < lo <= hi <= 1:
+            raise ValueError("data.synth.contrast must be [lo, hi] with 0 < lo <= hi <= 1")
+
+
+@dataclass(frozen=True)
+class SynthSample:
+    name: str
+    image: np.ndarray  # HxWx3 uint8, BGR
+    boxes: list[tuple[int, float, float, float, float]]  # (class, x1, y1, x2, y2) pixels
+
+
+# ---------------------------------------------------------------- backgrounds
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: int) -> np.ndarray:
+    small = rng.standard_normal((max(2, h // scale), max(2, w // scale))).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def steel_background(rng: np.random.Generator, s: int) -> np.ndarray:
+    base = rng.uniform(110, 170)
+    streaks = np.repeat(rng.standard_normal((s, 1)).astype(np.float32), s, axis=1)
+    streaks = cv2.GaussianBlur(streaks, (1, 3), 0) * rng.uniform(3, 7)
+    g = base + 10 * _smooth_noise(rng, s, s, 32) + streaks + rng.normal(0, 4, (s, s))
+    return np.repeat(g[..., None], 3, axis=2).astype(np.float32)
+
+
+def leather_background(rng: np.random.Generator, s: int) -> np.ndarray:
+    tone = np.array([rng.uniform(40, 70), rng.uniform(75, 105), rng.uniform(120, 160)], np.float32)
+    grain = _smooth_noise(rng, s, s, 3) * 6 + _smooth_noise(rng, s, s, 24) * 10
+    pores = (rng.random((s, s)) < 0.02).astype(np.float32)
+    pores = cv2.GaussianBlur(pores, (3, 3), 0) * -40
+    shade = grain + pores + rng.normal(0, 3, (s, s))
+    return tone[None, None, :] + shade[..., None]
+
+
+# ---------------------------------------------------------------- defect masks
+# Each returns a float mask in [0, 1] of shape (s, s); pixels > 0.5 define the box.
+
+def _scratch(rng: np.random.Generator, s: int) -> np.ndarray:
+    m = np.zeros((s, s), np.float32)
+    length = rng.uniform(0.45, 0.9) * s
+    ang = rng.uniform(0, np.pi)
+    cx, cy = rng.uniform(0.3, 0.7, 2) * s
+    dx, dy = np.cos(ang) * length / 2, np.sin(ang) * length / 2
+    bend = rng.uniform(-0.08, 0.08) * s
+    pts = []
+    for t in np.linspace(-1, 1, 9):
+        off = bend * (1 - t * t)
+        pts.append((cx + t * dx - off * np.sin(ang), cy + t * dy + off * np.cos(ang)))
+    pts = np.clip(np.array(pts), 1, s - 2).astype(np.int32)
+    cv2.polylines(m, [pts], False, 1.0, thickness=int(rng.integers(1, 3)), lineType=cv2.LINE_AA)
+    return m
+
+
+def _inclusion(rng: np.random.Generator, s: int) -> np.ndarray:
+    m = np.zeros((s, s), np.float32)
+    ax = (int(rng.uniform(0.05, 0.14) * s), int(rng.uniform(0.015, 0.035) * s) + 1)
+    c = tuple(int(v) for v in rng.uniform(0.15, 0.85, 2) * s)
+    cv2.ellipse(m, c, ax, float(rng.uniform(-15, 15)), 0, 360, 1.0, -1, cv2.LINE_AA)
+    return m
+
+
+def _patch(rng: np.random.Generator, s: int) -> np.ndarray:
+    r = rng.uniform(0.12, 0.25) * s
+    c = rng.uniform(0.25, 0.75, 2) * s
+    ang = np.linspace(0, 2 * np.pi, 14, endpoint=False)
+    rad = r * rng.uniform(0.6, 1.3, ang.size)
+    pts = np.stack([c[0] + rad * np.cos(ang), c[1] + rad * np.sin(ang)], 1)
+    m = np.zeros((s, s), np.float32)
+    cv2.fillPoly(m, [np.clip(pts, 0, s - 1).astype(np.int32)], 1.0, cv2.LINE_AA)
+    return cv2.GaussianBlur(m, (5, 5), 0)
+
+
+def _pits(rng: np.random.Generator, s: int) -> np.ndarray:
+    m = np.zeros((s, s), np.float32)
+    c = rng.uniform(0.2, 0.8, 2) * s
+    spread = rng.uniform(0.06, 0.14) * s
+    for _ in range(int(rng.integers(8, 20))):
+        p = np.clip(c + rng.normal(0, spread, 2), 2, s - 3).astype(int)
+        cv2.circle(m, (int(p[0]), int(p[1])), int(rng.integers(1, 3)), 1.0, -1, cv2.LINE_AA)
+    return m
+
+
+def _crazing(rng: np.random.Generator, s: int) -> np.ndarray:
+    m = np.zeros((s, s), np.float32)
+    c = rng.uniform(0.25, 0.75, 2) * s
+    extent = rng.uniform(0.12, 0.22) * s
+    for _ in range(int(rng.integers(4, 8))):
+        p = c + rng.uniform(-extent, extent, 2)
+        ang = rng.uniform(0, 2 * np.pi)
+        pts = [p.copy()]
+        for _ in range(int(rng.integers(3, 6))):
+            ang += rng.uniform(-0.8, 0.8)
+            p = p + rng.uniform(0.03, 0.07) * s * np.array([np.cos(ang), np.sin(ang)])
+            p = np.clip(p, c - 1.3 * extent, c + 1.3 * extent)
+            pts.append(p.copy())
+        pts = np.clip(np.array(pts), 1, s - 2).astype(np.int32)
+        cv2.polylines(m, [pts], False, 1.0, 1, cv2.LINE_AA)
+    return m
+
+
+def _scale(rng: np.random.Generator, s: int) -> np.ndarray:
+    m = np.zeros((s, s), np.float32)
+    c = rng.uniform(0.2, 0.8, 2) * s
+    spread = rng.uniform(0.08, 0.16) * s
+    for _ in range(int(rng.integers(4, 9))):
+        p = np.clip(c + rng.normal(0, spread, 2), 4, s - 5)
+        k = int(rng.integers(4, 7))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        rad = rng.uniform(0.015, 0.04) * s * rng.uniform(0.5, 1.0, k)
+        pts = np.stack([p[0] + rad * np.cos(ang), p[1] + rad * np.sin(ang)], 1)
+        cv2.fillPoly(m, [np.clip(pts, 0, s - 1).astype(np.int32)], 1.0, cv2.LINE_AA)
+    return m
+
+
+DEFECTS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "scratch": _scratch, "inclusion": _inclusion, "patch": _patch,
+    "pits": _pits, "crazing": _crazing, "scale": _scale,
+}
+# patches are bright or dark; the others darken (scratches on steel may shine)
+_BRIGHT_PROB = {"scratch": 0.5, "inclusion": 0.0, "patch": 0.5, "pits": 0.0, "crazing": 0.0,
+                "scale": 0.3}
+
+
+def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+    ys, xs = np.nonzero(mask > 0.5)
+    if xs.size == 0:
+        return None
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+def _overlaps(box, boxes, thr: float = 0.3) -> bool:
+    x1, y1, x2, y2 = box
+    for _, a1, b1, a2, b2 in boxes:
+        iw, ih = min(x2, a2) - max(x1, a1), min(y2, b2) - max(y1, b1)
+        if iw > 0 and ih > 0:
+            inter = iw * ih
+            if inter / min((x2 - x1) * (y2 - y1), (a2 - a1) * (b2 - b1)) > thr:
+                return True
+    return False
+
+
+def render_sample(rng: np.random.Generator, cfg: SynthConfig, index: int) -> SynthSample:
+    s = cfg.size
+    leather = rng.random() < cfg.leather_fraction
+    img = leather_background(rng, s) if leather else steel_background(rng, s)
+    n = int(rng.integers(cfg.min_defects, cfg.max_defects + 1))
+    boxes: list[tuple[int, float, float, float, float]] = []
+    tries = 0
+    while len(boxes) < n and tries < 20 * n:
+        tries += 1
+        cls = int(rng.integers(len(CLASS_NAMES)))
+        name = CLASS_NAMES[cls]
+        mask = DEFECTS[name](rng, s)
+        box = _mask_box(mask)
+        if box is None or (box[2] - box[0]) < 3 or (box[3] - box[1]) < 3 or _overlaps(box, boxes):
+            continue
+        strength = rng.uniform(*cfg.contrast) * 255
+        sign = 1.0 if rng.random() < _BRIGHT_PROB[name] else -1.0
+        img = img + (sign * strength * mask)[..., None]
+        boxes.append((cls, *box))
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    return SynthSample(name=f"synth_{index:05d}", image=img, boxes=boxes)
+
+
+def generate(cfg: SynthConfig) -> Iterator[SynthSample]:
+    """Yield ``cfg.images`` samples; sample i depends only on (seed, i)."""
+    for i in range(cfg.images):
+        rng = np.random.default_rng([cfg.seed, i])
+        yield render_sample(rng, cfg, i)
+
+
+def write_synth_dataset(cfg: SynthConfig, root, name: str) -> dict:
+    """Render the dataset and write it in the canonical layout (see ``canonical.py``)."""
+    from tqdm import tqdm
+
+    from .canonical import Box, Sample, decode_image, sha256_bytes, write_dataset
+
+    samples = []
+    for s in tqdm(generate(cfg), total=cfg.images, desc="synth", unit="img"):
+        ok, buf = cv2.imencode(".jpg", s.image, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        data = buf.tobytes()
+        _, _, pixels = decode_image(data)
+        samples.append(Sample(
+            name=s.name, ext=".jpg", data=data, width=cfg.size, height=cfg.size,
+            boxes=[Box(*b) for b in s.boxes], source=f"synth:seed={cfg.seed}:{s.name}",
+            sha256=sha256_bytes(data), pixel_sha256=pixels))
+    return write_dataset(Path(root), name, list(CLASS_NAMES), samples, [], source="synth", fmt="synth")

@@ -1,0 +1,105 @@
+"""Evaluate a trained detector on a held-out split with ultralytics' validator (mAP, PR curves
+are the library's, not re-implemented), plus model size and measured inference speed.
+
+Outputs, all plain files so DVC and MLflow can both take them:
+
+* ``metrics`` dict (DVC metrics JSON): mAP50, mAP50-95, precision, recall, F1, per-class AP50,
+  params, GFLOPs, latency/FPS with batch size, image size, device and threads stated;
+* ``pr_curve.csv`` (recall, precision: mean over classes) and ``per_class_ap.csv`` (DVC plots);
+* ultralytics' PNG plots (PR/F1/P/R curves, confusion matrix) for MLflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ultralytics.utils.torch_utils import get_flops, get_num_params
+
+from .yolo import YOLO
+
+
+def f1(p: float, r: float) -> float:
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def measure_latency(model: torch.nn.Module, imgsz: int, batch: int, runs: int, warmup: int,
+                    device: str) -> dict[str, float | int | str]:
+    """Median wall time of a forward pass on a ``batch x 3 x imgsz x imgsz`` input (eager PyTorch,
+    no pre/post-processing): the model's own inference cost, comparable across detectors."""
+    dev = torch.device("cpu" if device == "cpu" else f"cuda:{device.split(',')[0]}")
+    model = model.to(dev).eval()
+    x = torch.rand(batch, 3, imgsz, imgsz, device=dev)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            model(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+    ms = float(np.median(times) * 1000)
+    return {"latency_ms_per_batch": round(ms, 3), "latency_ms_per_image": round(ms / batch, 3),
+            "fps": round(1000 * batch / ms, 2), "latency_batch": batch, "latency_imgsz": imgsz,
+            "latency_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
+            f"cpu ({platform.processor() or platform.machine()})",
+            "latency_threads": torch.get_num_threads(), "latency_runs": runs}
+
+
+def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, conf: float,
+                      iou: float, device: str, latency: dict, out_dir: Path) -> dict:
+    """Validate ``weights`` on ``split`` of ``data_yaml``; write CSV plots and PNGs to ``out_dir``."""
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    yolo = YOLO(str(weights))
+    names = yolo.names
+    res = yolo.val(data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou,
+                   device=device, plots=True, project=str(out_dir.parent), name=out_dir.name,
+                   exist_ok=True, verbose=False)
+    box = res.box
+    p, r = float(box.mp), float(box.mr)
+    per_class = {names[i]: 0.0 for i in range(len(names))}
+    for j, ci in enumerate(res.ap_class_index):
+        per_class[names[int(ci)]] = round(float(box.ap50[j]), 4)
+    metrics = {
+        "split": split,
+        "images": int(res.seen) if hasattr(res, "seen") else None,
+        "mAP50": round(float(box.map50), 4),
+        "mAP50-95": round(float(box.map), 4),
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "F1": round(f1(p, r), 4),
+        "per_class_AP50": per_class,
+        "params": int(get_num_params(yolo.model)),
+        "GFLOPs": round(float(get_flops(yolo.model, imgsz)), 3),
+        "speed_ms_per_image": {k: round(float(v), 3) for k, v in res.speed.items()},
+        **measure_latency(yolo.model, imgsz, latency["batch"], latency["runs"], latency["warmup"], device),
+    }
+    _write_pr_curve(box, out_dir / "pr_curve.csv")
+    with (out_dir / "per_class_ap.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["class", "AP50"])
+        w.writerows(per_class.items())
+    return metrics
+
+
+def _write_pr_curve(box, path: Path, points: int = 101) -> None:
+    """Mean-over-classes precision at ``points`` recall levels (ultralytics' interpolated curve)."""
+    px = np.asarray(box.px)                          # recall grid, 1000 points
+    prec = np.asarray(box.prec_values)               # (n_classes, 1000)
+    mean = prec.mean(0) if prec.size else np.zeros_like(px)
+    grid = np.linspace(0, 1, points)
+    vals = np.interp(grid, px, mean)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["recall", "precision"])
+        w.writerows((round(float(a), 4), round(float(b), 4)) for a, b in zip(grid, vals))

@@ -1,0 +1,141 @@
+"""``defectops``: the command line. Each subcommand runs one Prefect flow.
+
+Exit codes: 0 ok, 1 the work failed (e.g. nothing usable to import), 2 bad usage/config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from components.config import ConfigError, load_params, section
+
+EPILOG = "Run from the repository root (where params.yaml lives). Every value not given as an " \
+         "option comes from params.yaml."
+
+
+def _data_import(a: argparse.Namespace) -> int:
+    from components.data.importers import ImportError_
+
+    from .data import import_flow
+
+    root = a.root or section(load_params(a.params), "paths.datasets")
+    try:
+        s = import_flow(a.src, a.name, root, a.format, a.params)
+    except ImportError_ as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    _print_summary(s, f"{root}/{a.name}")
+    return 0
+
+
+def _print_summary(s: dict, where: str) -> None:
+    print(f"{where}: {s['images']} images, {s['boxes']} boxes, {len(s['classes'])} classes "
+          f"({', '.join(s['classes'])}), {s['quarantined']} quarantined")
+    for w in s.get("warnings", []):
+        print(f"warning: {w}")
+    if s["quarantined"]:
+        print(f"quarantine report: {where}/quarantine.md")
+
+
+def _data_synth(a: argparse.Namespace) -> int:
+    from .data import synth_flow
+
+    params = load_params(a.params)
+    root = a.root or section(params, "paths.datasets")
+    name = a.name or section(params, "data.name")
+    _print_summary(synth_flow(root, name, a.params), f"{root}/{name}")
+    return 0
+
+
+def _data_prepare(a: argparse.Namespace) -> int:
+    from components.data.importers import ImportError_
+
+    from .data import prepare_flow
+
+    try:
+        s = prepare_flow(a.params)
+    except ImportError_ as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    _print_summary(s, s["name"])
+    return 0
+
+
+def _data_split(a: argparse.Namespace) -> int:
+    from .data import split_flow
+
+    r = split_flow(a.params)
+    print("split:", {k: r["counts"][k]["images"] for k in ("train", "val", "test")},
+          f"folds={r['folds']}")
+    return 0
+
+
+def _train(a: argparse.Namespace) -> int:
+    from .train import train_flow
+
+    info = train_flow(a.model, a.params)
+    print(f"{a.model}: {info['epochs_run']} epochs in {info['train_seconds']} s -> {info['best']}")
+    return 0
+
+
+def _evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate_flow
+
+    m = evaluate_flow(a.model, a.params)
+    print(f"{a.model} on {m['split']}: mAP50={m['mAP50']} mAP50-95={m['mAP50-95']} P={m['precision']} "
+          f"R={m['recall']} F1={m['F1']} params={m['params']} GFLOPs={m['GFLOPs']} "
+          f"FPS={m['fps']} (batch {m['latency_batch']}, {m['latency_device']})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import MODELS
+
+    p = argparse.ArgumentParser(prog="defectops", description="Surface-defect detection MLOps "
+                                "pipeline: data, training, evaluation (DVC + Prefect + MLflow).",
+                                epilog=EPILOG)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="import, synthesise and split datasets", epilog=EPILOG)
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    imp = dsub.add_parser("import", help="validate + import a VOC/YOLO dataset (bad samples quarantined)",
+                          epilog="VOC: NEU-DET layout (IMAGES/ + ANNOTATIONS/) or GC10-DET layout "
+                          "(class-numbered image folders + lable/). YOLO: Roboflow/ultralytics export "
+                          "(data.yaml + train|valid|test/images|labels). Exit 1 when nothing usable "
+                          "remains.")
+    imp.add_argument("src", help="source folder (only read, never modified)")
+    imp.add_argument("--name", required=True, help="dataset name (folder under --root)")
+    imp.add_argument("--format", default="auto", choices=["auto", "voc", "yolo"])
+    imp.add_argument("--root", default=None, help="destination root (default: paths.datasets)")
+    imp.set_defaults(func=_data_import)
+    syn = dsub.add_parser("synth", help="generate the seeded synthetic dataset (params data.synth)")
+    syn.add_argument("--name", default=None, help="dataset name (default: data.name)")
+    syn.add_argument("--root", default=None, help="destination root (default: paths.datasets)")
+    syn.set_defaults(func=_data_synth)
+    prep = dsub.add_parser("prepare", help="DVC stage 'data': synth or import per data.source")
+    prep.set_defaults(func=_data_prepare)
+    spl = dsub.add_parser("split", help="DVC stage 'split': stratified, seeded train/val/test (+k-fold)")
+    spl.set_defaults(func=_data_split)
+
+    tr = sub.add_parser("train", help="train a detector (DVC stage train_<model>)", epilog=EPILOG)
+    tr.add_argument("model", choices=MODELS)
+    tr.set_defaults(func=_train)
+    ev = sub.add_parser("evaluate", help="evaluate a trained detector on the test split", epilog=EPILOG)
+    ev.add_argument("model", choices=MODELS)
+    ev.set_defaults(func=_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""What every flow shares: reading params, the MLflow run of the stage, tags."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from components.config import git_commit, load_params, params_hash, section
+from components.tracking import StageRun, start_stage_run
+
+# tracking-server calls are the transient steps: retried; long compute steps are not
+TRANSIENT = dict(retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
+COMPUTE = dict(cache_policy=NO_CACHE)
+
+
+@task(name="mlflow-start-run", **TRANSIENT)
+def open_run(stage: str, tracking: dict, params: dict, tags: dict) -> StageRun:
+    return start_stage_run(stage, tracking, params, tags)
+
+
+@task(name="mlflow-log", **TRANSIENT)
+def log_outputs(run: StageRun, metrics: dict[str, float] | None = None,
+                artifacts: list[tuple[str, str | None]] | None = None,
+                tags: dict[str, Any] | None = None) -> None:
+    if metrics:
+        run.log_metrics(metrics)
+    for path, dest in artifacts or []:
+        run.log_artifact(path, dest)
+    if tags:
+        run.set_tags(tags)
+
+
+@task(name="mlflow-end-run", **TRANSIENT)
+def close_run(run: StageRun, status: str) -> None:
+    run.end(status)
+
+
+@contextmanager
+def stage_run(stage: str, params: dict, used: list[str], dataset_hash: str | None = None,
+              extra_tags: dict | None = None) -> Iterator[StageRun]:
+    """One MLflow run for this stage execution: params of the ``used`` sections, flattened;
+    tags: git commit, dataset content hash, params hash. Marked FAILED if the stage raises."""
+    used_params = {k: section(params, k) for k in used}
+    tags = {"git_commit": git_commit(), "params_hash": params_hash(used_params),
+            **({"dataset_hash": dataset_hash} if dataset_hash else {}), **(extra_tags or {})}
+    run = open_run(stage, section(params, "tracking"), used_params, tags)
+    try:
+        yield run
+    except BaseException:
+        close_run(run, "FAILED")
+        raise
+    close_run(run, "FINISHED")
+
+
+def read_params(params_file: str) -> dict:
+    return load_params(params_file)
+
+
+def dataset_dir(params: dict) -> Path:
+    return Path(section(params, "paths.datasets")) / section(params, "data.name")
+
+
+def split_file(params: dict) -> Path:
+    return Path(section(params, "paths.splits")) / f"{section(params, 'data.name')}.json"
+
+
+def dataset_hash(ds_dir: Path) -> str | None:
+    summary = Path(ds_dir) / "summary.json"
+    return json.loads(summary.read_text())["content_hash"] if summary.is_file() else None
+
+
+def numeric(d: dict, prefix: str = "") -> dict[str, float]:
+    """Flatten the numeric leaves of a metrics dict for MLflow (``per_class_AP50.scratch``...)."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(numeric(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out

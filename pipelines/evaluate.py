@@ -1,0 +1,46 @@
+"""Evaluation flows (DVC stage ``evaluate_<model>``): test-split metrics, plots, speed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, task
+
+from components.config import section
+from components.data.views import load_split, write_yolo_data_yaml
+from components.evaluate import evaluate_detector
+
+from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, numeric, read_params, split_file, stage_run
+
+
+@task(name="evaluate-detector", **COMPUTE)
+def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: str) -> dict:
+    return evaluate_detector(Path(weights), Path(data_yaml), cfg["split"], imgsz, cfg["batch"],
+                             cfg["conf"], cfg["iou"], cfg["device"], cfg["latency"], Path(out_dir))
+
+
+@flow(name="evaluate")
+def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> dict:
+    """Evaluate ``paths.models/model`` on the held-out split; write DVC metrics + plots."""
+    params = read_params(params_file)
+    ds = dataset_dir(params)
+    model_dir = Path(section(params, "paths.models")) / model
+    weights = model_dir / "weights" / "best.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: run `dvc repro train_{model}` first")
+    train_info = json.loads((model_dir / "train_info.json").read_text())
+    metrics_file = Path(section(params, "paths.metrics")) / f"{model}.json"
+    plots_dir = Path(section(params, "paths.plots")) / model
+    cfg = section(params, "evaluate")
+    with stage_run(f"evaluate:{model}", params, ["evaluate", "data.name", "split"], dataset_hash(ds),
+                   {"model": model, "train_run_id": train_info["mlflow_run_id"]}) as run:
+        work = Path(section(params, "paths.work")) / f"evaluate-{model}"
+        data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work)
+        metrics = evaluate_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], str(plots_dir))
+        metrics["model"] = model
+        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        metrics_file.write_text(json.dumps(metrics, indent=2))
+        log_outputs(run, metrics=numeric(metrics, "test."),
+                    artifacts=[(str(metrics_file), None), (str(plots_dir), "plots")])
+    return metrics

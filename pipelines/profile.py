@@ -1,0 +1,27 @@
+"""Turn a profile file (``dotted.key: value`` overrides of params.yaml) into ``dvc exp run``
+``-S`` arguments: ``python -m pipelines.profile profiles/paper-gpu.yaml``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import yaml
+
+from components.config import ConfigError, load_params, section
+
+
+def set_args(profile_path: str, params_path: str = "params.yaml") -> list[str]:
+    overrides = yaml.safe_load(open(profile_path))
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{profile_path}: expected 'dotted.key: value' lines")
+    params = load_params(params_path)
+    args = []
+    for key, value in overrides.items():
+        section(params, key)  # unknown keys are an error, not a silent new param
+        args += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+    return args
+
+
+if __name__ == "__main__":
+    print(" ".join(shlex.quote(a) for a in set_args(sys.argv[1])))
