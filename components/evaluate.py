@@ -12,14 +12,13 @@ Outputs, all plain files so DVC and MLflow can both take them:
 from __future__ import annotations
 
 import csv
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from ultralytics.utils.torch_utils import get_flops, get_num_params
+from ultralytics.utils.torch_utils import get_cpu_info, get_flops, get_num_params
 
 from .yolo import YOLO
 
@@ -50,7 +49,7 @@ def measure_latency(model: torch.nn.Module, imgsz: int, batch: int, runs: int, w
     return {"latency_ms_per_batch": round(ms, 3), "latency_ms_per_image": round(ms / batch, 3),
             "fps": round(1000 * batch / ms, 2), "latency_batch": batch, "latency_imgsz": imgsz,
             "latency_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
-            f"cpu ({platform.processor() or platform.machine()})",
+            f"cpu ({get_cpu_info()})",
             "latency_threads": torch.get_num_threads(), "latency_runs": runs}
 
 
@@ -80,7 +79,8 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
         "F1": round(f1(p, r), 4),
         "per_class_AP50": per_class,
         "params": int(get_num_params(yolo.model)),
-        "GFLOPs": round(float(get_flops(yolo.model, imgsz)), 3),
+        "GFLOPs": round(float(get_flops(yolo.model, 640)), 3),          # at 640 px, as the papers
+        "GFLOPs_at_imgsz": round(float(get_flops(yolo.model, imgsz)), 3),
         "speed_ms_per_image": {k: round(float(v), 3) for k, v in res.speed.items()},
         **measure_latency(yolo.model, imgsz, latency["batch"], latency["runs"], latency["warmup"], device),
     }

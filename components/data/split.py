@@ -3,8 +3,10 @@
 * Stratum of an image = its *dominant* class: the class with most boxes in it, ties broken
   towards the globally rarer class (so rare classes are represented in every split).
 * Images with identical decoded pixels form one group and always land in the same split.
-* Within each stratum, groups are shuffled with ``numpy.random.default_rng(seed)`` and cut by
-  ``test_ratio`` then ``val_ratio`` (fractions of the whole dataset). The paper ratios:
+* Within each stratum, groups are shuffled with ``numpy.random.default_rng(seed)`` and dealt to
+  test until it holds its share of ``round(images * test_ratio)`` (largest-remainder over
+  strata, so the total is exact), then to val likewise (``val_ratio`` is a fraction of the
+  whole dataset), the rest to train. The paper ratios:
   DASC-YOLO 8:2 (test 0.2), LAGNet 7:3 on NEU-DET / 9:1 on GC10-DET (test 0.3 / 0.1).
 * ``folds`` > 1 also cuts the training part (train + val) into k stratified folds.
 
@@ -47,20 +49,28 @@ def make_split(entries: list[dict], class_names: list[str], test_ratio: float, v
         # a group is stratified by its first member (identical pixels, near-identical labels)
         strata[dominant_class(by_name[members[0]]["boxes"], rarity)].append(sorted(members))
 
+    sizes = {c: sum(len(g) for g in gs) for c, gs in strata.items()}
+    quota = {"test": _allocate(sizes, test_ratio), "val": _allocate(sizes, val_ratio)}
     rng = np.random.default_rng(seed)
     out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     train_groups: dict[int, list[list[str]]] = {}
     for cls in sorted(strata):
         groups = strata[cls]
         order = rng.permutation(len(groups))
-        n = len(groups)
-        n_test = int(round(n * test_ratio))
-        n_val = int(round(n * val_ratio))
-        for rank, gi in enumerate(order):
-            part = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-            out[part].extend(groups[gi])
-        train_groups[cls] = [groups[gi] for gi in order[n_test:]]
-
+        want = {"test": quota["test"][cls], "val": quota["val"][cls]}
+        got = {"test": 0, "val": 0}
+        rest = []
+        for gi in order:
+            g = groups[gi]
+            part = next((p for p in ("test", "val") if got[p] < want[p]), "train")
+            out[part].extend(g)
+            if part == "train":
+                rest.append(g)
+            else:
+                got[part] += len(g)
+                if part == "val":
+                    rest.append(g)
+        train_groups[cls] = rest
     result = {
         "seed": seed, "test_ratio": test_ratio, "val_ratio": val_ratio, "folds": folds,
         **{k: sorted(v) for k, v in out.items()},
@@ -74,6 +84,17 @@ def make_split(entries: list[dict], class_names: list[str], test_ratio: float, v
         pool = sorted(out["train"] + out["val"])
         result["kfold"] = [{"train": sorted(set(pool) - set(f)), "val": sorted(f)} for f in fold_sets]
     return result
+
+
+def _allocate(sizes: dict[int, int], ratio: float) -> dict[int, int]:
+    """Split ``round(total * ratio)`` images over strata in proportion to their sizes
+    (largest remainder), so the overall count is exact and every stratum gets its share."""
+    total = int(round(sum(sizes.values()) * ratio))
+    exact = {c: n * ratio for c, n in sizes.items()}
+    quota = {c: int(np.floor(v)) for c, v in exact.items()}
+    for c in sorted(exact, key=lambda c: (-(exact[c] - quota[c]), c))[: total - sum(quota.values())]:
+        quota[c] += 1
+    return quota
 
 
 def _class_counts(names: list[str], by_name: dict[str, dict], class_names: list[str]) -> dict:

@@ -96,7 +96,7 @@ def _scratch(rng: np.random.Generator, s: int) -> np.ndarray:
         off = bend * (1 - t * t)
         pts.append((cx + t * dx - off * np.sin(ang), cy + t * dy + off * np.cos(ang)))
     pts = np.clip(np.array(pts), 1, s - 2).astype(np.int32)
-    cv2.polylines(m, [pts], False, 1.0, thickness=int(rng.integers(1, 3)), lineType=cv2.LINE_AA)
+    cv2.polylines(m, [pts], False, 1.0, thickness=int(rng.integers(2, 4)), lineType=cv2.LINE_AA)
     return m
 
 
@@ -123,9 +123,9 @@ def _pits(rng: np.random.Generator, s: int) -> np.ndarray:
     m = np.zeros((s, s), np.float32)
     c = rng.uniform(0.2, 0.8, 2) * s
     spread = rng.uniform(0.06, 0.14) * s
-    for _ in range(int(rng.integers(8, 20))):
+    for _ in range(int(rng.integers(8, 16))):
         p = np.clip(c + rng.normal(0, spread, 2), 2, s - 3).astype(int)
-        cv2.circle(m, (int(p[0]), int(p[1])), int(rng.integers(1, 3)), 1.0, -1, cv2.LINE_AA)
+        cv2.circle(m, (int(p[0]), int(p[1])), int(rng.integers(2, 4)), 1.0, -1, cv2.LINE_AA)
     return m
 
 
@@ -143,7 +143,7 @@ def _crazing(rng: np.random.Generator, s: int) -> np.ndarray:
             p = np.clip(p, c - 1.3 * extent, c + 1.3 * extent)
             pts.append(p.copy())
         pts = np.clip(np.array(pts), 1, s - 2).astype(np.int32)
-        cv2.polylines(m, [pts], False, 1.0, 1, cv2.LINE_AA)
+        cv2.polylines(m, [pts], False, 1.0, 2, cv2.LINE_AA)
     return m
 
 
@@ -155,7 +155,7 @@ def _scale(rng: np.random.Generator, s: int) -> np.ndarray:
         p = np.clip(c + rng.normal(0, spread, 2), 4, s - 5)
         k = int(rng.integers(4, 7))
         ang = np.sort(rng.uniform(0, 2 * np.pi, k))
-        rad = rng.uniform(0.015, 0.04) * s * rng.uniform(0.5, 1.0, k)
+        rad = rng.uniform(0.03, 0.06) * s * rng.uniform(0.5, 1.0, k)
         pts = np.stack([p[0] + rad * np.cos(ang), p[1] + rad * np.sin(ang)], 1)
         cv2.fillPoly(m, [np.clip(pts, 0, s - 1).astype(np.int32)], 1.0, cv2.LINE_AA)
     return m

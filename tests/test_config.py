@@ -1,0 +1,85 @@
+"""params.yaml handling, profiles, flattening/hashing, and the MLflow run helper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.config import ConfigError, flatten, load_params, params_hash, section
+from components.tracking import start_stage_run
+from pipelines.profile import set_args
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_flatten_and_hash():
+    d = {"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}
+    assert flatten(d) == {"a.b": 1, "a.c.d": "x", "e": "[1, 2]"}
+    assert params_hash({"x": 1, "y": 2}) == params_hash({"y": 2, "x": 1})
+    assert params_hash({"x": 1}) != params_hash({"x": 2})
+
+
+def test_section_names_the_missing_key():
+    p = {"train": {"epochs": 3}}
+    assert section(p, "train.epochs") == 3
+    with pytest.raises(ConfigError, match="'train.lr0'"):
+        section(p, "train.lr0")
+
+
+def test_load_params_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_repo_params_have_every_section_the_flows_read():
+    p = load_params(REPO / "params.yaml")
+    for key in ("paths.datasets", "paths.splits", "paths.models", "paths.metrics", "paths.plots",
+                "data.name", "data.source", "data.synth.seed", "split.test_ratio", "train.epochs",
+                "train.device", "train.seed", "baseline.scale", "evaluate.latency.batch",
+                "tracking.uri", "tracking.experiment"):
+        section(p, key)
+    assert p["train"]["device"] == "cpu", "the default profile must run without a GPU"
+
+
+@pytest.mark.parametrize("profile", sorted((REPO / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+def test_profiles_only_override_existing_keys(profile):
+    args = set_args(str(profile), str(REPO / "params.yaml"))
+    assert args[0] == "-S" and "train.imgsz=640" in args
+
+
+def test_profile_with_unknown_key_is_rejected(tmp_path):
+    prof = tmp_path / "p.yaml"
+    prof.write_text("train.no_such_key: 1\n")
+    with pytest.raises(ConfigError, match="train.no_such_key"):
+        set_args(str(prof), str(REPO / "params.yaml"))
+
+
+def test_stage_run_logs_flat_params_and_tags(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking = {"uri": f"sqlite:///{tmp_path}/m.db", "experiment": "t"}
+    params = {"train": {"epochs": 3, "aug": {"mosaic": 0.5}}, "many": {f"k{i}": i for i in range(150)}}
+    run = start_stage_run("train:x", tracking, params, {"git_commit": "abc", "dataset_hash": "h"})
+    run.log_metrics({"metrics/mAP50(B)": 0.5, "not_a_number": "x"}, step=2)
+    run.end()
+    r = MlflowClient(tracking["uri"]).get_run(run.run_id)
+    assert r.data.params["train.aug.mosaic"] == "0.5" and r.data.params["many.k149"] == "149"
+    assert len(r.data.params) == 152
+    assert r.data.tags["stage"] == "train:x" and r.data.tags["dataset_hash"] == "h"
+    assert r.data.metrics == {"metrics/mAP50B": 0.5}
+    assert r.info.status == "FINISHED" and r.info.run_name == "train:x"
+
+
+def test_env_tracking_uri_wins(tmp_path, monkeypatch):
+    from components.tracking import tracking_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert tracking_uri({"uri": "sqlite:///x.db"}) == "http://mlflow.example:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking_uri({"uri": "sqlite:///x.db"}) == "sqlite:///x.db"
