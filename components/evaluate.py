@@ -6,7 +6,7 @@ Outputs, all plain files so DVC and MLflow can both take them:
 * ``metrics`` dict (DVC metrics JSON): mAP50, mAP50-95, precision, recall, F1, per-class AP50,
   params, GFLOPs, latency/FPS with batch size, image size, device and threads stated;
 * ``pr_curve.csv`` (recall, precision: mean over classes) and ``per_class_ap.csv`` (DVC plots);
-* ultralytics' PNG plots (PR/F1/P/R curves, confusion matrix) for MLflow.
+* ultralytics' PNG plots (PR/F1/P/R curves, confusion matrix, predictions) for MLflow/DVC.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from ultralytics.utils.torch_utils import get_cpu_info, get_flops, get_num_params
 
 from .yolo import YOLO
@@ -54,11 +55,14 @@ def measure_latency(model: torch.nn.Module, imgsz: int, batch: int, runs: int, w
 
 
 def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, conf: float,
-                      iou: float, device: str, latency: dict, out_dir: Path) -> dict:
-    """Validate ``weights`` on ``split`` of ``data_yaml``; write CSV plots and PNGs to ``out_dir``."""
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+                      iou: float, device: str, latency: dict, out_dir: Path, plots_dir: Path) -> dict:
+    """Validate ``weights`` on ``split`` of ``data_yaml``: ultralytics' PNG plots go to ``out_dir``,
+    the CSV plot data (DVC plots) to ``plots_dir``."""
+    out_dir, plots_dir = Path(out_dir).resolve(), Path(plots_dir).resolve()
+    for d in (out_dir, plots_dir):
+        if d.exists():
+            shutil.rmtree(d)
+    plots_dir.mkdir(parents=True)
     yolo = YOLO(str(weights))
     names = yolo.names
     res = yolo.val(data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou,
@@ -71,7 +75,7 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
         per_class[names[int(ci)]] = round(float(box.ap50[j]), 4)
     metrics = {
         "split": split,
-        "images": int(res.seen) if hasattr(res, "seen") else None,
+        "images": len(Path(yaml.safe_load(Path(data_yaml).read_text())[split]).read_text().split()),
         "mAP50": round(float(box.map50), 4),
         "mAP50-95": round(float(box.map), 4),
         "precision": round(p, 4),
@@ -84,8 +88,8 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
         "speed_ms_per_image": {k: round(float(v), 3) for k, v in res.speed.items()},
         **measure_latency(yolo.model, imgsz, latency["batch"], latency["runs"], latency["warmup"], device),
     }
-    _write_pr_curve(box, out_dir / "pr_curve.csv")
-    with (out_dir / "per_class_ap.csv").open("w", newline="") as fh:
+    _write_pr_curve(box, plots_dir / "pr_curve.csv")
+    with (plots_dir / "per_class_ap.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["class", "AP50"])
         w.writerows(per_class.items())

@@ -20,7 +20,7 @@ from .yolo import YOLO
 
 log = logging.getLogger(__name__)
 
-EpochCallback = Callable[[int, dict[str, float]], None]
+EpochCallback = Callable[[int | None, dict[str, float]], None]
 
 # train args owned by this module / the pipeline, not by params.train
 _RESERVED = {"data", "project", "name", "exist_ok", "device", "seed", "pretrained", "model",
@@ -28,7 +28,20 @@ _RESERVED = {"data", "project", "name", "exist_ok", "device", "seed", "pretraine
 
 
 class DefectTrainer(DetectionTrainer):
-    """ultralytics' detection trainer; the seam later detectors extend (``get_model``)."""
+    """ultralytics' detection trainer; the seam later detectors extend (``get_model``).
+
+    ``final_eval`` (validation of best.pt after the last epoch) is flagged, so epoch callbacks
+    can tell it from a training epoch.
+    """
+
+    in_final_eval = False
+
+    def final_eval(self):
+        self.in_final_eval = True
+        try:
+            super().final_eval()
+        finally:
+            self.in_final_eval = False
 
 
 @dataclass
@@ -54,7 +67,8 @@ def train_detector(model_cfg: str, data_yaml: Path, out_dir: Path, train_args: d
 
     ``train_args`` are ultralytics train arguments from params (epochs, imgsz, batch, optimizer,
     lr0, ... and augmentation); ``on_epoch(epoch, metrics)`` is called after each epoch's
-    validation with the losses, val metrics and learning rates.
+    validation with the losses, val metrics and learning rates, and once more with
+    ``epoch=None`` and the val metrics of best.pt (keys prefixed ``best/``).
     """
     if not str(model_cfg).endswith((".yaml", ".yml")):
         raise ValueError(f"train from a model YAML, not '{model_cfg}' (no weights are downloaded)")
@@ -67,6 +81,9 @@ def train_detector(model_cfg: str, data_yaml: Path, out_dir: Path, train_args: d
     model = YOLO(model_cfg)
     if on_epoch is not None:
         def _cb(tr: DetectionTrainer) -> None:
+            if getattr(tr, "in_final_eval", False):
+                on_epoch(None, {f"best/{k}": float(v) for k, v in tr.metrics.items()})
+                return
             metrics = {**tr.label_loss_items(tr.tloss, prefix="train"), **tr.metrics, **tr.lr}
             on_epoch(tr.epoch + 1, {k: float(v) for k, v in metrics.items()})
 

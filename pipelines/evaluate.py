@@ -15,9 +15,10 @@ from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, numeric, re
 
 
 @task(name="evaluate-detector", **COMPUTE)
-def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: str) -> dict:
+def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: str, plots_dir: str) -> dict:
     return evaluate_detector(Path(weights), Path(data_yaml), cfg["split"], imgsz, cfg["batch"],
-                             cfg["conf"], cfg["iou"], cfg["device"], cfg["latency"], Path(out_dir))
+                             cfg["conf"], cfg["iou"], cfg["device"], cfg["latency"], Path(out_dir),
+                             Path(plots_dir))
 
 
 @flow(name="evaluate")
@@ -32,15 +33,18 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
     train_info = json.loads((model_dir / "train_info.json").read_text())
     metrics_file = Path(section(params, "paths.metrics")) / f"{model}.json"
     plots_dir = Path(section(params, "paths.plots")) / model
+    report_dir = Path(section(params, "paths.reports")) / model
     cfg = section(params, "evaluate")
     with stage_run(f"evaluate:{model}", params, ["evaluate", "data.name", "split"], dataset_hash(ds),
                    {"model": model, "train_run_id": train_info["mlflow_run_id"]}) as run:
         work = Path(section(params, "paths.work")) / f"evaluate-{model}"
         data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work)
-        metrics = evaluate_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], str(plots_dir))
+        metrics = evaluate_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], str(report_dir),
+                                str(plots_dir))
         metrics["model"] = model
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
         metrics_file.write_text(json.dumps(metrics, indent=2))
         log_outputs(run, metrics=numeric(metrics, "test."),
-                    artifacts=[(str(metrics_file), None), (str(plots_dir), "plots")])
+                    artifacts=[(str(metrics_file), None), (str(plots_dir), "plots"),
+                               (str(report_dir), "plots")])
     return metrics

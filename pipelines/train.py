@@ -28,11 +28,11 @@ def model_cfg(model: str, params: dict) -> str:
 @task(name="train-detector", **COMPUTE)
 def train_task(cfg: str, data_yaml: str, out_dir: str, train_args: dict, device: str, seed: int,
                run) -> dict:
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch(epoch: int | None, metrics: dict[str, float]) -> None:
         try:  # a tracking hiccup must not kill hours of training; MLflow retries HTTP itself
             run.log_metrics(metrics, step=epoch)
         except Exception as e:  # noqa: BLE001
-            log.warning("could not log epoch %d to MLflow: %s", epoch, e)
+            log.warning("could not log epoch %s to MLflow: %s", epoch, e)
 
     t = time.time()
     res = train_detector(cfg, Path(data_yaml), Path(out_dir), train_args, device, seed, on_epoch)

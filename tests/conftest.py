@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+import pipelines  # noqa: F401  (project environment defaults before prefect is imported)
+
 REPO = Path(__file__).resolve().parents[1]
 NEU = Path(os.environ.get("NEU_DET", REPO.parent / "shared" / "datasets" / "neu-det"))
 

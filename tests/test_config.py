@@ -38,7 +38,7 @@ def test_load_params_errors(tmp_path):
 
 def test_repo_params_have_every_section_the_flows_read():
     p = load_params(REPO / "params.yaml")
-    for key in ("paths.datasets", "paths.splits", "paths.models", "paths.metrics", "paths.plots",
+    for key in ("paths.datasets", "paths.splits", "paths.models", "paths.metrics", "paths.plots", "paths.reports",
                 "data.name", "data.source", "data.synth.seed", "split.test_ratio", "train.epochs",
                 "train.device", "train.seed", "baseline.scale", "evaluate.latency.batch",
                 "tracking.uri", "tracking.experiment"):

@@ -48,7 +48,7 @@ def project(tmp_path_factory, prefect_server):
 
     root = tmp_path_factory.mktemp("clone") / "defectops"
     for f in _files_of(REPO):
-        if f.startswith(("data/datasets/", "data/splits/", "models/", "metrics/", "plots/")) or f == "dvc.lock":
+        if f.startswith(("data/datasets/", "data/splits/", "models/", "metrics/", "plots/", "reports/")) or f == "dvc.lock":
             continue
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, root / f)
@@ -117,6 +117,7 @@ def test_dvc_repro_end_to_end(project):
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     hist = client.get_metric_history(train.info.run_id, "metrics/mAP50B")
     assert [h.step for h in hist] == [1, 2]
+    assert "best/metrics/mAP50B" in train.data.metrics        # final validation of best.pt
     arts = {a.path for a in client.list_artifacts(train.info.run_id, "weights")}
     assert "weights/best.pt" in arts
     ev = next(r for r in rs if r.info.run_name == "evaluate:baseline")

@@ -1,0 +1,126 @@
+"""DASC-YOLO blocks: shapes kept, a gradient on every parameter, the paper's initialisations,
+and the equations checked on hand-built inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from components.models.dasc import CBAM, CRU, CSA, SRU, ChannelGate, ProtoNet, ResCBAM, SCConv, SpatialGate
+
+BLOCKS = {
+    "ChannelGate": lambda c: ChannelGate(c),
+    "SpatialGate": lambda c: SpatialGate(),
+    "CBAM": lambda c: CBAM(c),
+    "ResCBAM": lambda c: ResCBAM(c),
+    "SRU": lambda c: SRU(c),
+    "CRU": lambda c: CRU(c),
+    "SCConv": lambda c: SCConv(c),
+    "CSA": lambda c: CSA(c),
+    "CSA-unweighted": lambda c: CSA(c, weighted=False),
+    "ProtoNet": lambda c: ProtoNet(c, k=4),
+}
+
+
+@pytest.mark.parametrize("name", [n for n in BLOCKS if n not in ("ChannelGate", "SpatialGate")])
+@pytest.mark.parametrize("shape", [(2, 64, 20, 20), (1, 32, 13, 7)])
+def test_shape_is_kept(name, shape):
+    m = BLOCKS[name](shape[1])
+    assert m(torch.randn(shape)).shape == shape
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_every_parameter_gets_a_gradient(name):
+    torch.manual_seed(0)
+    m = BLOCKS[name](32).train()
+    x = torch.randn(2, 32, 16, 16)
+    y = m(x)
+    (y * torch.randn_like(y)).sum().backward()
+    for pname, p in m.named_parameters():
+        assert p.grad is not None, f"{name}.{pname} has no gradient"
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{name}.{pname}"
+
+
+def test_cbam_is_woo_et_al_not_ultralytics():
+    gate = ChannelGate(64)
+    assert gate.mlp[0].out_channels == 64 // 16  # shared MLP, reduction 16
+    sg = SpatialGate()
+    assert sg.conv.kernel_size == (7, 7) and sg.conv.in_channels == 2  # [max, mean]
+    # the max-pool branch matters: a single hot pixel changes the channel weights
+    x = torch.zeros(1, 64, 8, 8)
+    y = x.clone()
+    y[0, 3, 2, 2] = 50.0
+    torch.nn.init.constant_(gate.mlp[0].weight, 0.1)
+    assert not torch.allclose(gate(x), gate(y))
+
+
+def test_rescbam_is_residual():
+    m = ResCBAM(16)
+    x = torch.randn(1, 16, 8, 8)
+    assert torch.allclose(m(x), x + m.cbam(x))
+
+
+def test_sru_gate_and_cross_reconstruction():
+    m = SRU(4, groups=2)
+    with torch.no_grad():
+        m.gn.weight.copy_(torch.tensor([1.0, 1.0, 1.0, 1.0]))
+        m.gn.bias.zero_()
+    x = torch.randn(1, 4, 3, 3)
+    gn = m.gn(x)
+    w = torch.sigmoid(gn * 0.25)                       # W_gamma = 1/4 for equal gammas
+    w1 = torch.where(w > 0.5, torch.ones_like(w), w)
+    w2 = torch.where(w > 0.5, torch.zeros_like(w), w)
+    x1, x2 = w1 * x, w2 * x
+    expected = torch.cat([x1[:, :2] + x2[:, 2:], x1[:, 2:] + x2[:, :2]], 1)
+    assert torch.allclose(m(x), expected, atol=1e-6)
+
+
+def test_cru_split_and_squeeze():
+    m = CRU(64)
+    assert (m.up, m.low) == (32, 32)                   # alpha = 1/2
+    assert m.squeeze_up.out_channels == 16 and m.squeeze_low.out_channels == 16  # ratio 2
+    assert m.gwc.groups == 2
+
+
+def test_csa_init_and_equation():
+    m = CSA(16).eval()
+    assert m.alpha.item() == 0.5 and m.lambda_s.item() == 1.0 and m.lambda_g.item() == 1.0
+    x = torch.randn(1, 16, 10, 10)
+    fs = m.small(x)
+    fg = torch.nn.functional.interpolate(m.glob(torch.nn.functional.adaptive_avg_pool2d(x, 3)),
+                                         size=(10, 10), mode="bilinear", align_corners=False)
+    att = torch.sigmoid(m.fuse(torch.cat([fs, fg], 1)))
+    assert torch.allclose(m(x), 0.5 * att * x + 0.5 * x, atol=1e-6)
+    with torch.no_grad():
+        m.alpha.zero_()
+    assert torch.allclose(m(x), x)                     # alpha = 0: identity
+    u = CSA(16, weighted=False)
+    assert not any("lambda" in n for n, _ in u.named_parameters())
+
+
+def test_protonet_init_k_and_equation():
+    m = ProtoNet(32, k=4).eval()
+    assert m.alpha.item() == 0.5 and m.beta.item() == 0.5   # the paper's initialisation
+    assert m.prototypes.shape[0] == 5                         # K = 4 defect + 1 background
+    assert m.log_tau.exp().item() == pytest.approx(0.1)
+    assert m.encoder[3].groups == 4 and m.encoder[4].p == 0.1
+    x = torch.randn(2, 32, 6, 6)
+    fore, back = m.masks(x)
+    assert fore.shape == back.shape == (2, 1, 6, 6)
+    assert ((back >= 0) & (back <= 1) & (fore <= 1 - back + 1e-6)).all()
+    assert torch.allclose(m(x), x * (1 + 0.5 * fore) - x * (0.5 * back), atol=1e-6)
+    for k in (2, 8):
+        assert ProtoNet(32, k=k).prototypes.shape[0] == k + 1
+
+
+def test_protonet_similarity_is_cosine_over_tau():
+    m = ProtoNet(8, k=1).eval()
+    x = torch.randn(1, 8, 4, 4)
+    f = torch.nn.functional.normalize(m.encoder(x), dim=1)
+    p = torch.nn.functional.normalize(m.prototypes, dim=1)
+    s = torch.einsum("bchw,kc->bkhw", f, p) / 0.1
+    fore, back = m.masks(x)
+    assert torch.allclose(back, s.softmax(1)[:, :1], atol=1e-6)
+    assert s.abs().max() <= 1 / 0.1 + 1e-4               # |cosine| <= 1
