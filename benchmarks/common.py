@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -35,18 +34,14 @@ def timed(argv: list[str], log: Path) -> dict:
 
 
 def write(name: str, payload: dict, table: list[dict], columns: list[str], title: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    from components.report import write_table
+
     m = payload["machine"]
-    lines = [f"# {title}", "",
-             f"{m['date']}, commit `{m['git_commit'][:12]}`, {m['cpu_count']} CPU cores "
-             f"({m['torch_threads']} torch threads), GPU: {m['gpu'] or 'none'}, torch {m['torch']}", "",
-             f"Command: `{payload['command']}`", "",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in table]
-    path = RESULTS / f"{name}.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    preamble = (f"{m['date']}, commit `{m['git_commit'][:12]}`, {m['cpu_count']} CPU cores "
+                f"({m['torch_threads']} torch threads), GPU: {m['gpu'] or 'none'}, torch {m['torch']}\n\n"
+                f"Command: `{payload['command']}`")
+    md, _ = write_table(RESULTS / name, title, preamble, table, columns, payload)
+    return md
 
 
 def cli() -> str:

@@ -1,8 +1,10 @@
 """Train a detector through ultralytics' trainer (the public seam: a ``DetectionTrainer``
-subclass), from a model YAML, from scratch, offline.
+subclass whose ``get_model`` builds the project's model), from a model YAML, from scratch,
+offline.
 
 The baseline is plain YOLO11 at the scale from params (``yolo11{n,s,m,l,x}.yaml`` ships inside
-ultralytics, so nothing is downloaded). Later detectors plug in by overriding ``get_model``.
+ultralytics, so nothing is downloaded); DASC-YOLO is YOLO11 with its modules inserted
+(``components/models/dasc_yolo.py``, written as ``dasc-yolo11<scale>.yaml``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from pathlib import Path
 from typing import Callable
 
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import RANK
+from ultralytics.utils.torch_utils import unwrap_model
 
+from .models.detect import DefectDetectionModel
+from .models.iou import IOU_LOSSES
 from .yolo import YOLO
 
 log = logging.getLogger(__name__)
@@ -28,13 +34,27 @@ _RESERVED = {"data", "project", "name", "exist_ok", "device", "seed", "pretraine
 
 
 class DefectTrainer(DetectionTrainer):
-    """ultralytics' detection trainer; the seam later detectors extend (``get_model``).
+    """ultralytics' detection trainer building the project's ``DefectDetectionModel`` (box loss
+    ``iou_loss``, see ``components/models/loss.py``). Use ``trainer_for(iou_loss)``.
 
+    Each epoch tells the loss how far training is (Unified-IoU's box scaling schedule), and
     ``final_eval`` (validation of best.pt after the last epoch) is flagged, so epoch callbacks
     can tell it from a training epoch.
     """
 
+    iou_loss = "ciou"
     in_final_eval = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback("on_train_epoch_start", _set_loss_progress)
+
+    def get_model(self, cfg=None, weights=None, verbose=True):
+        model = DefectDetectionModel(cfg, nc=self.data["nc"], ch=self.data.get("channels", 3),
+                                     verbose=verbose and RANK == -1, iou_loss=self.iou_loss)
+        if weights:
+            model.load(weights)
+        return model
 
     def final_eval(self):
         self.in_final_eval = True
@@ -42,6 +62,27 @@ class DefectTrainer(DetectionTrainer):
             super().final_eval()
         finally:
             self.in_final_eval = False
+
+
+def _set_loss_progress(trainer: DetectionTrainer) -> None:
+    crit = getattr(unwrap_model(trainer.model), "criterion", None)
+    if crit is not None and hasattr(crit.bbox_loss, "progress"):
+        crit.bbox_loss.progress = trainer.epoch / max(1, trainer.epochs - 1)
+
+
+# One importable trainer class per loss: ultralytics instantiates the trainer class itself and
+# its train args are a closed set, so the choice travels on the class (module-level, so a
+# multi-GPU DDP launch can import it by name).
+TRAINERS = {k: type(f"DefectTrainer_{k}", (DefectTrainer,), {"iou_loss": k, "__module__": __name__})
+            for k in IOU_LOSSES}
+globals().update({cls.__name__: cls for cls in TRAINERS.values()})
+
+
+def trainer_for(iou_loss: str) -> type[DefectTrainer]:
+    """The ``DefectTrainer`` whose models use ``iou_loss``."""
+    if iou_loss not in TRAINERS:
+        raise ValueError(f"loss.iou must be one of {', '.join(IOU_LOSSES)} (got '{iou_loss}')")
+    return TRAINERS[iou_loss]
 
 
 @dataclass
@@ -60,10 +101,10 @@ def baseline_cfg(scale: str) -> str:
     return f"yolo11{scale}.yaml"
 
 
-def train_detector(model_cfg: str, data_yaml: Path, out_dir: Path, train_args: dict, device: str,
-                   seed: int, on_epoch: EpochCallback | None = None,
-                   trainer: type[DetectionTrainer] = DefectTrainer) -> TrainResult:
-    """Train ``model_cfg`` (a YAML, never a ``.pt`` to fetch) on ``data_yaml`` into ``out_dir``.
+def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_args: dict, device: str,
+                   seed: int, iou_loss: str, on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train ``model_cfg`` (a YAML, never a ``.pt`` to fetch) on ``data_yaml`` into ``out_dir``
+    with box-regression loss ``iou_loss``.
 
     ``train_args`` are ultralytics train arguments from params (epochs, imgsz, batch, optimizer,
     lr0, ... and augmentation); ``on_epoch(epoch, metrics)`` is called after each epoch's
@@ -88,7 +129,7 @@ def train_detector(model_cfg: str, data_yaml: Path, out_dir: Path, train_args: d
             on_epoch(tr.epoch + 1, {k: float(v) for k, v in metrics.items()})
 
         model.add_callback("on_fit_epoch_end", _cb)
-    model.train(trainer=trainer, data=str(data_yaml), project=str(out_dir.parent), name=out_dir.name,
+    model.train(trainer=trainer_for(iou_loss), data=str(data_yaml), project=str(out_dir.parent), name=out_dir.name,
                 exist_ok=True, device=device, seed=seed, pretrained=False, plots=True, **train_args)
     results_csv = out_dir / "results.csv"
     rows = list(csv.DictReader(results_csv.open())) if results_csv.is_file() else []

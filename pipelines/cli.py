@@ -89,6 +89,28 @@ def _evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _export(a: argparse.Namespace) -> int:
+    from .export import ParityError, export_flow
+
+    try:
+        r = export_flow(a.model, a.params)
+    except ParityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{a.model}: {r['onnx']} (ONNX Runtime vs PyTorch on {r['shape'][0]} test images: max abs diff "
+          f"{r['max_abs_diff']:.2e}, relative {r['max_rel_diff']:.2e}; provider {r['provider']})")
+    return 0
+
+
+def _ablate(a: argparse.Namespace) -> int:
+    from .ablate import ablate_dasc_flow
+
+    rows = [r.strip() for r in a.rows.split(";")] if a.rows else None
+    r = ablate_dasc_flow(rows, a.epochs, a.params)
+    print(f"ablation table: {r['table']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import MODELS
 
@@ -125,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate a trained detector on the test split", epilog=EPILOG)
     ev.add_argument("model", choices=MODELS)
     ev.set_defaults(func=_evaluate)
+    ex = sub.add_parser("export", help="export a trained detector to ONNX and check ONNX Runtime parity",
+                        epilog=EPILOG)
+    ex.add_argument("model", choices=MODELS)
+    ex.set_defaults(func=_export)
+    ab = sub.add_parser("ablate", help="run a paper's ablation grid (each row an MLflow run)", epilog=EPILOG)
+    ab.add_argument("study", choices=["dasc"], help="dasc: DASC-YOLO Table 3")
+    ab.add_argument("--rows", default=None, help="';'-separated row names (default: ablation.rows)")
+    ab.add_argument("--epochs", type=int, default=None, help="epochs per row (default: ablation.epochs)")
+    ab.set_defaults(func=_ablate)
     return p
 
 

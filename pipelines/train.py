@@ -4,30 +4,44 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
 from prefect import flow, task
 
+import yaml
+
 from components.config import section
+from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
+from components.models.dasc_yolo import DascToggles, dasc_yolo_cfg
 from components.train import baseline_cfg, train_detector
 
 from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
 
 log = logging.getLogger(__name__)
-MODELS = ("baseline",)
+MODELS = ("baseline", "dasc")
 
 
-def model_cfg(model: str, params: dict) -> str:
+def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
+    """The model YAML to train: ultralytics' own for the baseline, a generated one for DASC-YOLO."""
     if model == "baseline":
         return baseline_cfg(section(params, "baseline.scale"))
+    if model == "dasc":
+        d = dict(section(params, "dasc"))
+        scale = d.pop("scale")
+        cfg = dasc_yolo_cfg(scale, nc, DascToggles(**d))
+        work.mkdir(parents=True, exist_ok=True)
+        path = work / f"dasc-yolo11{scale}.yaml"   # the scale letter in the name: ultralytics reads it
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return str(path)
     raise ValueError(f"unknown model '{model}' (choose from {', '.join(MODELS)})")
 
 
 @task(name="train-detector", **COMPUTE)
 def train_task(cfg: str, data_yaml: str, out_dir: str, train_args: dict, device: str, seed: int,
-               run) -> dict:
+               iou_loss: str, run) -> dict:
     def on_epoch(epoch: int | None, metrics: dict[str, float]) -> None:
         try:  # a tracking hiccup must not kill hours of training; MLflow retries HTTP itself
             run.log_metrics(metrics, step=epoch)
@@ -35,7 +49,7 @@ def train_task(cfg: str, data_yaml: str, out_dir: str, train_args: dict, device:
             log.warning("could not log epoch %s to MLflow: %s", epoch, e)
 
     t = time.time()
-    res = train_detector(cfg, Path(data_yaml), Path(out_dir), train_args, device, seed, on_epoch)
+    res = train_detector(cfg, Path(data_yaml), Path(out_dir), train_args, device, seed, iou_loss, on_epoch)
     return {"best": str(res.best), "results_csv": str(res.results_csv), "epochs_run": res.epochs_run,
             "final": res.final, "train_seconds": round(time.time() - t, 1)}
 
@@ -44,17 +58,21 @@ def train_task(cfg: str, data_yaml: str, out_dir: str, train_args: dict, device:
 def train_flow(model: str = "baseline", params_file: str = "params.yaml") -> dict:
     """Train ``model`` on the train split (best epoch picked on val) into ``paths.models/model``."""
     params = read_params(params_file)
-    cfg = model_cfg(model, params)
     ds = dataset_dir(params)
     out = Path(section(params, "paths.models")) / model
-    used = ["train", model, "data.name", "split"]
-    with stage_run(f"train:{model}", params, used, dataset_hash(ds), {"model": model}) as run:
-        work = Path(section(params, "paths.work")) / f"train-{model}"
+    work = Path(section(params, "paths.work")) / f"train-{model}"
+    cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
+    iou_loss = section(params, "loss.iou")
+    used = ["train", model, "loss", "data.name", "split"]
+    with stage_run(f"train:{model}", params, used, dataset_hash(ds),
+                   {"model": model, "iou_loss": iou_loss}) as run:
         data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work)
         train_args = dict(section(params, "train"))
         device, seed = train_args.pop("device"), train_args.pop("seed")
-        info = train_task(cfg, str(data_yaml), str(out), train_args, device, seed, run)
-        info.update(model=model, model_cfg=cfg, imgsz=train_args["imgsz"], mlflow_run_id=run.run_id, dataset_hash=dataset_hash(ds))
+        info = train_task(cfg, str(data_yaml), str(out), train_args, device, seed, iou_loss, run)
+        if cfg.endswith(".yaml") and Path(cfg).is_file():
+            shutil.copy(cfg, out / Path(cfg).name)      # the architecture, next to its weights
+        info.update(model=model, model_cfg=Path(cfg).name, iou_loss=iou_loss, imgsz=train_args["imgsz"], mlflow_run_id=run.run_id, dataset_hash=dataset_hash(ds))
         (out / "train_info.json").write_text(json.dumps(info, indent=1))
         log_outputs(run, metrics={"train_seconds": info["train_seconds"], "epochs_run": info["epochs_run"]},
                     artifacts=[(info["best"], "weights")] +

@@ -89,7 +89,7 @@ def test_csa_init_and_equation():
     assert m.alpha.item() == 0.5 and m.lambda_s.item() == 1.0 and m.lambda_g.item() == 1.0
     x = torch.randn(1, 16, 10, 10)
     fs = m.small(x)
-    fg = torch.nn.functional.interpolate(m.glob(torch.nn.functional.adaptive_avg_pool2d(x, 3)),
+    fg = torch.nn.functional.interpolate(m.glob(torch.nn.functional.adaptive_avg_pool2d(x, 1)),
                                          size=(10, 10), mode="bilinear", align_corners=False)
     att = torch.sigmoid(m.fuse(torch.cat([fs, fg], 1)))
     assert torch.allclose(m(x), 0.5 * att * x + 0.5 * x, atol=1e-6)

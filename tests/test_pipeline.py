@@ -20,7 +20,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["data", "split", "train_baseline", "evaluate_baseline"]
+STAGES = ["data", "split", "train@baseline", "train@dasc", "evaluate@baseline", "evaluate@dasc"]
+RUNS = ["data-synth:synth", "split", "train:baseline", "train:dasc", "evaluate:baseline", "evaluate:dasc"]
 
 TINY = {
     "data": {"synth": {"images": 48, "size": 96}},
@@ -101,12 +102,17 @@ def test_dvc_repro_end_to_end(project):
     rows = list(csv.DictReader((root / "plots" / "baseline" / "pr_curve.csv").open()))
     assert len(rows) == 101 and float(rows[0]["recall"]) == 0 and float(rows[-1]["recall"]) == 1
     assert len(list(csv.DictReader((root / "plots" / "baseline" / "per_class_ap.csv").open()))) == 6
-    assert "mAP50" in dvc(project, "metrics", "show")
+    shown = dvc(project, "metrics", "show")
+    assert "metrics/baseline.json" in shown and "metrics/dasc.json" in shown
+    d = json.loads((root / "metrics" / "dasc.json").read_text())
+    assert 3_000_000 < d["params"] < 3_320_000                # DASC-YOLO-n, 6 classes (paper: 3.02 M)
+    assert d["GFLOPs"] > m["GFLOPs"] and 0 <= d["mAP50"] <= 1
+    info = json.loads((root / "models" / "dasc" / "train_info.json").read_text())
+    assert info["iou_loss"] == "ciou" and (root / "models" / "dasc" / info["model_cfg"]).is_file()
 
     # ---- MLflow: one run per stage, nothing from ultralytics' own callback
     rs = runs(project)
-    assert sorted(r.info.run_name for r in rs) == sorted(
-        ["data-synth:synth", "split", "train:baseline", "evaluate:baseline"])
+    assert sorted(r.info.run_name for r in rs) == sorted(RUNS)
     assert all(r.info.status == "FINISHED" for r in rs)
     train = next(r for r in rs if r.info.run_name == "train:baseline")
     assert train.data.params["train.epochs"] == "2" and train.data.params["baseline.scale"] == "n"
@@ -127,20 +133,79 @@ def test_dvc_repro_end_to_end(project):
     # ---- nothing changed: nothing re-runs, no new MLflow run
     out = dvc(project, "repro")
     assert "Running stage" not in out
-    assert len(runs(project)) == 4
+    assert len(runs(project)) == len(RUNS)
 
     # ---- one evaluate param changed: only evaluate re-runs
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["evaluate"]["latency"]["runs"] = 4
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(project, "repro")
-    assert "Running stage 'evaluate_baseline'" in out
-    for stage in ("data", "split", "train_baseline"):
+    assert "Running stage 'evaluate@baseline'" in out and "Running stage 'evaluate@dasc'" in out
+    for stage in ("data", "split", "train@baseline", "train@dasc"):
         assert f"Running stage '{stage}'" not in out
     assert json.loads((root / "metrics" / "baseline.json").read_text())["latency_runs"] == 4
 
-    # ---- one split param changed: split, train and evaluate re-run, data does not
-    params["split"]["seed"] = 1
+    # ---- a DASC-YOLO param changed: only DASC-YOLO retrains
+    params["dasc"]["protonet_k"] = 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = dvc(project, "status")
-    assert "split" in status and "data:" not in status
+    assert "train@dasc" in status and "train@baseline" not in status and "split" not in status
+    params["dasc"]["protonet_k"] = 4
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def defectops(project, *args) -> str:
+    root, env = project
+    p = subprocess.run(["defectops", *args], cwd=root, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, f"defectops {' '.join(args)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p.stdout
+
+
+@pytest.mark.slow
+def test_dasc_checkpoint_loads_and_predicts_in_a_fresh_process(project):
+    """Only ultralytics is imported: unpickling the checkpoint imports the project's blocks
+    (registration on import); nothing is installed or downloaded."""
+    root, env = project
+    test_img = sorted((root / "data" / "datasets" / "synth" / "images").glob("*.jpg"))[0]
+    code = ("from ultralytics import YOLO\n"
+            f"r = YOLO('models/dasc/weights/best.pt').predict('{test_img}', conf=0.0, verbose=False)[0]\n"
+            "print('BOXES', len(r.boxes), type(r.boxes.xyxy).__name__)\n")
+    clean = {k: v for k, v in env.items() if not k.startswith("YOLO_")}
+    p = subprocess.run([sys.executable, "-c", code], cwd=root, env=clean, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "BOXES" in p.stdout and "Tensor" in p.stdout
+    assert "Downloading" not in p.stderr + p.stdout and "AutoUpdate" not in p.stderr + p.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["baseline", "dasc"])
+def test_onnx_export_matches_pytorch(project, model):
+    root, _ = project
+    out = defectops(project, "export", model)
+    assert "max abs diff" in out and "CPUExecutionProvider" in out
+    onnx = root / "exports" / model / "best.onnx"
+    assert onnx.is_file()
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[0] == "batch"          # dynamic batch
+    import numpy as np
+
+    y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((3, 3, 96, 96), np.float32)})[0]
+    assert y.shape[:2] == (3, 4 + 6)                          # batch 3, boxes + 6 class scores
+
+
+@pytest.mark.slow
+def test_dasc_ablation_rows_are_runs_and_a_table(project):
+    root, _ = project
+    out = defectops(project, "ablate", "dasc", "--rows", "YOLO11;+ProtoNet K=4", "--epochs", "1")
+    md = (root / "reports" / "ablation" / "dasc.md").read_text()
+    assert "ablation table" in out and "| YOLO11 |" in md and "| +ProtoNet K=4 |" in md
+    data = json.loads((root / "reports" / "ablation" / "dasc.json").read_text())
+    assert list(data["rows"]) == ["YOLO11", "+ProtoNet K=4"]
+    p0 = data["rows"]["YOLO11"]["metrics"]["params"]
+    p4 = data["rows"]["+ProtoNet K=4"]["metrics"]["params"]
+    assert 2_500_000 < p0 < 2_700_000 and p4 > p0
+    rs = [r for r in runs(project) if r.data.tags.get("ablation") == "dasc"]
+    assert sorted(r.data.tags["row"] for r in rs) == ["+ProtoNet K=4", "YOLO11"]
+    assert all(r.data.tags["dasc.protonet_k"] in ("0", "4") for r in rs)

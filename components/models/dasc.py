@@ -155,18 +155,20 @@ class CSA(nn.Module):
 
     ``F_s``: small-object branch, compress (1x1, c -> c/4), a depthwise 3x3 for local detail,
     expand (1x1, c/4 -> c): the paper's "compression-expansion convolutional layer", kept cheap.
-    ``F_g``: global branch, adaptive average pooling to ``pool x pool`` cells, a 1x1 conv with
-    channel reduction 4, bilinear resize back to the input size. ``W_fusion``: 1x1 conv to c.
+    ``F_g``: global branch, adaptive average pooling (to 1 x 1 by default: the paper's "channel
+    attention weights"; a coarser grid such as 3 x 3 works in PyTorch but does not export to
+    ONNX unless it divides the feature size), a 1x1 conv with channel reduction 4, bilinear
+    resize back to the input size. ``W_fusion``: 1x1 conv to c.
     ``lambda_s, lambda_g`` start at 1, ``alpha`` at 0.5 (the paper gives no initial values).
     ``weighted=False`` is Table 3's "w/o weighted fusion": plain concatenation (lambdas fixed at 1).
     """
 
-    def __init__(self, c: int, reduction: int = 4, pool: int = 3, weighted: bool = True):
+    def __init__(self, c: int, reduction: int = 4, pool: int = 1, weighted: bool = True):
         super().__init__()
         cr = max(1, c // reduction)
         self.small = nn.Sequential(Conv(c, cr, 1), DWConv(cr, cr, 3), Conv(cr, c, 1))
         self.pool = pool
-        self.glob = Conv(c, cr, 1)
+        self.glob = nn.Sequential(nn.Conv2d(c, cr, 1), nn.SiLU())  # no BN: 1 x 1 input
         self.fuse = nn.Conv2d(c + cr, c, 1)
         self.weighted = weighted
         if weighted:

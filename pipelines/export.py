@@ -1,0 +1,59 @@
+"""Export flow: a trained detector to ONNX, checked against PyTorch with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, task
+
+from components.config import section
+from components.data.views import load_split
+from components.export import export_onnx, letterbox_batch, onnx_parity
+
+from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime disagrees with PyTorch beyond the tolerance from params."""
+
+
+@task(name="export-onnx", **COMPUTE)
+def export_task(weights: str, out: str, imgsz: int, cfg: dict) -> str:
+    return str(export_onnx(weights, out, imgsz, cfg["opset"], cfg["dynamic"]))
+
+
+@task(name="onnx-parity", **COMPUTE)
+def parity_task(weights: str, onnx_path: str, images: list[str], imgsz: int) -> dict:
+    return onnx_parity(weights, onnx_path, letterbox_batch(images, imgsz))
+
+
+@flow(name="export")
+def export_flow(model: str = "baseline", params_file: str = "params.yaml") -> dict:
+    """Export ``paths.models/model/weights/best.pt`` to ``paths.exports/model/best.onnx`` (outside
+    the DVC-tracked model folder); fail, and keep nothing, when ONNX Runtime and PyTorch disagree
+    on test images."""
+    params = read_params(params_file)
+    cfg = section(params, "export")
+    model_dir = Path(section(params, "paths.models")) / model
+    weights = model_dir / "weights" / "best.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: run `dvc repro train@{model}` first")
+    info = json.loads((model_dir / "train_info.json").read_text())
+    ds = dataset_dir(params)
+    manifest = json.loads((ds / "manifest.json").read_text())
+    image_of = {e["name"]: str(ds / e["image"]) for e in manifest["images"]}
+    images = [image_of[n] for n in load_split(split_file(params))["test"][: cfg["parity_images"]]]
+    out = Path(section(params, "paths.exports")) / model / "best.onnx"
+    with stage_run(f"export:{model}", params, ["export"], dataset_hash(ds),
+                   {"model": model, "train_run_id": info["mlflow_run_id"]}) as run:
+        path = export_task(str(weights), str(out), info["imgsz"], cfg)
+        parity = parity_task(str(weights), path, images, info["imgsz"])
+        log_outputs(run, metrics={k: v for k, v in parity.items() if isinstance(v, float)},
+                    tags={"onnx_provider": parity["provider"]})
+        if parity["max_rel_diff"] > cfg["parity_rtol"]:
+            Path(path).unlink(missing_ok=True)
+            raise ParityError(f"ONNX Runtime differs from PyTorch by {parity['max_rel_diff']:.2e} "
+                              f"(relative) > export.parity_rtol={cfg['parity_rtol']}")
+        log_outputs(run, artifacts=[(path, "onnx")])
+    return {"onnx": path, **parity}
