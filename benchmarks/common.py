@@ -45,4 +45,10 @@ def write(name: str, payload: dict, table: list[dict], columns: list[str], title
 
 
 def cli() -> str:
-    return " ".join([Path(sys.executable).name, "-m", *sys.argv])
+    """The command line that is running, as ``python -m benchmarks.X args``."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        module = ".".join(script.relative_to(Path.cwd().resolve()).with_suffix("").parts)
+    except ValueError:
+        module = script.stem
+    return " ".join(["python", "-m", module, *sys.argv[1:]])

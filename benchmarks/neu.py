@@ -92,8 +92,10 @@ def table() -> None:
         rows.append({"model": name, **p, "P": "", "R": "", "F1": ""})
     classes = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
     cols = ["model", "mAP50", "P", "R", "F1", *classes, "params", "GFLOPs@640", "FPS (CPU, b1)", "train min"]
-    any_run = next(iter(runs.values()), {})
-    payload = {"machine": machine(), "command": any_run.get("command", cli()), "runs": runs, "paper": PAPER}
+    command = "; ".join([*(f"python -m benchmarks.neu --model {m} --epochs {r['epochs']} --imgsz {r['imgsz']} "
+                           f"--test-ratio {r['test_ratio']} --seed {r['seed']}" for m, r in runs.items()),
+                         "python -m benchmarks.neu --table"])
+    payload = {"machine": machine(), "command": command, "runs": runs, "paper": PAPER}
     print(write("neu_dasc", payload, rows, cols,
                 "NEU-DET, CPU protocol (imgsz 224, 60 epochs, seed 0, 8:2 split): baseline vs DASC-YOLO"))
 

@@ -203,3 +203,16 @@ def test_roboflow_yolo_layout(tmp_path):
     b = next(e for e in manifest["images"] if e["name"] == "b")
     assert b["boxes"] == [[1, 6.4, 4.8, 19.2, 14.4]]  # 64x48 image, polygon 0.1..0.3
     assert snapshot(src) == before
+
+
+def test_never_replaces_a_folder_it_did_not_create(bad_voc, tmp_path):
+    user = tmp_path / "out" / "precious"
+    user.mkdir(parents=True)
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a canonical dataset"):
+        import_dataset(bad_voc, "precious", tmp_path / "out", "voc", clip_px=2, classes=["dent", "scratch"])
+    assert (user / "notes.txt").read_text() == "mine"
+    # re-importing over its own earlier output is fine
+    import_dataset(bad_voc, "ok", tmp_path / "out", "voc", clip_px=2, classes=["dent", "scratch"])
+    s = import_dataset(bad_voc, "ok", tmp_path / "out", "voc", clip_px=2, classes=["dent", "scratch"])
+    assert s["images"] == 5

@@ -106,6 +106,9 @@ def write_dataset(root: Path, name: str, class_names: list[str], samples: list[S
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
+    if final.exists() and any(final.iterdir()) and not (final / "manifest.json").is_file():
+        raise FileExistsError(f"{final} exists and is not a canonical dataset (no manifest.json): "
+                              "refusing to replace it; choose another --name or --root")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         (tmp / "images").mkdir()

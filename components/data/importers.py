@@ -360,7 +360,11 @@ def import_dataset(src: str | Path, name: str, root: str | Path, fmt: str, clip_
     fmt = detect_format(src) if fmt == "auto" else fmt
     read = read_voc(src) if fmt == "voc" else read_yolo(src)
     names, samples, rejections, warnings = _validate(read, clip_px, classes)
-    summary = write_dataset(dest_root, name, names, samples, rejections, source=str(src),
+    try:  # a source inside the project is recorded relative to it, so the dataset hash is portable
+        shown = src.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        shown = str(src)
+    summary = write_dataset(dest_root, name, names, samples, rejections, source=shown,
                             fmt=read.layout, warnings=warnings)
     if not samples:
         raise ImportError_(f"nothing usable in {src}: all {len(rejections)} sample(s) quarantined; "
