@@ -1,0 +1,134 @@
+"""LAGNet blocks (``../shared/papers/lagnet.md``), one block per class.
+
+Dual-branch MobileNetV3 backbone (torchvision, ``weights=None``: nothing is downloaded), LGB
+fusion at C3/C4/C5, the PAN neck of eqs (4)-(5) and SCEM after P3/P4/P5. The spatial and
+channel attentions are CBAM's (``components/models/dasc.py``), as LAGNet names no other.
+Wiring these into an ultralytics detection model with the LAM data path is the next step
+(issue 4); the blocks are complete and tested on their own.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
+from ultralytics.nn.modules import Conv
+
+from .dasc import ChannelGate, SpatialGate
+
+# torchvision MobileNetV3 ``features`` cut points for stride 8 / 16 / 32 outputs
+STAGES = {"large": (7, 13), "small": (4, 9)}
+
+
+class StripConv(nn.Module):
+    """``n`` stacked depthwise strip convolutions, all ``1 x k`` (horizontal) or all ``k x 1``
+    (vertical): LAGNet eqs (6)-(7). ``k`` must be odd so the output keeps the input size."""
+
+    def __init__(self, c: int, k: int, n: int, horizontal: bool):
+        super().__init__()
+        if k < 1 or k % 2 == 0:
+            raise ValueError(f"strip kernel k must be odd, got {k}")
+        if n < 1:
+            raise ValueError(f"strip depth n must be >= 1, got {n}")
+        size, pad = ((1, k), (0, k // 2)) if horizontal else ((k, 1), (k // 2, 0))
+        self.convs = nn.Sequential(*(nn.Conv2d(c, c, size, padding=pad, groups=c) for _ in range(n)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x)
+
+
+class SCEM(nn.Module):
+    """Strip Convolution Enhancement Module, LAGNet section 3.4, eqs (6)-(10):
+
+    ``P_h = DW_{1xk}^n(P)``, ``P_v = DW_{kx1}^n(P)``;
+    ``S = PW(P_* * CA(P_*) * SA(P_*))`` for each branch (channel and spatial attention in
+    parallel, both multiplied in); ``P' = Conv1x1(P + Conv1x1(S_h * S_v))``.
+    """
+
+    def __init__(self, c: int, k: int = 5, n: int = 2):
+        super().__init__()
+        self.h = StripConv(c, k, n, horizontal=True)
+        self.v = StripConv(c, k, n, horizontal=False)
+        self.ca_h, self.sa_h = ChannelGate(c), SpatialGate()
+        self.ca_v, self.sa_v = ChannelGate(c), SpatialGate()
+        self.pw_h, self.pw_v = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1)
+        self.mix = nn.Conv2d(c, c, 1)
+        self.out = Conv(c, c, 1)
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        ph, pv = self.h(p), self.v(p)
+        sh = self.pw_h(ph * self.ca_h(ph) * self.sa_h(ph))
+        sv = self.pw_v(pv * self.ca_v(pv) * self.sa_v(pv))
+        return self.out(p + self.mix(sh * sv))
+
+
+class LGB(nn.Module):
+    """Location Guidance Block, LAGNet section 3.3, eqs (2)-(3):
+    ``C_D = C_R - C_L``; ``C = Conv1x1(C_R * SA(C_D) + C_L * SA(C_D))`` (to ``c_out`` channels)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.sa = SpatialGate()
+        self.fuse = Conv(c_in, c_out, 1)
+
+    def forward(self, rgb: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        att = self.sa(rgb - lam)
+        return self.fuse(rgb * att + lam * att)
+
+
+class DualMobileNetV3(nn.Module):
+    """Two torchvision MobileNetV3 feature extractors (``large`` = LAGNet, ``small`` = LAGNet-s),
+    one on the RGB image, one on the LAM, fused by an LGB at each of C3, C4, C5 (strides 8/16/32)
+    into ``width`` channels. Input: ``(B, 6, H, W)`` = RGB and LAM stacked."""
+
+    def __init__(self, variant: str = "large", width: int = 128):
+        super().__init__()
+        if variant not in STAGES:
+            raise ValueError(f"variant must be 'large' or 'small', got '{variant}'")
+        build = mobilenet_v3_large if variant == "large" else mobilenet_v3_small
+        a, b = STAGES[variant]
+        self.branches = nn.ModuleList()
+        for _ in range(2):
+            f = build(weights=None).features
+            self.branches.append(nn.ModuleList([f[:a], f[a:b], f[b:]]))
+        with torch.no_grad():
+            chans = [t.shape[1] for t in self._stages(self.branches[0], torch.zeros(1, 3, 64, 64))]
+        self.channels = chans
+        self.lgb = nn.ModuleList(LGB(c, width) for c in chans)
+
+    @staticmethod
+    def _stages(branch: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for stage in branch:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        rgb, lam = x[:, :3], x[:, 3:]
+        r = self._stages(self.branches[0], rgb)
+        m = self._stages(self.branches[1], lam)
+        return [g(a, b) for g, a, b in zip(self.lgb, r, m)]
+
+
+class LagPAN(nn.Module):
+    """LAGNet's top-down + bottom-up neck, eqs (4)-(5), all levels ``c`` channels:
+    ``C5' = Conv1x1(C5)``, ``C_i' = Up(C_{i+1}') + C_i``; ``P3 = Conv1x1(C3')``,
+    ``P_i = Down(P_{i-1}) + C_i'`` (Down: 3x3 stride-2 conv)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.lat5 = Conv(c, c, 1)
+        self.out3 = Conv(c, c, 1)
+        self.down = nn.ModuleList([Conv(c, c, 3, 2), Conv(c, c, 3, 2)])
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        c3, c4, c5 = feats
+        c5p = self.lat5(c5)
+        c4p = F.interpolate(c5p, size=c4.shape[-2:], mode="nearest") + c4
+        c3p = F.interpolate(c4p, size=c3.shape[-2:], mode="nearest") + c3
+        p3 = self.out3(c3p)
+        p4 = self.down[0](p3) + c4p
+        p5 = self.down[1](p4) + c5p
+        return [p3, p4, p5]
