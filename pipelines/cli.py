@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     spl = dsub.add_parser("split", help="DVC stage 'split': stratified, seeded train/val/test (+k-fold)")
     spl.set_defaults(func=_data_split)
 
-    tr = sub.add_parser("train", help="train a detector (DVC stage train_<model>)", epilog=EPILOG)
+    tr = sub.add_parser("train", help="train a detector (DVC stage train@<model>)", epilog=EPILOG)
     tr.add_argument("model", choices=MODELS)
     tr.set_defaults(func=_train)
     ev = sub.add_parser("evaluate", help="evaluate a trained detector on the test split", epilog=EPILOG)

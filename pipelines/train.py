@@ -1,4 +1,4 @@
-"""Training flows (DVC stage ``train_<model>``)."""
+"""Training flows (DVC stages ``train@<model>``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
-from prefect import flow, task
-
 import yaml
+from prefect import flow, task
 
 from components.config import section
 from components.data.canonical import load_manifest
@@ -72,7 +71,8 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml") -> dic
         info = train_task(cfg, str(data_yaml), str(out), train_args, device, seed, iou_loss, run)
         if cfg.endswith(".yaml") and Path(cfg).is_file():
             shutil.copy(cfg, out / Path(cfg).name)      # the architecture, next to its weights
-        info.update(model=model, model_cfg=Path(cfg).name, iou_loss=iou_loss, imgsz=train_args["imgsz"], mlflow_run_id=run.run_id, dataset_hash=dataset_hash(ds))
+        info.update(model=model, model_cfg=Path(cfg).name, iou_loss=iou_loss, imgsz=train_args["imgsz"],
+                    mlflow_run_id=run.run_id, dataset_hash=dataset_hash(ds))
         (out / "train_info.json").write_text(json.dumps(info, indent=1))
         log_outputs(run, metrics={"train_seconds": info["train_seconds"], "epochs_run": info["epochs_run"]},
                     artifacts=[(info["best"], "weights")] +
