@@ -121,6 +121,8 @@ def test_check_box_clip_and_reject():
 
 
 def test_nothing_usable_raises_but_reports(tmp_path):
+    import components.yolo  # noqa: F401  ultralytics patches PIL.Image.open: garbage must still be a clean reject
+
     src = tmp_path / "src"
     (src / "ANNOTATIONS").mkdir(parents=True)
     (src / "IMAGES").mkdir()

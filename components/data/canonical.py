@@ -86,6 +86,8 @@ def decode_image(data: bytes) -> tuple[int, int, str]:
         raise ValueError(f"not a readable image ({type(e).__name__})") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"unreadable or truncated image ({e})") from e
+    except Exception as e:  # noqa: BLE001  a decoder plug-in failing is still a bad image, not a crash
+        raise ValueError(f"not a readable image ({type(e).__name__}: {e})") from e
     if rgb.width < 1 or rgb.height < 1:
         raise ValueError("image has zero size")
     return rgb.width, rgb.height, sha256_bytes(rgb.tobytes())
