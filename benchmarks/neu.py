@@ -96,8 +96,17 @@ def table() -> None:
                            f"--test-ratio {r['test_ratio']} --seed {r['seed']}" for m, r in runs.items()),
                          "python -m benchmarks.neu --table"])
     payload = {"machine": machine(), "command": command, "runs": runs, "paper": PAPER}
-    print(write("neu_dasc", payload, rows, cols,
-                "NEU-DET, CPU protocol (imgsz 224, 60 epochs, seed 0, 8:2 split): baseline vs DASC-YOLO"))
+    md = write("neu_dasc", payload, rows, cols,
+               "NEU-DET, CPU protocol (imgsz 224, 60 epochs, seed 0, 8:2 split): baseline vs DASC-YOLO")
+    threads = sorted({r["metrics"]["latency_threads"] for r in runs.values()})
+    md.write_text(md.read_text() + (
+        "\nNotes: AP50 in %, last-epoch weights on the 360 test images (no model selection on them). "
+        "Training settings = params.yaml `train` (AdamW lr0 0.003, no mosaic, batch 16), box loss "
+        f"{next(iter(runs.values()))['iou_loss'] if runs else ''}, n scale, from scratch. FPS: eager "
+        f"PyTorch forward, batch 1, {threads} torch thread(s) (ultralytics' CPU default on this 2-core "
+        "machine); the two models trained at the same time, one per core, so timings include that load. "
+        "The paper rows are its Table 4: large models, 640 px, its own training protocol.\n"))
+    print(md)
 
 
 def main() -> None:
