@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -27,9 +28,12 @@ def machine() -> dict:
 
 def timed(argv: list[str], log: Path) -> dict:
     """Run ``argv`` (output to ``log``), return wall seconds and exit code."""
+    venv_bin = str(Path(sys.executable).parent)      # dvc stages call `defectops`: the venv's, first
+    env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    exe = shutil.which(argv[0], path=env["PATH"]) or argv[0]
     t = time.perf_counter()
     with log.open("w") as fh:
-        rc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run([exe, *argv[1:]], stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
     return {"command": " ".join(argv), "seconds": round(time.perf_counter() - t, 2), "rc": rc}
 
 
