@@ -25,6 +25,7 @@ from components.data.split import make_split
 from components.data.views import write_yolo_data_yaml
 from components.evaluate import evaluate_detector
 from components.train import train_detector
+from pipelines.common import trainer_args
 
 from .common import RESULTS, cli, machine, write
 
@@ -58,8 +59,7 @@ def run_model(model: str, epochs: int, imgsz: int, test_ratio: float, seed: int)
     work = WORK / f"run-{model}"
     data_yaml = write_yolo_data_yaml(ds, split, work / "data")
     cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
-    args = dict(section(params, "train"))
-    args.pop("device"), args.pop("seed")
+    args, _, _ = trainer_args(params)
     args.update(epochs=epochs, imgsz=imgsz)
     t = time.time()
     res = train_detector(cfg, data_yaml, work / "train", args, "cpu", seed, section(params, "loss.iou"))

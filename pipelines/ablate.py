@@ -13,16 +13,16 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-import yaml
 from prefect import flow, get_run_logger
 
 from components.config import section
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
-from components.models.dasc_yolo import PAPER_TABLE3, TABLE3, dasc_yolo_cfg
+from components.models.dasc_yolo import PAPER_TABLE3, TABLE3, write_dasc_yaml
 from components.report import write_table
 
-from .common import dataset_dir, dataset_hash, log_outputs, numeric, read_params, split_file, stage_run
+from .common import (dataset_dir, dataset_hash, log_outputs, numeric, read_params, split_file, stage_run,
+                     trainer_args)
 from .evaluate import evaluate_task
 from .train import train_task
 
@@ -54,8 +54,7 @@ def ablate_dasc_flow(rows: list[str] | None = None, epochs: int | None = None,
     nc = len(load_manifest(ds)["classes"])
     work = Path(section(params, "paths.work")) / "ablation-dasc"
     data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work / "data")
-    train_args = dict(section(params, "train"))
-    device, seed = train_args.pop("device"), train_args.pop("seed")
+    train_args, device, seed = trainer_args(params)
     train_args["epochs"] = epochs
     scale, iou_loss = section(params, "dasc.scale"), section(params, "loss.iou")
     ev = section(params, "evaluate")
@@ -65,9 +64,7 @@ def ablate_dasc_flow(rows: list[str] | None = None, epochs: int | None = None,
         log.info("ablation row %d/%d: %s", i, len(rows), row)
         toggles = TABLE3[row]
         row_dir = work / _slug(row)
-        row_dir.mkdir(parents=True, exist_ok=True)
-        model_yaml = row_dir / f"dasc-yolo11{scale}.yaml"
-        model_yaml.write_text(yaml.safe_dump(dasc_yolo_cfg(scale, nc, toggles), sort_keys=False))
+        model_yaml = write_dasc_yaml(row_dir, scale, nc, toggles)
         with stage_run(f"ablate:dasc:{row}", params, ["train", "loss", "ablation"], dataset_hash(ds),
                        {"ablation": "dasc", "row": row, **{f"dasc.{k}": v for k, v in asdict(toggles).items()},
                         "dasc.scale": scale}) as run:

@@ -83,3 +83,10 @@ def numeric(d: dict, prefix: str = "") -> dict[str, float]:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[f"{prefix}{k}"] = float(v)
     return out
+
+
+def trainer_args(params: dict) -> tuple[dict, str, int]:
+    """params.train as ultralytics train arguments, minus ``device`` and ``seed``, which the
+    pipeline passes itself."""
+    args = dict(section(params, "train"))
+    return args, args.pop("device"), args.pop("seed")

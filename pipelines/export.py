@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import flow, task
 
 from components.config import section
+from components.data.canonical import load_manifest
 from components.data.views import load_split
 from components.export import export_onnx, letterbox_batch, onnx_parity
 
@@ -41,7 +42,7 @@ def export_flow(model: str = "baseline", params_file: str = "params.yaml") -> di
         raise FileNotFoundError(f"{weights} not found: run `dvc repro train@{model}` first")
     info = json.loads((model_dir / "train_info.json").read_text())
     ds = dataset_dir(params)
-    manifest = json.loads((ds / "manifest.json").read_text())
+    manifest = load_manifest(ds)
     image_of = {e["name"]: str(ds / e["image"]) for e in manifest["images"]}
     images = [image_of[n] for n in load_split(split_file(params))["test"][: cfg["parity_images"]]]
     out = Path(section(params, "paths.exports")) / model / "best.onnx"

@@ -8,16 +8,16 @@ import shutil
 import time
 from pathlib import Path
 
-import yaml
 from prefect import flow, task
 
 from components.config import section
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
-from components.models.dasc_yolo import DascToggles, dasc_yolo_cfg
+from components.models.dasc_yolo import DascToggles, write_dasc_yaml
 from components.train import baseline_cfg, train_detector
 
-from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
+from .common import (COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run,
+                     trainer_args)
 
 log = logging.getLogger(__name__)
 MODELS = ("baseline", "dasc")
@@ -30,11 +30,7 @@ def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
     if model == "dasc":
         d = dict(section(params, "dasc"))
         scale = d.pop("scale")
-        cfg = dasc_yolo_cfg(scale, nc, DascToggles(**d))
-        work.mkdir(parents=True, exist_ok=True)
-        path = work / f"dasc-yolo11{scale}.yaml"   # the scale letter in the name: ultralytics reads it
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        return str(path)
+        return str(write_dasc_yaml(work, scale, nc, DascToggles(**d)))
     raise ValueError(f"unknown model '{model}' (choose from {', '.join(MODELS)})")
 
 
@@ -66,8 +62,7 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml") -> dic
     with stage_run(f"train:{model}", params, used, dataset_hash(ds),
                    {"model": model, "iou_loss": iou_loss}) as run:
         data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work)
-        train_args = dict(section(params, "train"))
-        device, seed = train_args.pop("device"), train_args.pop("seed")
+        train_args, device, seed = trainer_args(params)
         info = train_task(cfg, str(data_yaml), str(out), train_args, device, seed, iou_loss, run)
         if cfg.endswith(".yaml") and Path(cfg).is_file():
             shutil.copy(cfg, out / Path(cfg).name)      # the architecture, next to its weights

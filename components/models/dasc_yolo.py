@@ -142,3 +142,13 @@ def dasc_yolo_cfg(scale: str, nc: int, toggles: DascToggles) -> dict:
     cfg.update(nc=nc, scale=scale, scales=base["scales"], backbone=new[:n_backbone],
                head=new[n_backbone:], dasc=asdict(toggles))
     return cfg
+
+
+def write_dasc_yaml(folder: str | Path, scale: str, nc: int, toggles: DascToggles) -> Path:
+    """Write the config as ``folder/dasc-yolo11<scale>.yaml``: ultralytics reads the scale from
+    the file name when it loads a model YAML, so the name must carry it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"dasc-yolo11{scale}.yaml"
+    path.write_text(yaml.safe_dump(dasc_yolo_cfg(scale, nc, toggles), sort_keys=False))
+    return path
