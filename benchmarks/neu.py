@@ -51,12 +51,19 @@ def dataset(test_ratio: float, seed: int) -> tuple[Path, dict]:
     return ds, split
 
 
+def split_tag(test_ratio: float) -> str:
+    """``0.2`` -> ``r82`` (the 8:2 split of DASC-YOLO), ``0.3`` -> ``r73`` (LAGNet's 7:3)."""
+    t = round(test_ratio * 10)
+    return f"r{10 - t}{t}"
+
+
 def run_model(model: str, epochs: int, imgsz: int, test_ratio: float, seed: int) -> dict:
     from pipelines.train import model_cfg
 
     params = load_params()
     ds, split = dataset(test_ratio, seed)
-    work = WORK / f"run-{model}"
+    tag = split_tag(test_ratio)
+    work = WORK / tag / f"run-{model}"
     data_yaml = write_yolo_data_yaml(ds, split, work / "data")
     cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
     args, _, _ = trainer_args(params)
@@ -71,14 +78,14 @@ def run_model(model: str, epochs: int, imgsz: int, test_ratio: float, seed: int)
            "iou_loss": section(params, "loss.iou"), "train_args": args, "train_seconds": round(train_s),
            "weights": "last epoch", "metrics": metrics,
            "model_params": section(params, model), "command": cli()}
-    (RESULTS / "neu").mkdir(parents=True, exist_ok=True)
-    (RESULTS / "neu" / f"{model}.json").write_text(json.dumps(out, indent=2))
+    (RESULTS / "neu" / tag).mkdir(parents=True, exist_ok=True)
+    (RESULTS / "neu" / tag / f"{model}.json").write_text(json.dumps(out, indent=2))
     return out
 
 
 def table() -> None:
     rows, runs = [], {}
-    for f in sorted((RESULTS / "neu").glob("*.json")):
+    for f in sorted((RESULTS / "neu" / "r82").glob("*.json")):
         r = json.loads(f.read_text())
         runs[r["model"]] = r
         m = r["metrics"]

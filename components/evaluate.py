@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import shutil
 import time
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +29,31 @@ def f1(p: float, r: float) -> float:
     return 0.0 if p + r == 0 else 2 * p * r / (p + r)
 
 
+def input_channels(model: torch.nn.Module) -> int:
+    """Input channels of an ultralytics model (3; LAGNet with LAM: 6)."""
+    return int(getattr(model, "yaml", {}).get("channels", 3))
+
+
+def model_gflops(model: torch.nn.Module, imgsz: int) -> float:
+    """GFLOPs of one forward pass at ``imgsz`` (THOP, as ultralytics' ``get_flops``, but with the
+    model's own input channels: ultralytics guesses them from the first weight)."""
+    if input_channels(model) == 3:
+        return float(get_flops(model, imgsz))
+    import thop
+
+    m = deepcopy(model).float().eval()
+    x = torch.zeros(1, input_channels(model), imgsz, imgsz, device=next(m.parameters()).device)
+    return float(thop.profile(m, inputs=[x], verbose=False)[0] / 1e9 * 2)
+
+
 def measure_latency(model: torch.nn.Module, imgsz: int, batch: int, runs: int, warmup: int,
                     device: str) -> dict[str, float | int | str]:
-    """Median wall time of a forward pass on a ``batch x 3 x imgsz x imgsz`` input (eager PyTorch,
-    no pre/post-processing): the model's own inference cost, comparable across detectors."""
+    """Median wall time of a forward pass on a ``batch x C x imgsz x imgsz`` input (eager PyTorch,
+    no pre/post-processing): the model's own inference cost, comparable across detectors. For
+    LAGNet that excludes making the LAM (the end-to-end ONNX graph includes it)."""
     dev = torch.device("cpu" if device == "cpu" else f"cuda:{device.split(',')[0]}")
     model = model.to(dev).eval()
-    x = torch.rand(batch, 3, imgsz, imgsz, device=dev)
+    x = torch.rand(batch, input_channels(model), imgsz, imgsz, device=dev)
     times = []
     with torch.inference_mode():
         for i in range(warmup + runs):
@@ -51,13 +70,16 @@ def measure_latency(model: torch.nn.Module, imgsz: int, batch: int, runs: int, w
             "fps": round(1000 * batch / ms, 2), "latency_batch": batch, "latency_imgsz": imgsz,
             "latency_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
             f"cpu ({get_cpu_info()})",
-            "latency_threads": torch.get_num_threads(), "latency_runs": runs}
+            "latency_threads": torch.get_num_threads(), "latency_runs": runs,
+            "latency_input_channels": int(x.shape[1])}
 
 
 def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, conf: float,
-                      iou: float, device: str, latency: dict, out_dir: Path, plots_dir: Path) -> dict:
+                      iou: float, device: str, latency: dict, out_dir: Path, plots_dir: Path,
+                      validator=None) -> dict:
     """Validate ``weights`` on ``split`` of ``data_yaml``: ultralytics' PNG plots go to ``out_dir``,
-    the CSV plot data (DVC plots) to ``plots_dir``."""
+    the CSV plot data (DVC plots) to ``plots_dir``. ``validator``: a ``DetectionValidator``
+    subclass (LAGNet: ``LamValidator``), else ultralytics' own."""
     out_dir, plots_dir = Path(out_dir).resolve(), Path(plots_dir).resolve()
     for d in (out_dir, plots_dir):
         if d.exists():
@@ -65,7 +87,7 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
     plots_dir.mkdir(parents=True)
     yolo = YOLO(str(weights))
     names = yolo.names
-    res = yolo.val(data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou,
+    res = yolo.val(validator=validator, data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou,
                    device=device, plots=True, project=str(out_dir.parent), name=out_dir.name,
                    exist_ok=True, verbose=False)
     box = res.box
@@ -83,8 +105,8 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
         "F1": round(f1(p, r), 4),
         "per_class_AP50": per_class,
         "params": int(get_num_params(yolo.model)),
-        "GFLOPs": round(float(get_flops(yolo.model, 640)), 3),          # at 640 px, as the papers
-        "GFLOPs_at_imgsz": round(float(get_flops(yolo.model, imgsz)), 3),
+        "GFLOPs": round(model_gflops(yolo.model, 640), 3),          # at 640 px, as the papers
+        "GFLOPs_at_imgsz": round(model_gflops(yolo.model, imgsz), 3),
         "speed_ms_per_image": {k: round(float(v), 3) for k, v in res.speed.items()},
         **measure_latency(yolo.model, imgsz, latency["batch"], latency["runs"], latency["warmup"], device),
     }

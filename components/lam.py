@@ -7,15 +7,21 @@ at inference, ``pred[:, 4:]``, level after level). Each level's map is resized t
 size, the maximum over levels is taken, the letterbox padding is cut away and the map resized
 to the original image, so LAM pixels line up with image pixels.
 
-Everything here is plain tensor/array code so the same steps can run inside one ONNX graph
-(baseline -> LAM -> LAGNet) later; the JET colours are OpenCV's own table.
+The steps are plain tensor code, so ``LamMap`` (baseline -> LAM) runs inside the one ONNX graph
+of ``LagnetPipeline`` (baseline -> LAM -> LAGNet, ``components/lagnet_export.py``); the JET
+colours are OpenCV's own table, held as a buffer. ``make_lams`` writes the LAM of every image
+(batched baseline inference) for training; ``lam_grid`` is the sample plot.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable
+
 import cv2
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 # OpenCV's JET colour map as a 256 x 3 (BGR) lookup table
@@ -65,3 +71,130 @@ def lam_image(bgr: np.ndarray, conf: np.ndarray, alpha: float = 0.5, beta: float
     heat = JET_BGR[idx]
     return np.clip(np.rint(alpha * bgr.astype(np.float32) + beta * heat.astype(np.float32)), 0, 255
                    ).astype(np.uint8)
+
+
+def head_output(y) -> torch.Tensor:
+    """The ``(B, 4 + nc, anchors)`` tensor of an ultralytics detection model in eval mode."""
+    return y[0] if isinstance(y, (list, tuple)) else y
+
+
+class LamMap(nn.Module):
+    """Baseline detector -> confidence map -> LAM, for letterboxed RGB batches in [0, 1]:
+    ``LAM = alpha * x + beta * JET(round(255 * CSM)) / 255`` (eq. 1, RGB order, in [0, 1])."""
+
+    def __init__(self, detector: nn.Module, alpha: float = 0.5, beta: float = 0.5):
+        super().__init__()
+        self.detector = detector
+        self.strides = tuple(int(s) for s in detector.stride)
+        self.alpha, self.beta = alpha, beta
+        self.register_buffer("jet_rgb", torch.from_numpy(JET_BGR[:, ::-1].copy()).float() / 255.0)
+
+    def confidence(self, x: torch.Tensor) -> torch.Tensor:
+        hw = (int(x.shape[-2]), int(x.shape[-1]))
+        return fuse_levels(level_confidence(head_output(self.detector(x)), hw, self.strides), hw)
+
+    def colour(self, conf: torch.Tensor) -> torch.Tensor:
+        idx = torch.round(conf * 255.0).long()                 # (B, H, W) in 0..255
+        return self.jet_rgb[idx].permute(0, 3, 1, 2)           # (B, 3, H, W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha * x + self.beta * self.colour(self.confidence(x))
+
+
+def _letterbox(img: np.ndarray, imgsz: int):
+    from ultralytics.data.augment import LetterBox
+
+    lb = LetterBox((imgsz, imgsz), auto=False)
+    labels = {"img": img}
+    p = lb.get_params(labels)
+    return lb.apply_image(labels, p)["img"], p["ratio"][0], (p["left"], p["top"])
+
+
+def make_lams(detector: nn.Module, images: list[Path], out_dir: Path, imgsz: int, batch: int,
+              device: str = "cpu", alpha: float = 0.5, beta: float = 0.5,
+              progress: Callable[[int], None] | None = None,
+              boxes: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+    """Write ``out_dir/<stem>.png``, the LAM of each image at the image's own size: the baseline
+    runs once per batch on letterboxed inputs, each confidence map is cut out of the letterbox
+    and resized back, then blended with the original pixels. Returns ``{image: {"lam": path}}``
+    plus, for images in ``boxes`` (xyxy px), the mean confidence inside / outside the boxes."""
+    from .lam_data import lam_path
+
+    dev = torch.device("cpu" if device == "cpu" else f"cuda:{str(device).split(',')[0]}")
+    lam = LamMap(detector.float().eval(), alpha, beta).to(dev).eval()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        origs, xs, geo = [], [], []
+        for f in chunk:
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is None:
+                raise FileNotFoundError(f"cannot read image {f}")
+            lb, ratio, pad = _letterbox(img, imgsz)
+            origs.append(img)
+            xs.append(lb[..., ::-1].transpose(2, 0, 1))
+            geo.append((ratio, pad))
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(xs))).to(dev).float() / 255.0
+        with torch.inference_mode():
+            conf = lam.confidence(x)
+        for f, img, c, (ratio, pad) in zip(chunk, origs, conf, geo):
+            m = unletterbox(c[None], img.shape[:2], ratio, pad)[0].clamp(0, 1).cpu().numpy()
+            dst = lam_path(out_dir, f)
+            if not cv2.imwrite(str(dst), lam_image(img, m, alpha, beta)):
+                raise OSError(f"could not write {dst}")
+            written[str(f)] = {"lam": dst}
+            if boxes is not None and str(f) in boxes:
+                written[str(f)]["conf_in"], written[str(f)]["conf_out"] = box_confidence(m, boxes[str(f)])
+        if progress is not None:
+            progress(len(chunk))
+    return written
+
+
+def lam_grid(samples: list[tuple[np.ndarray, np.ndarray, list[str]]], path: Path, cols: int = 4,
+             tile: int = 256) -> Path:
+    """Tile LAMs (BGR) with their ground-truth boxes (``(n, 4)`` xyxy pixels) and class names."""
+    tiles = []
+    for lam, boxes, names in samples:
+        h, w = lam.shape[:2]
+        s = tile / max(h, w)
+        im = cv2.resize(lam, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        canvas = np.full((tile, tile, 3), 255, np.uint8)
+        canvas[:im.shape[0], :im.shape[1]] = im
+        for (x1, y1, x2, y2), name in zip(np.asarray(boxes, float).reshape(-1, 4), names):
+            p1, p2 = (int(x1 * s), int(y1 * s)), (int(x2 * s) - 1, int(y2 * s) - 1)
+            cv2.rectangle(canvas, p1, p2, (255, 255, 255), 2)
+            cv2.rectangle(canvas, p1, p2, (0, 0, 0), 1)
+            cv2.putText(canvas, name, (p1[0] + 2, max(10, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(canvas)
+    if not tiles:
+        raise ValueError("no samples for the LAM grid")
+    while len(tiles) % cols:
+        tiles.append(np.full((tile, tile, 3), 255, np.uint8))
+    rows = [np.concatenate(tiles[i:i + cols], 1) for i in range(0, len(tiles), cols)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.concatenate(rows, 0))
+    return path
+
+
+def oof_folds(names: list[str], k: int, seed: int) -> list[list[str]]:
+    """Split training-image names into ``k`` disjoint folds (seeded shuffle, round robin)."""
+    if k < 2:
+        raise ValueError(f"lam.folds must be >= 2 for out_of_fold (got {k})")
+    if len(names) < k:
+        raise ValueError(f"{len(names)} training images cannot make {k} folds")
+    order = sorted(names)
+    np.random.default_rng(seed).shuffle(order)
+    return [sorted(order[i::k]) for i in range(k)]
+
+
+def box_confidence(conf: np.ndarray, boxes: np.ndarray) -> tuple[float, float]:
+    """Mean confidence inside the union of ``boxes`` (xyxy px) and outside it."""
+    inside = np.zeros(conf.shape, bool)
+    for x1, y1, x2, y2 in np.asarray(boxes, float).reshape(-1, 4):
+        inside[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))] = True
+    return (float(conf[inside].mean()) if inside.any() else float("nan"),
+            float(conf[~inside].mean()) if (~inside).any() else float("nan"))

@@ -4,7 +4,8 @@ offline.
 
 The baseline is plain YOLO11 at the scale from params (``yolo11{n,s,m,l,x}.yaml`` ships inside
 ultralytics, so nothing is downloaded); DASC-YOLO is YOLO11 with its modules inserted
-(``components/models/dasc_yolo.py``, written as ``dasc-yolo11<scale>.yaml``).
+(``components/models/dasc_yolo.py``, written as ``dasc-yolo11<scale>.yaml``); LAGNet is
+``components/models/lagnet_yolo.py``'s YAML, trained on RGB + LAM (``components/lam_data.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
+from .lam_data import LamTrainerMixin
 from .models.detect import DefectDetectionModel
 from .models.iou import IOU_LOSSES
 from .yolo import YOLO
@@ -70,19 +72,32 @@ def _set_loss_progress(trainer: DetectionTrainer) -> None:
         crit.bbox_loss.progress = trainer.epoch / max(1, trainer.epochs - 1)
 
 
-# One importable trainer class per loss: ultralytics instantiates the trainer class itself and
-# its train args are a closed set, so the choice travels on the class (module-level, so a
-# multi-GPU DDP launch can import it by name).
-TRAINERS = {k: type(f"DefectTrainer_{k}", (DefectTrainer,), {"iou_loss": k, "__module__": __name__})
-            for k in IOU_LOSSES}
+class DefectYOLO(YOLO):
+    """ultralytics' ``YOLO`` whose detection models are ``DefectDetectionModel`` (a model YAML's
+    ``channels`` are kept: LAGNet takes 6)."""
+
+    @property
+    def task_map(self):
+        m = super().task_map
+        m["detect"] = {**m["detect"], "model": DefectDetectionModel}
+        return m
+
+
+# One importable trainer class per (loss, input): ultralytics instantiates the trainer class
+# itself and its train args are a closed set, so the choice travels on the class (module-level,
+# so a multi-GPU DDP launch can import it by name). The LAM trainers read RGB + LAM.
+TRAINERS = {(k, lam): type(f"{'Lam' if lam else 'Defect'}Trainer_{k}",
+                           (LamTrainerMixin, DefectTrainer) if lam else (DefectTrainer,),
+                           {"iou_loss": k, "__module__": __name__})
+            for k in IOU_LOSSES for lam in (False, True)}
 globals().update({cls.__name__: cls for cls in TRAINERS.values()})
 
 
-def trainer_for(iou_loss: str) -> type[DefectTrainer]:
-    """The ``DefectTrainer`` whose models use ``iou_loss``."""
-    if iou_loss not in TRAINERS:
+def trainer_for(iou_loss: str, lam: bool = False) -> type[DefectTrainer]:
+    """The ``DefectTrainer`` whose models use ``iou_loss`` (and read RGB + LAM when ``lam``)."""
+    if iou_loss not in IOU_LOSSES:
         raise ValueError(f"loss.iou must be one of {', '.join(IOU_LOSSES)} (got '{iou_loss}')")
-    return TRAINERS[iou_loss]
+    return TRAINERS[(iou_loss, bool(lam))]
 
 
 @dataclass
@@ -102,14 +117,16 @@ def baseline_cfg(scale: str) -> str:
 
 
 def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_args: dict, device: str,
-                   seed: int, iou_loss: str, on_epoch: EpochCallback | None = None) -> TrainResult:
+                   seed: int, iou_loss: str, on_epoch: EpochCallback | None = None,
+                   lam: bool = False) -> TrainResult:
     """Train ``model_cfg`` (a YAML, never a ``.pt`` to fetch) on ``data_yaml`` into ``out_dir``
     with box-regression loss ``iou_loss``.
 
     ``train_args`` are ultralytics train arguments from params (epochs, imgsz, batch, optimizer,
     lr0, ... and augmentation); ``on_epoch(epoch, metrics)`` is called after each epoch's
     validation with the losses, val metrics and learning rates, and once more with
-    ``epoch=None`` and the val metrics of best.pt (keys prefixed ``best/``).
+    ``epoch=None`` and the val metrics of best.pt (keys prefixed ``best/``). ``lam``: the model
+    reads RGB + LAM (``data_yaml`` names the LAM folder).
     """
     if not str(model_cfg).endswith((".yaml", ".yml")):
         raise ValueError(f"train from a model YAML, not '{model_cfg}' (no weights are downloaded)")
@@ -119,7 +136,7 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     out_dir = Path(out_dir).resolve()
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    model = YOLO(model_cfg)
+    model = DefectYOLO(model_cfg)
     if on_epoch is not None:
         def _cb(tr: DetectionTrainer) -> None:
             if getattr(tr, "in_final_eval", False):
@@ -129,7 +146,7 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
             on_epoch(tr.epoch + 1, {k: float(v) for k, v in metrics.items()})
 
         model.add_callback("on_fit_epoch_end", _cb)
-    model.train(trainer=trainer_for(iou_loss), data=str(data_yaml), project=str(out_dir.parent), name=out_dir.name,
+    model.train(trainer=trainer_for(iou_loss, lam), data=str(data_yaml), project=str(out_dir.parent), name=out_dir.name,
                 exist_ok=True, device=device, seed=seed, pretrained=False, plots=True, **train_args)
     results_csv = out_dir / "results.csv"
     rows = list(csv.DictReader(results_csv.open())) if results_csv.is_file() else []

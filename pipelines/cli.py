@@ -102,11 +102,21 @@ def _export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _lam(a: argparse.Namespace) -> int:
+    from .lam import lam_flow
+
+    info = lam_flow(a.params)
+    print(f"LAMs ({info['mode']}): {info['images']} images in {info['seconds']} s")
+    for s, v in info["per_split"].items():
+        print(f"  {s}: mean confidence {v['conf_in']} inside boxes, {v['conf_out']} outside")
+    return 0
+
+
 def _ablate(a: argparse.Namespace) -> int:
-    from .ablate import ablate_dasc_flow
+    from .ablate import ablate_dasc_flow, ablate_lagnet_flow
 
     rows = [r.strip() for r in a.rows.split(";")] if a.rows else None
-    r = ablate_dasc_flow(rows, a.epochs, a.params)
+    r = (ablate_dasc_flow if a.study == "dasc" else ablate_lagnet_flow)(rows, a.epochs, a.params)
     print(f"ablation table: {r['table']}")
     return 0
 
@@ -141,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     spl = dsub.add_parser("split", help="DVC stage 'split': stratified, seeded train/val/test (+k-fold)")
     spl.set_defaults(func=_data_split)
 
-    tr = sub.add_parser("train", help="train a detector (DVC stage train@<model>)", epilog=EPILOG)
+    lm = sub.add_parser("lam", help="DVC stage 'lam': Location Activation Maps for every image, from the "
+                        "trained baseline (lam.mode in_sample | out_of_fold)", epilog=EPILOG)
+    lm.set_defaults(func=_lam)
+    tr = sub.add_parser("train", help="train a detector (DVC stage train@<model>, train_lagnet)", epilog=EPILOG)
     tr.add_argument("model", choices=MODELS)
     tr.set_defaults(func=_train)
     ev = sub.add_parser("evaluate", help="evaluate a trained detector on the test split", epilog=EPILOG)
@@ -152,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model", choices=MODELS)
     ex.set_defaults(func=_export)
     ab = sub.add_parser("ablate", help="run a paper's ablation grid (each row an MLflow run)", epilog=EPILOG)
-    ab.add_argument("study", choices=["dasc"], help="dasc: DASC-YOLO Table 3")
-    ab.add_argument("--rows", default=None, help="';'-separated row names (default: ablation.rows)")
+    ab.add_argument("study", choices=["dasc", "lagnet"],
+                    help="dasc: DASC-YOLO Table 3; lagnet: LAGNet Tables 4 + 5 (needs the lam stage)")
+    ab.add_argument("--rows", default=None,
+                    help="';'-separated row names (default: ablation.rows / ablation.lagnet_rows)")
     ab.add_argument("--epochs", type=int, default=None, help="epochs per row (default: ablation.epochs)")
     ab.set_defaults(func=_ablate)
     return p

@@ -11,14 +11,18 @@ from components.config import section
 from components.data.views import load_split, write_yolo_data_yaml
 from components.evaluate import evaluate_detector
 
+from .train import model_data_yaml, uses_lam
 from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, numeric, read_params, split_file, stage_run
 
 
 @task(name="evaluate-detector", **COMPUTE)
-def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: str, plots_dir: str) -> dict:
+def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: str, plots_dir: str,
+                  lam: bool = False) -> dict:
+    from components.lam_data import LamValidator
+
     return evaluate_detector(Path(weights), Path(data_yaml), cfg["split"], imgsz, cfg["batch"],
                              cfg["conf"], cfg["iou"], cfg["device"], cfg["latency"], Path(out_dir),
-                             Path(plots_dir))
+                             Path(plots_dir), validator=LamValidator if lam else None)
 
 
 @flow(name="evaluate")
@@ -38,9 +42,9 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
     with stage_run(f"evaluate:{model}", params, ["evaluate", "data.name", "split"], dataset_hash(ds),
                    {"model": model, "train_run_id": train_info["mlflow_run_id"]}) as run:
         work = Path(section(params, "paths.work")) / f"evaluate-{model}"
-        data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work)
+        data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work))
         metrics = evaluate_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], str(report_dir),
-                                str(plots_dir))
+                                str(plots_dir), uses_lam(model, params))
         metrics["model"] = model
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
         metrics_file.write_text(json.dumps(metrics, indent=2))

@@ -94,3 +94,71 @@ def test_pan_equations():
     assert torch.allclose(p4, m.down[0](p3) + c4p)
     assert torch.allclose(p5, m.down[1](p4) + c5p)
     _all_grads(m.train(), [c3, c4, c5])
+
+
+def test_rgb_only_backbone_projects_each_level():
+    from components.models.lagnet import MobileNetV3Features
+
+    m = MobileNetV3Features("small", width=16)
+    outs = m(torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [(1, 16, 8, 8), (1, 16, 4, 4), (1, 16, 2, 2)]
+    with pytest.raises(ValueError, match="6 channels"):
+        DualMobileNetV3("small", 16)(torch.randn(1, 3, 64, 64))
+
+
+# ---- the whole model through ultralytics' parser
+
+def _model(variant="small", width=32, k=5, n=2, toggles=None, tmp=None):
+    from components.models.detect import DefectDetectionModel
+    from components.models.lagnet_yolo import LagnetToggles, write_lagnet_yaml
+
+    cfg = write_lagnet_yaml(tmp, variant, width, k, n, 6, toggles or LagnetToggles())
+    return DefectDetectionModel(str(cfg), nc=6, verbose=False)
+
+
+def test_lagnet_model_takes_rgb_plus_lam_and_has_three_strides(tmp_path):
+    m = _model(tmp=tmp_path).eval()
+    assert m.yaml["channels"] == 6 and m.stride.tolist() == [8.0, 16.0, 32.0]
+    with torch.no_grad():
+        y = m(torch.rand(2, 6, 96, 96))[0]
+    assert y.shape == (2, 4 + 6, 12 * 12 + 6 * 6 + 3 * 3)
+    n_scem = sum(1 for x in m.modules() if isinstance(x, SCEM))
+    assert n_scem == 3
+
+
+def test_table4_toggles_change_inputs_and_parameters(tmp_path):
+    from components.models.lagnet_yolo import TABLE4
+
+    sizes = {}
+    for row, t in TABLE4.items():
+        m = _model(toggles=t, tmp=tmp_path / row.strip("+").replace("+", "_"))
+        assert m.yaml["channels"] == (6 if t.lam else 3)
+        assert any(isinstance(x, SCEM) for x in m.modules()) == t.scem
+        sizes[row] = sum(p.numel() for p in m.parameters())
+    assert sizes["baseline"] < sizes["+SCEM"] < sizes["+LAM+SCEM"]
+    assert sizes["baseline"] < sizes["+LAM"] < sizes["+LAM+SCEM"]
+    # the LAM branch is a second MobileNetV3-Small feature extractor (~0.93 M parameters)
+    assert 0.8e6 < sizes["+LAM"] - sizes["baseline"] < 1.2e6
+
+
+def test_scem_kernel_and_depth_come_from_the_config(tmp_path):
+    m = _model(k=9, n=3, tmp=tmp_path)
+    strips = [c for x in m.modules() if isinstance(x, StripConv) for c in x.convs]
+    assert len(strips) == 3 * 2 * 3                           # 3 levels x (h, v) x n
+    assert {c.kernel_size for c in strips} == {(1, 9), (9, 1)}
+    with pytest.raises(ValueError, match="odd"):
+        _model(k=4, tmp=tmp_path)
+
+
+def test_lagnet_trains_one_step_with_gradients_everywhere(tmp_path):
+    m = _model(width=16, tmp=tmp_path).train()
+    from types import SimpleNamespace
+
+    m.args = SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
+    batch = {"img": torch.rand(2, 6, 64, 64), "batch_idx": torch.tensor([0.0, 1.0]),
+             "cls": torch.tensor([[1.0], [3.0]]), "bboxes": torch.tensor([[0.5, 0.5, 0.3, 0.2], [0.3, 0.6, 0.2, 0.5]])}
+    loss, _ = m.loss(batch)
+    assert torch.isfinite(loss).all() and loss.sum() > 0
+    loss.sum().backward()
+    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing[:5]

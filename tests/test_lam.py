@@ -67,3 +67,65 @@ def test_lam_pixels_line_up_with_the_image_through_the_letterbox():
 def test_size_mismatch_is_an_error():
     with pytest.raises(ValueError, match="differ"):
         lam_image(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4)))
+
+
+class _LevelZeroBrightness(torch.nn.Module):
+    """A stand-in detector: level-0 (stride 8) class score = mean brightness of each 8x8 cell,
+    levels 1 and 2 score 0. Output ``(B, 4 + 2, anchors)`` like ultralytics' Detect."""
+
+    stride = torch.tensor([8.0, 16.0, 32.0])
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        lvl0 = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 8).flatten(2)
+        rest = torch.zeros(b, 1, (h // 16) * (w // 16) + (h // 32) * (w // 32))
+        score = torch.cat([lvl0, rest], 2)
+        return torch.cat([torch.zeros(b, 4, score.shape[2]), score, torch.zeros_like(score)], 1), None
+
+
+def test_make_lams_puts_a_box_shaped_response_on_the_box(tmp_path):
+    from components.lam import make_lams
+
+    # 200 x 100 image letterboxed to 160: scale 0.8 -> 160 x 80 content, 40 px padding on top;
+    # the box (40..120, 30..80) lands on 32..96 x 64..104: whole 8-px cells of level 0
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[30:80, 40:120] = 255
+    f = tmp_path / "wide.png"
+    cv2.imwrite(str(f), img)
+    out = make_lams(_LevelZeroBrightness(), [f], tmp_path / "lams", 160, 4,
+                    boxes={str(f): np.array([[40, 30, 120, 80]])})
+    rec = out[str(f)]
+    lam = cv2.imread(str(rec["lam"]))
+    assert lam.shape == img.shape
+    inside = np.rint(0.5 * 255 + 0.5 * JET_BGR[255].astype(float)).tolist()
+    assert lam[55, 80].tolist() == inside                    # box centre: confidence 1
+    assert lam[50, 190].tolist() == [64, 0, 0]               # background: confidence 0 -> JET(0) / 2
+    hot = lam[..., 2] > 200                                   # red channel: only where the box is
+    ys, xs = np.nonzero(hot)
+    assert abs(xs.min() - 40) <= 2 and abs(xs.max() + 1 - 120) <= 2
+    assert abs(ys.min() - 30) <= 2 and abs(ys.max() + 1 - 80) <= 2
+    assert rec["conf_in"] > 0.85 and rec["conf_out"] < 0.05     # bilinear edges cost a little
+
+
+def test_in_graph_lam_matches_the_hand_computed_blend():
+    from components.lam import LamMap
+
+    x = torch.zeros(1, 3, 32, 32)
+    x[0, :, 8:24, 8:24] = 0.6                               # 2 x 2 level-0 cells, brightness 0.6
+    lam = LamMap(_LevelZeroBrightness())(x)[0]
+    idx = int(np.rint(0.6 * 255))                             # 153
+    jet_rgb = JET_BGR[idx][::-1] / 255.0
+    # pixel 15 interpolates between cells 1 and 2, both 0.6; the RGB there is 0.6 too
+    assert lam[:, 15, 15].tolist() == pytest.approx((0.5 * 0.6 + 0.5 * jet_rgb).tolist(), abs=1e-6)
+    assert lam[:, 30, 30].tolist() == pytest.approx((0.5 * JET_BGR[0][::-1] / 255.0).tolist(), abs=1e-6)
+
+
+def test_out_of_fold_folds_partition_the_training_images():
+    from components.lam import oof_folds
+
+    names = [f"img{i:03d}" for i in range(10)]
+    folds = oof_folds(names, 3, seed=0)
+    assert sorted(n for f in folds for n in f) == names and [len(f) for f in folds] == [4, 3, 3]
+    assert folds == oof_folds(list(reversed(names)), 3, seed=0)          # order-independent, seeded
+    with pytest.raises(ValueError, match="folds"):
+        oof_folds(names, 1, seed=0)

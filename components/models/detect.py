@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from ultralytics.nn.tasks import DetectionModel
+from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
 from .loss import DefectDetectionLoss
 
 
 class DefectDetectionModel(DetectionModel):
     """A YOLO detection model (built from a YAML) whose box-regression loss is ``iou_loss``
-    (one of ``components.models.iou.IOU_LOSSES``); everything else is ultralytics'."""
+    (one of ``components.models.iou.IOU_LOSSES``); everything else is ultralytics'.
+
+    A model YAML that states ``channels`` (LAGNet: 6 = RGB + LAM) keeps them, whatever ``ch``
+    the caller (ultralytics' trainer passes the dataset's) asks for."""
 
     def __init__(self, cfg="yolo11n.yaml", ch: int = 3, nc: int | None = None, verbose: bool = True,
                  iou_loss: str = "ciou"):
+        cfg = cfg if isinstance(cfg, dict) else yaml_model_load(cfg)
+        ch = cfg.get("channels", ch)
         super().__init__(cfg=cfg, ch=ch, nc=nc, verbose=verbose)
         self.iou_loss = iou_loss
 

@@ -3,8 +3,8 @@
 Dual-branch MobileNetV3 backbone (torchvision, ``weights=None``: nothing is downloaded), LGB
 fusion at C3/C4/C5, the PAN neck of eqs (4)-(5) and SCEM after P3/P4/P5. The spatial and
 channel attentions are CBAM's (``components/models/dasc.py``), as LAGNet names no other.
-Wiring these into an ultralytics detection model with the LAM data path is the next step
-(issue 4); the blocks are complete and tested on their own.
+``components/models/lagnet_yolo.py`` wires them into an ultralytics detection model (YAML),
+``MobileNetV3Features`` is the single-branch (RGB only, "w/o LAM") backbone of Table 4.
 """
 
 from __future__ import annotations
@@ -77,6 +77,43 @@ class LGB(nn.Module):
         return self.fuse(rgb * att + lam * att)
 
 
+def _mobilenet_stages(variant: str) -> nn.ModuleList:
+    """torchvision's MobileNetV3 ``features`` (``weights=None``) cut into stride 8/16/32 stages."""
+    if variant not in STAGES:
+        raise ValueError(f"variant must be 'large' or 'small', got '{variant}'")
+    build = mobilenet_v3_large if variant == "large" else mobilenet_v3_small
+    a, b = STAGES[variant]
+    f = build(weights=None).features
+    return nn.ModuleList([f[:a], f[a:b], f[b:]])
+
+
+def _run_stages(branch: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    outs = []
+    for stage in branch:
+        x = stage(x)
+        outs.append(x)
+    return outs
+
+
+def _stage_channels(branch: nn.ModuleList) -> list[int]:
+    with torch.no_grad():
+        return [t.shape[1] for t in _run_stages(branch, torch.zeros(1, 3, 64, 64))]
+
+
+class MobileNetV3Features(nn.Module):
+    """Single-branch backbone (Table 4 rows without LAM): torchvision MobileNetV3 on the RGB
+    image, C3/C4/C5 projected to ``width`` channels by a 1x1 conv each."""
+
+    def __init__(self, variant: str = "large", width: int = 128):
+        super().__init__()
+        self.branch = _mobilenet_stages(variant)
+        self.channels = _stage_channels(self.branch)
+        self.proj = nn.ModuleList(Conv(c, width, 1) for c in self.channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [p(t) for p, t in zip(self.proj, _run_stages(self.branch, x))]
+
+
 class DualMobileNetV3(nn.Module):
     """Two torchvision MobileNetV3 feature extractors (``large`` = LAGNet, ``small`` = LAGNet-s),
     one on the RGB image, one on the LAM, fused by an LGB at each of C3, C4, C5 (strides 8/16/32)
@@ -84,31 +121,15 @@ class DualMobileNetV3(nn.Module):
 
     def __init__(self, variant: str = "large", width: int = 128):
         super().__init__()
-        if variant not in STAGES:
-            raise ValueError(f"variant must be 'large' or 'small', got '{variant}'")
-        build = mobilenet_v3_large if variant == "large" else mobilenet_v3_small
-        a, b = STAGES[variant]
-        self.branches = nn.ModuleList()
-        for _ in range(2):
-            f = build(weights=None).features
-            self.branches.append(nn.ModuleList([f[:a], f[a:b], f[b:]]))
-        with torch.no_grad():
-            chans = [t.shape[1] for t in self._stages(self.branches[0], torch.zeros(1, 3, 64, 64))]
-        self.channels = chans
-        self.lgb = nn.ModuleList(LGB(c, width) for c in chans)
-
-    @staticmethod
-    def _stages(branch: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for stage in branch:
-            x = stage(x)
-            outs.append(x)
-        return outs
+        self.branches = nn.ModuleList([_mobilenet_stages(variant), _mobilenet_stages(variant)])
+        self.channels = _stage_channels(self.branches[0])
+        self.lgb = nn.ModuleList(LGB(c, width) for c in self.channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        rgb, lam = x[:, :3], x[:, 3:]
-        r = self._stages(self.branches[0], rgb)
-        m = self._stages(self.branches[1], lam)
+        if x.shape[1] != 6:
+            raise ValueError(f"LAGNet takes RGB + LAM stacked (6 channels), got {x.shape[1]}")
+        r = _run_stages(self.branches[0], x[:, :3])
+        m = _run_stages(self.branches[1], x[:, 3:])
         return [g(a, b) for g, a, b in zip(self.lgb, r, m)]
 
 

@@ -1,0 +1,116 @@
+"""One deployable graph for LAGNet: RGB image -> baseline -> LAM -> LAGNet -> detections.
+
+LAGNet needs a LAM made by another detector; serving two models and the glue between them is
+what the paper leaves as future work. ``LagnetPipeline`` holds both networks and the LAM step
+(``components.lam.LamMap``: confidence maps, level fusion, JET lookup table as a buffer,
+eq. 1 blend) in one ``nn.Module``, exported to one ONNX graph whose input is the letterboxed RGB
+batch in [0, 1] and whose output is the usual ``(B, 4 + nc, anchors)`` detection tensor (same
+NMS as every other detector). The image size is fixed at export (the LAM's level split depends
+on it); the batch is dynamic.
+
+The LAM inside the graph is blended at the network's input resolution, the training LAMs were
+blended at the image's own resolution and then letterboxed: the two differ by interpolation
+order only (``benchmarks/lam_throughput.py`` and the tests measure the effect on boxes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .lam import LamMap, head_output
+
+
+class LagnetPipeline(nn.Module):
+    """``baseline`` (3-channel YOLO) + ``lagnet`` (6-channel LAGNet): RGB in, detections out."""
+
+    def __init__(self, baseline: nn.Module, lagnet: nn.Module, alpha: float = 0.5, beta: float = 0.5):
+        super().__init__()
+        self.lam = LamMap(baseline, alpha, beta)
+        self.lagnet = lagnet
+        self.stride = lagnet.stride
+        self.names = getattr(lagnet, "names", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return head_output(self.lagnet(torch.cat([x, self.lam(x)], 1)))
+
+
+def load_pipeline(baseline_weights: str | Path, lagnet_weights: str | Path, alpha: float = 0.5,
+                  beta: float = 0.5) -> LagnetPipeline:
+    """Both checkpoints, fused (Conv+BN) and in eval mode, as one module."""
+    from .yolo import YOLO
+
+    base = YOLO(str(baseline_weights)).model.float().fuse().eval()
+    lag = YOLO(str(lagnet_weights)).model.float().fuse().eval()
+    return LagnetPipeline(base, lag, alpha, beta).eval()
+
+
+def export_pipeline(pipe: LagnetPipeline, out: str | Path, imgsz: int, opset: int) -> Path:
+    """ONNX graph ``images (B, 3, imgsz, imgsz) -> output0 (B, 4 + nc, anchors)``, dynamic batch."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.onnx")
+    x = torch.zeros(1, 3, imgsz, imgsz)
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(pipe.eval(), (x,), str(tmp), opset_version=opset, input_names=["images"],
+                          output_names=["output0"], dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
+                          dynamo=False)
+    import onnx
+
+    m = onnx.load(str(tmp))
+    meta = {"stride": str(int(pipe.stride.max())), "imgsz": str([imgsz, imgsz]), "task": "detect",
+            "names": str(dict(pipe.names) if pipe.names else {}), "pipeline": "baseline -> LAM -> LAGNet",
+            "channels": "3"}
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.save(m, str(out))
+    tmp.unlink(missing_ok=True)
+    return out
+
+
+def pipeline_parity(pipe: LagnetPipeline, onnx_path: str | Path, x: np.ndarray, conf: float = 0.25,
+                    iou: float = 0.7) -> dict:
+    """PyTorch vs ONNX Runtime on the same batch: raw output differences, and the boxes after
+    the same NMS: equal count per image and the IoU of matched boxes."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    from .export import ort_session
+
+    with torch.inference_mode():
+        ref = pipe(torch.from_numpy(x)).numpy()
+    sess = ort_session(onnx_path)
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    diff = np.abs(ref - got)
+    det_ref = non_max_suppression(torch.from_numpy(ref), conf, iou)
+    det_got = non_max_suppression(torch.from_numpy(got), conf, iou)
+    agree = box_agreement(det_ref, det_got)
+    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "max_rel_diff": float(diff.max() / max(float(np.abs(ref).max()), 1e-9)), "shape": list(got.shape),
+            "provider": sess.get_providers()[0], **agree}
+
+
+def box_agreement(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
+    """Per image: same number of boxes? Each box of ``a`` matched to the same-class box of ``b``
+    with the highest IoU (greedy, by score); the minimum matched IoU over all images."""
+    from ultralytics.utils.metrics import box_iou
+
+    same_count, ious, unmatched = 0, [], 0
+    for da, db in zip(a, b):
+        same_count += int(len(da) == len(db))
+        used = set()
+        for row in da:
+            cand = [j for j in range(len(db)) if j not in used and int(db[j, 5]) == int(row[5])]
+            if not cand:
+                unmatched += 1
+                continue
+            iou = box_iou(row[None, :4], db[cand, :4])[0]
+            k = int(iou.argmax())
+            used.add(cand[k])
+            ious.append(float(iou[k]))
+    return {"images": len(a), "same_count": same_count, "boxes": sum(len(d) for d in a),
+            "unmatched": unmatched, "min_matched_iou": min(ious) if ious else None,
+            "mean_matched_iou": float(np.mean(ious)) if ious else None}
