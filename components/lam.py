@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]   # lossless; level 1 is ~3x faster to write than 3
 # OpenCV's JET colour map as a 256 x 3 (BGR) lookup table
 JET_BGR = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, :].copy()
 
@@ -63,14 +64,23 @@ def unletterbox(conf: torch.Tensor, orig_hw: tuple[int, int], ratio: float, pad:
     return F.interpolate(crop[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
 
 
+def unletterbox_np(conf: np.ndarray, orig_hw: tuple[int, int], ratio: float, pad: tuple[float, float]
+                   ) -> np.ndarray:
+    """``unletterbox`` for one ``(H_in, W_in)`` float map with OpenCV (same half-pixel bilinear
+    sampling as ``F.interpolate(align_corners=False)``, ~30x faster on CPU for single maps)."""
+    h, w = orig_hw
+    x0, y0 = int(round(pad[0])), int(round(pad[1]))
+    crop = np.ascontiguousarray(conf[y0:y0 + int(round(h * ratio)), x0:x0 + int(round(w * ratio))], np.float32)
+    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def lam_image(bgr: np.ndarray, conf: np.ndarray, alpha: float = 0.5, beta: float = 0.5) -> np.ndarray:
     """Eq. (1): blend the image with the JET-coded ``255 * conf`` map (``conf`` in [0, 1], HxW)."""
     if bgr.shape[:2] != conf.shape:
         raise ValueError(f"image {bgr.shape[:2]} and confidence map {conf.shape} differ in size")
     idx = np.clip(np.rint(conf * 255), 0, 255).astype(np.uint8)
     heat = JET_BGR[idx]
-    return np.clip(np.rint(alpha * bgr.astype(np.float32) + beta * heat.astype(np.float32)), 0, 255
-                   ).astype(np.uint8)
+    return cv2.addWeighted(bgr, alpha, heat, beta, 0.0)       # rounds to nearest, saturates
 
 
 def head_output(y) -> torch.Tensor:
@@ -139,10 +149,11 @@ def make_lams(detector: nn.Module, images: list[Path], out_dir: Path, imgsz: int
         x = torch.from_numpy(np.ascontiguousarray(np.stack(xs))).to(dev).float() / 255.0
         with torch.inference_mode():
             conf = lam.confidence(x)
+        conf = conf.clamp(0, 1).cpu().numpy()
         for f, img, c, (ratio, pad) in zip(chunk, origs, conf, geo):
-            m = unletterbox(c[None], img.shape[:2], ratio, pad)[0].clamp(0, 1).cpu().numpy()
+            m = unletterbox_np(c, img.shape[:2], ratio, pad)
             dst = lam_path(out_dir, f)
-            if not cv2.imwrite(str(dst), lam_image(img, m, alpha, beta)):
+            if not cv2.imwrite(str(dst), lam_image(img, m, alpha, beta), PNG_FAST):
                 raise OSError(f"could not write {dst}")
             written[str(f)] = {"lam": dst}
             if boxes is not None and str(f) in boxes:

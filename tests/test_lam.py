@@ -129,3 +129,13 @@ def test_out_of_fold_folds_partition_the_training_images():
     assert folds == oof_folds(list(reversed(names)), 3, seed=0)          # order-independent, seeded
     with pytest.raises(ValueError, match="folds"):
         oof_folds(names, 1, seed=0)
+
+
+def test_opencv_unletterbox_equals_the_torch_one():
+    from components.lam import unletterbox_np
+
+    conf = torch.rand(1, 160, 160)
+    a = unletterbox(conf, (100, 200), 0.8, (0.0, 40.0))[0].numpy()
+    b = unletterbox_np(conf[0].numpy(), (100, 200), 0.8, (0.0, 40.0))
+    assert a.shape == b.shape == (100, 200)
+    assert np.abs(a - b).max() < 1e-4

@@ -20,13 +20,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["data", "split", "train@baseline", "train@dasc", "evaluate@baseline", "evaluate@dasc"]
-RUNS = ["data-synth:synth", "split", "train:baseline", "train:dasc", "evaluate:baseline", "evaluate:dasc"]
+STAGES = ["data", "split", "train@baseline", "train@dasc", "evaluate@baseline", "evaluate@dasc", "lam",
+          "train_lagnet", "evaluate_lagnet"]
+RUNS = ["data-synth:synth", "split", "train:baseline", "train:dasc", "evaluate:baseline", "evaluate:dasc", "lam",
+        "train:lagnet", "evaluate:lagnet"]
 
 TINY = {
     "data": {"synth": {"images": 48, "size": 96}},
     "train": {"epochs": 2, "imgsz": 96, "batch": 8, "workers": 0},
     "evaluate": {"batch": 8, "latency": {"runs": 3, "warmup": 1}},
+    "lagnet": {"width": 32},
+    "lam": {"batch": 16, "grid_samples": 4},
 }
 
 
@@ -110,6 +114,23 @@ def test_dvc_repro_end_to_end(project):
     info = json.loads((root / "models" / "dasc" / "train_info.json").read_text())
     assert info["iou_loss"] == "ciou" and (root / "models" / "dasc" / info["model_cfg"]).is_file()
 
+    # ---- LAM stage: one map per image, aligned in size, sample grid; LAGNet trained on RGB + LAM
+    lams = sorted((root / "data" / "lams" / "synth").glob("*.png"))
+    assert len(lams) == 48
+    import cv2
+
+    for f in lams[:5]:
+        img = next((root / "data" / "datasets" / "synth" / "images").glob(f"{f.stem}.*"))
+        assert cv2.imread(str(f)).shape == cv2.imread(str(img)).shape
+    li = json.loads((root / "data" / "lams" / "synth" / "lam_info.json").read_text())
+    assert li["mode"] == "in_sample" and li["images"] == 48 and set(li["per_split"]) == {"train", "val", "test"}
+    assert (root / "reports" / "lam" / "lam_grid.png").is_file()
+    g = json.loads((root / "metrics" / "lagnet.json").read_text())
+    assert g["latency_input_channels"] == 6 and g["images"] == 10 and 0 <= g["mAP50"] <= 1
+    assert 2_000_000 < g["params"] < 2_400_000                # LAGNet-s, width 32, 6 classes
+    assert g["GFLOPs"] > 0
+    assert "metrics/lagnet.json" in shown
+
     # ---- MLflow: one run per stage, nothing from ultralytics' own callback
     rs = runs(project)
     assert sorted(r.info.run_name for r in rs) == sorted(RUNS)
@@ -153,6 +174,14 @@ def test_dvc_repro_end_to_end(project):
     params["dasc"]["protonet_k"] = 4
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
+    # ---- a LAGNet param changed: LAGNet retrains, the LAMs are not rebuilt
+    params["lagnet"]["k"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = dvc(project, "status")
+    assert "train_lagnet" in status and "lam:" not in status and "train@baseline" not in status
+    params["lagnet"]["k"] = 5
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
 
 def defectops(project, *args) -> str:
     root, env = project
@@ -193,6 +222,46 @@ def test_onnx_export_matches_pytorch(project, model):
 
     y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((3, 3, 96, 96), np.float32)})[0]
     assert y.shape[:2] == (3, 4 + 6)                          # batch 3, boxes + 6 class scores
+
+
+@pytest.mark.slow
+def test_lagnet_exports_as_one_rgb_graph_that_matches_pytorch(project):
+    """baseline -> LAM -> LAGNet in one ONNX graph: RGB in, the same boxes as PyTorch out."""
+    root, _ = project
+    out = defectops(project, "export", "lagnet")
+    assert "max abs diff" in out
+    onnx = root / "exports" / "lagnet" / "best.onnx"
+    import numpy as np
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    assert inp.shape[0] == "batch" and inp.shape[1] == 3                   # the RGB image only
+    y = sess.run(None, {inp.name: np.zeros((2, 3, 96, 96), np.float32)})[0]
+    assert y.shape == (2, 4 + 6, 12 * 12 + 6 * 6 + 3 * 3)
+    from mlflow.tracking import MlflowClient
+
+    run = next(r for r in runs(project) if r.info.run_name == "export:lagnet")
+    assert run.data.metrics["same_count"] == run.data.metrics["images"] == 8   # export.parity_images
+    m = MlflowClient(f"sqlite:///{root}/mlflow.db").get_run(run.info.run_id).data.metrics
+    assert m["max_rel_diff"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_lagnet_ablation_rows(project):
+    root, _ = project
+    defectops(project, "ablate", "lagnet", "--rows", "baseline;k3n1", "--epochs", "1")
+    data = json.loads((root / "reports" / "ablation" / "lagnet.json").read_text())
+    assert list(data["rows"]) == ["baseline", "k3n1"]
+    base, full = data["rows"]["baseline"], data["rows"]["k3n1"]
+    assert (base["lam"], base["scem"], full["lam"], full["scem"], full["k"], full["n"]) == (False, False, True, True, 3, 1)
+    assert full["metrics"]["params"] > base["metrics"]["params"]
+    assert full["metrics"]["latency_input_channels"] == 6 and base["metrics"]["latency_input_channels"] == 3
+    assert full["paper_mAP"] == 83.9
+    md = (root / "reports" / "ablation" / "lagnet.md").read_text()
+    assert "| k3n1 | True | True | 3 | 1 |" in md
+    rs = [r for r in runs(project) if r.data.tags.get("ablation") == "lagnet"]
+    assert sorted(r.data.tags["row"] for r in rs) == ["baseline", "k3n1"]
 
 
 @pytest.mark.slow
