@@ -248,6 +248,31 @@ def test_lagnet_exports_as_one_rgb_graph_that_matches_pytorch(project):
 
 
 @pytest.mark.slow
+def test_out_of_fold_lams_come_from_baselines_that_never_saw_the_image(project):
+    root, _ = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["lam"].update(mode="out_of_fold", folds=2)
+    params["paths"]["lams"] = "data/lams-oof"
+    params["paths"]["reports"] = "reports-oof"
+    (root / "params-oof.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = defectops(project, "--params", "params-oof.yaml", "lam")
+    assert "LAMs (out_of_fold): 48 images" in out
+    info = json.loads((root / "data" / "lams-oof" / "synth" / "lam_info.json").read_text())
+    assert info["mode"] == "out_of_fold" and info["folds"] == 2 and info["images"] == 48
+    assert len(list((root / "data" / "lams-oof" / "synth").glob("*.png"))) == 48
+    # two fold baselines were trained, on disjoint halves of the training images
+    split = json.loads((root / "data" / "splits" / "synth.json").read_text())
+    seen = []
+    for i in range(2):
+        lst = root / ".cache" / "work" / f"lam-fold{i}" / "data" / "train.txt"
+        seen.append({Path(x).stem for x in lst.read_text().split()})
+        assert (root / ".cache" / "work" / f"lam-fold{i}" / "train" / "weights" / "best.pt").is_file()
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == len(split["train"])
+    run = next(r for r in runs(project) if r.info.run_name == "lam" and r.data.tags.get("lam_mode") == "out_of_fold")
+    assert run.data.params["lam.folds"] == "2" and "conf_in.train" in run.data.metrics
+
+
+@pytest.mark.slow
 def test_lagnet_ablation_rows(project):
     root, _ = project
     defectops(project, "ablate", "lagnet", "--rows", "baseline;k3n1", "--epochs", "1")
