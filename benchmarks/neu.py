@@ -79,6 +79,7 @@ def baseline_weights(test_ratio: float) -> Path:
 
 def make_all_lams(imgsz: int, test_ratio: float, seed: int) -> dict:
     """In-sample LAMs (the paper's way) of every image from the benchmark's baseline (last epoch)."""
+    import numpy as np
     from tqdm import tqdm
 
     from components.lam import make_lams
@@ -88,7 +89,7 @@ def make_all_lams(imgsz: int, test_ratio: float, seed: int) -> dict:
     ds, split = dataset(test_ratio, seed)
     m = load_manifest(ds)
     paths = {e["name"]: ds / e["image"] for e in m["images"]}
-    boxes = {str(paths[e["name"]]): __import__("numpy").asarray([b[1:] for b in e["boxes"]]) for e in m["images"]}
+    boxes = {str(paths[e["name"]]): np.asarray([b[1:] for b in e["boxes"]]) for e in m["images"]}
     lam = section(params, "lam")
     t = time.time()
     with tqdm(total=len(paths), desc="LAMs", unit="img") as bar:
@@ -98,7 +99,7 @@ def make_all_lams(imgsz: int, test_ratio: float, seed: int) -> dict:
     stats = {}
     for part in ("train", "test"):
         rows = [made[str(paths[n])] for n in split[part]]
-        stats[part] = {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in ("conf_in", "conf_out")}
+        stats[part] = {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in ("conf_in", "conf_out")}
     info = {"images": len(made), "seconds": round(secs, 1), "images_per_s": round(len(made) / secs, 2),
             "per_split": stats, "mode": "in_sample", "command": cli()}
     (lam_dir(test_ratio) / "lam_info.json").write_text(json.dumps(info, indent=1))
