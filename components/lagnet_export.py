@@ -63,7 +63,8 @@ def export_pipeline(pipe: LagnetPipeline, out: str | Path, imgsz: int, opset: in
     m = onnx.load(str(tmp))
     meta = {"stride": str(int(pipe.stride.max())), "imgsz": str([imgsz, imgsz]), "task": "detect",
             "names": str(dict(pipe.names) if pipe.names else {}), "pipeline": "baseline -> LAM -> LAGNet",
-            "channels": "3"}
+            "channels": "3", "batch": "1",
+            "args": str({"batch": 1, "dynamic": False, "nms": False, "imgsz": [imgsz, imgsz]})}  # H, W fixed
     for k, v in meta.items():
         p = m.metadata_props.add()
         p.key, p.value = k, v

@@ -112,6 +112,43 @@ def _lam(a: argparse.Namespace) -> int:
     return 0
 
 
+def _promote(a: argparse.Namespace) -> int:
+    from .export import ParityError
+    from .promote import promote_flow
+
+    try:
+        r = promote_flow(a.params)
+    except ParityError as e:
+        print(f"error: {e} (no alias moved)", file=sys.stderr)
+        return 1
+    print(f"{r['model']} -> registered version {r['version']}, alias '{r['alias']}' ({r['reason']})")
+    return 0
+
+
+def _predict(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from components.predict import expand, predict, resolve_model
+    from components.tracking import tracking_uri
+
+    params = load_params(a.params)
+    cfg = section(params, "predict")
+    images = expand(a.paths)
+    if not images:
+        print("error: no images found", file=sys.stderr)
+        return 2
+    onnx = resolve_model(a.model, tracking_uri(section(params, "tracking")), Path(".cache/models"))
+    out = Path(a.out or cfg["out"])
+    with tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2) as bar:
+        r = predict(onnx, images, out, a.conf if a.conf is not None else cfg["conf"], cfg["iou"], progress=bar.update)
+    n = sum(len(i["detections"]) for i in r["images"])
+    print(f"{a.model} ({onnx.name}, ONNX Runtime {r['provider']}): {len(images)} image(s), {n} detection(s) -> "
+          f"{out / 'detections.json'}, {out / 'annotated'}/")
+    return 0
+
+
 def _ablate(a: argparse.Namespace) -> int:
     from .ablate import ablate_dasc_flow, ablate_lagnet_flow
 
@@ -164,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=EPILOG)
     ex.add_argument("model", choices=MODELS)
     ex.set_defaults(func=_export)
+    pr = sub.add_parser("promote", help="DVC stage 'promote': best evaluated detector -> ONNX (parity checked) -> "
+                        "MLflow registry version; 'champion' alias only if it beats the champion by "
+                        "promote.margin on the same test images, else 'challenger'", epilog=EPILOG)
+    pr.set_defaults(func=_promote)
+    pd = sub.add_parser("predict", help="run an ONNX model (file or models:/NAME@ALIAS) on images/folders",
+                        epilog="Writes <out>/detections.json and <out>/annotated/. The MLflow store is "
+                        "tracking.uri (MLFLOW_TRACKING_URI wins).")
+    pd.add_argument("--model", required=True, help="models:/defect-detector@champion, models:/NAME/VERSION or a .onnx")
+    pd.add_argument("paths", nargs="+", help="images and/or folders of images")
+    pd.add_argument("--out", default=None, help="output folder (default: predict.out)")
+    pd.add_argument("--conf", type=float, default=None, help="confidence threshold (default: predict.conf)")
+    pd.set_defaults(func=_predict)
     ab = sub.add_parser("ablate", help="run a paper's ablation grid (each row an MLflow run)", epilog=EPILOG)
     ab.add_argument("study", choices=["dasc", "lagnet"],
                     help="dasc: DASC-YOLO Table 3; lagnet: LAGNet Tables 4 + 5 (needs the lam stage)")

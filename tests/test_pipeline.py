@@ -21,9 +21,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = ["data", "split", "train@baseline", "train@dasc", "evaluate@baseline", "evaluate@dasc", "lam",
-          "train_lagnet", "evaluate_lagnet"]
+          "train_lagnet", "evaluate_lagnet", "promote"]
 RUNS = ["data-synth:synth", "split", "train:baseline", "train:dasc", "evaluate:baseline", "evaluate:dasc", "lam",
-        "train:lagnet", "evaluate:lagnet"]
+        "train:lagnet", "evaluate:lagnet", "promote", "export:<promoted model>"]
 
 TINY = {
     "data": {"synth": {"images": 48, "size": 96}},
@@ -133,7 +133,9 @@ def test_dvc_repro_end_to_end(project):
 
     # ---- MLflow: one run per stage, nothing from ultralytics' own callback
     rs = runs(project)
-    assert sorted(r.info.run_name for r in rs) == sorted(RUNS)
+    promoted = json.loads((root / "reports" / "promotion.json").read_text())
+    expected = [n.replace("<promoted model>", promoted["model"]) for n in RUNS]
+    assert sorted(r.info.run_name for r in rs) == sorted(expected)
     assert all(r.info.status == "FINISHED" for r in rs)
     train = next(r for r in rs if r.info.run_name == "train:baseline")
     assert train.data.params["train.epochs"] == "2" and train.data.params["baseline.scale"] == "n"
@@ -303,3 +305,84 @@ def test_dasc_ablation_rows_are_runs_and_a_table(project):
     rs = [r for r in runs(project) if r.data.tags.get("ablation") == "dasc"]
     assert sorted(r.data.tags["row"] for r in rs) == ["+ProtoNet K=4", "YOLO11"]
     assert all(r.data.tags["dasc.protonet_k"] in ("0", "4") for r in rs)
+
+
+# ---- registry promotion and serving (the first promotion ran inside `dvc repro`)
+
+def _registry(project):
+    from mlflow.tracking import MlflowClient
+
+    root, _ = project
+    uri = f"sqlite:///{root}/mlflow.db"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _aliases(project) -> dict:
+    c = _registry(project)
+    return {k: str(v) for k, v in c.get_registered_model("defect-detector").aliases.items()}
+
+
+@pytest.mark.slow
+def test_first_promotion_registers_an_onnx_champion(project):
+    """`dvc repro` promoted twice (the evaluate param change re-ran promote): version 1 became
+    the champion (no champion before), the rest challengers unless they beat it by the margin."""
+    root, _ = project
+    c = _registry(project)
+    v1 = c.get_model_version("defect-detector", "1")
+    assert v1.tags["promotion"].startswith("champion: no champion yet")
+    metrics = {m: json.loads((root / "metrics" / f"{m}.json").read_text())["mAP50"] for m in ("baseline", "dasc", "lagnet")}
+    assert metrics[v1.tags["model"]] == max(metrics.values())          # best by mAP50 (ties: FPS)
+    promoted = json.loads((root / "reports" / "promotion.json").read_text())
+    assert _aliases(project)[promoted["alias"]] == promoted["version"]
+    if promoted["alias"] == "challenger":
+        assert _aliases(project)["champion"] == "1" and promoted["champion_before"] == "1"
+    for tag in ("dataset_hash", "git_commit", "params_hash", "test.mAP50", "model"):
+        assert v1.tags[tag] not in ("", "None")
+    promoted = {"version": "1"}
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    info = mlflow.models.get_model_info(f"models:/defect-detector/{promoted['version']}")
+    assert "onnx" in info.flavors and info.signature is not None
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][1] == 3
+
+
+@pytest.mark.slow
+def test_promotion_gate_and_parity_failure(project):
+    root, _ = project
+    before = _aliases(project)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    # a candidate that cannot beat the champion by the margin becomes the challenger
+    params["promote"]["margin"] = 1.0
+    (root / "params-gate.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = defectops(project, "--params", "params-gate.yaml", "promote")
+    assert "alias 'challenger'" in out
+    after = _aliases(project)
+    assert after["champion"] == before["champion"] and after["challenger"] != before["champion"]
+    versions = _registry(project).search_model_versions("name='defect-detector'")
+    # an injected parity failure registers nothing and moves no alias
+    params["export"]["parity_rtol"] = -1.0
+    (root / "params-parity.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rootp, env = project
+    p = subprocess.run(["defectops", "--params", "params-parity.yaml", "promote"], cwd=rootp, env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "no alias moved" in p.stderr
+    assert _aliases(project) == after
+    assert len(_registry(project).search_model_versions("name='defect-detector'")) == len(versions)
+
+
+@pytest.mark.slow
+def test_predict_serves_the_champion_from_the_registry(project):
+    root, _ = project
+    img = sorted((root / "data" / "datasets" / "synth" / "images").glob("*.jpg"))[0]
+    out = defectops(project, "predict", "--model", "models:/defect-detector@champion", str(img),
+                    "--conf", "0.001", "--out", "pred")
+    assert "CPUExecutionProvider" in out
+    res = json.loads((root / "pred" / "detections.json").read_text())
+    dets = res["images"][0]["detections"]
+    assert res["provider"] == "CPUExecutionProvider" and len(dets) > 0
+    h, w = __import__("cv2").imread(str(img)).shape[:2]
+    for d in dets:
+        x1, y1, x2, y2 = d["box_xyxy"]
+        assert -1 <= x1 < x2 <= w + 1 and -1 <= y1 < y2 <= h + 1 and 0.001 <= d["confidence"] <= 1
+    assert (root / "pred" / "annotated" / f"{img.stem}.jpg").is_file()

@@ -1,0 +1,117 @@
+"""MLflow model registry: ONNX model versions of ``defect-detector`` and the aliases that serve them.
+
+Everything goes through MLflow's public API (``mlflow.onnx.log_model``, ``register_model``,
+``MlflowClient.set_registered_model_alias``). The gate is one pure function (``decide``); the
+alias update is serialised by a lock so two promotions at once cannot interleave their
+read-compare-write (``registry_lock``: a file lock beside the local store; with a tracking
+*server*, point ``promote.lock_file`` at a path every promoting machine shares).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class Decision:
+    alias: str                 # champion | challenger
+    candidate: float
+    champion: float | None
+    margin: float
+    reason: str
+
+
+def decide(candidate: float, champion: float | None, margin: float) -> Decision:
+    """``champion`` when there is none yet or the candidate beats it by at least ``margin`` on
+    the same test images, else ``challenger``."""
+    if champion is None:
+        return Decision(CHAMPION, candidate, None, margin, "no champion yet")
+    if candidate >= champion + margin:
+        return Decision(CHAMPION, candidate, champion, margin,
+                        f"{candidate:.4f} >= champion {champion:.4f} + margin {margin}")
+    return Decision(CHALLENGER, candidate, champion, margin,
+                    f"{candidate:.4f} < champion {champion:.4f} + margin {margin}")
+
+
+@contextmanager
+def registry_lock(path: str | Path, timeout: float = 600) -> Iterator[None]:
+    """Exclusive lock for the read-champion / compare / move-alias step."""
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path), timeout=timeout):
+        yield
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def log_onnx_model(uri: str, run_id: str, onnx_path: str | Path, example: np.ndarray) -> str:
+    """Log ``onnx_path`` in run ``run_id`` as an MLflow model (ONNX flavour) with a signature
+    inferred from ``example`` and its ONNX Runtime output, and ``example`` as input example.
+    Returns the model URI."""
+    import mlflow
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import infer_signature
+
+    from .export import ort_session
+
+    sess = ort_session(onnx_path)
+    out = sess.run(None, {sess.get_inputs()[0].name: example})[0]
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model",
+                                     signature=infer_signature(example, out), input_example=example,
+                                     onnx_execution_providers=["CPUExecutionProvider"],
+                                     save_as_external_data=False)
+    return info.model_uri
+
+
+def register(uri: str, model_uri: str, name: str, tags: dict) -> str:
+    """Register ``model_uri`` as a new version of ``name`` with ``tags``; returns the version."""
+    import mlflow
+
+    mlflow.set_registry_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    return str(mv.version)
+
+
+def alias_version(uri: str, name: str, alias: str):
+    """The model version ``alias`` points to, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(uri).get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def set_alias(uri: str, name: str, alias: str, version: str) -> None:
+    client(uri).set_registered_model_alias(name, alias, str(version))
+
+
+def download_onnx(uri: str, model_uri: str, dst: str | Path) -> Path:
+    """Download a registered ONNX model (``models:/name@alias``, ``models:/name/3``, ``runs:/...``)
+    from the tracking/registry store ``uri`` and return the path of its ``.onnx`` file."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+    if not found:
+        raise FileNotFoundError(f"{model_uri} holds no .onnx file")
+    return found[0]

@@ -1,0 +1,113 @@
+"""Promotion flow (DVC stage ``promote``): best evaluated detector -> ONNX -> registry alias.
+
+1. Pick the best of ``promote.candidates`` by ``promote.metric`` on the test split (their
+   ``metrics/<model>.json``; ties: FPS).
+2. Export it to ONNX with the parity check (``export`` flow): a failed export or parity check
+   raises here, before anything touches the registry.
+3. Score it on the held-out test split through ONNX Runtime (ultralytics' validator on the ONNX
+   file): the same evaluator and images the current champion is re-scored with.
+4. Log it as an MLflow model (ONNX flavour, signature, input example) and register a new
+   version of ``promote.registered_model`` tagged with dataset hash, git commit, params hash,
+   metrics and the source model.
+5. Under the registry lock: re-score the current ``champion`` on the same test split and move
+   ``champion`` to the new version only if it wins by ``promote.margin``; else it becomes
+   ``challenger``. The decision is a version tag and ``reports/promotion.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+from components.config import git_commit, params_hash, section
+from components.data.views import load_split, write_yolo_data_yaml
+from components.export import letterbox_batch
+from components.registry import (CHAMPION, alias_version, client, decide, download_onnx, log_onnx_model, register,
+                                 registry_lock, set_alias)
+from components.tracking import tracking_uri
+
+from .common import COMPUTE, TRANSIENT, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
+from .export import export_flow
+
+
+def choose(metrics: dict[str, dict], metric: str) -> str:
+    """Best model by ``metric``, ties broken by FPS."""
+    if not metrics:
+        raise FileNotFoundError("no evaluated candidates: run `dvc repro` (evaluate stages) first")
+    return max(metrics, key=lambda m: (metrics[m][metric], metrics[m].get("fps", 0.0)))
+
+
+@task(name="onnx-test-score", **COMPUTE)
+def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, metric: str, split: str) -> dict:
+    from components.yolo import YOLO
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = YOLO(onnx_path, task="detect").val(data=data_yaml, split=split, imgsz=imgsz, batch=1, device="cpu", rect=False,
+                                                 plots=False, verbose=False, project=tmp, name="val")
+    return {"mAP50": float(res.box.map50), "mAP50-95": float(res.box.map), "precision": float(res.box.mp),
+            "recall": float(res.box.mr)}
+
+
+@task(name="register-onnx", **TRANSIENT)
+def register_task(uri: str, run_id: str, onnx_path: str, example_image: str, imgsz: int, name: str,
+                  tags: dict) -> str:
+    example = letterbox_batch([example_image], imgsz)
+    return register(uri, log_onnx_model(uri, run_id, onnx_path, example), name, tags)
+
+
+@flow(name="promote")
+def promote_flow(params_file: str = "params.yaml") -> dict:
+    """See the module docstring."""
+    params = read_params(params_file)
+    log = get_run_logger()
+    cfg = section(params, "promote")
+    metric = cfg["metric"]
+    mdir = Path(section(params, "paths.metrics"))
+    metrics = {m: json.loads((mdir / f"{m}.json").read_text()) for m in cfg["candidates"]
+               if (mdir / f"{m}.json").is_file()}
+    best = choose(metrics, metric)
+    log.info("candidate: %s (%s %.4f)", best, metric, metrics[best][metric])
+    ds = dataset_dir(params)
+    uri = tracking_uri(section(params, "tracking"))
+    name = cfg["registered_model"]
+    info = json.loads((Path(section(params, "paths.models")) / best / "train_info.json").read_text())
+    imgsz = info["imgsz"]
+    split_name = section(params, "evaluate.split")
+    split = load_split(split_file(params))
+    data_yaml = write_yolo_data_yaml(ds, split, Path(section(params, "paths.work")) / "promote")
+    out = Path(section(params, "paths.reports")) / "promotion.json"
+    with stage_run("promote", params, ["promote", "export", "evaluate.split"], dataset_hash(ds),
+                   {"candidate": best, "train_run_id": info["mlflow_run_id"]}) as run:
+        exported = export_flow(best, params_file)                 # raises on a failed parity check
+        onnx_path = exported["onnx"]
+        cand = onnx_score(onnx_path, str(data_yaml), imgsz, metric, split_name)
+        tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),
+                "params_hash": params_hash({k: section(params, k) for k in ("train", "loss", best)}),
+                "train_run_id": info["mlflow_run_id"], "imgsz": imgsz,
+                **{f"test.{k}": round(v, 4) for k, v in cand.items()}}
+        image = next(iter(sorted(Path(data_yaml).parent.joinpath("images").iterdir())))
+        version = register_task(uri, run.run_id, onnx_path, str(image), imgsz, name, tags)
+        with registry_lock(cfg["lock_file"]):
+            champ = alias_version(uri, name, CHAMPION)
+            champ_score = None
+            if champ is not None:
+                with tempfile.TemporaryDirectory() as tmp:
+                    champ_onnx = download_onnx(uri, f"models:/{name}/{champ.version}", tmp)
+                    champ_imgsz = int(champ.tags.get("imgsz", imgsz))
+                    champ_score = onnx_score(str(champ_onnx), str(data_yaml), champ_imgsz, metric, split_name)[metric]
+            d = decide(cand[metric], champ_score, cfg["margin"])
+            set_alias(uri, name, d.alias, version)
+            client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
+        result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
+                  "candidate": cand, "champion_before": None if champ is None else champ.version,
+                  "champion_score": champ_score, "margin": cfg["margin"], "onnx": onnx_path,
+                  "parity": {k: v for k, v in exported.items() if k != "onnx"}}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        log_outputs(run, metrics={f"test.{k}": v for k, v in cand.items()},
+                    artifacts=[(str(out), None)], tags={"registered_version": version, "alias": d.alias})
+        log.info("%s v%s -> %s (%s)", name, version, d.alias, d.reason)
+    return result
