@@ -7,7 +7,9 @@ back with an error on a CPU machine.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +36,16 @@ def ort_session(path: str | Path):
 
 def export_onnx(weights: str | Path, out: str | Path, imgsz: int, opset: int, dynamic: bool) -> Path:
     """Export ``weights`` to ONNX at ``out`` (fixed opset; ``dynamic`` = dynamic batch and size)."""
-    f = YOLO(str(weights)).export(format="onnx", imgsz=imgsz, opset=opset, dynamic=dynamic,
-                                  simplify=True, device="cpu")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if Path(f).resolve() != out.resolve():
-        shutil.move(f, out)
+    # ultralytics writes the .onnx beside the weights: export a private copy (never inside the
+    # DVC-tracked model folder, never racing another export), then replace `out` atomically
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        w = Path(tmp) / "model.pt"
+        shutil.copyfile(weights, w)
+        f = YOLO(str(w)).export(format="onnx", imgsz=imgsz, opset=opset, dynamic=dynamic, simplify=True,
+                                device="cpu")
+        os.replace(f, out)
     return out
 
 

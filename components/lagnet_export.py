@@ -15,6 +15,8 @@ order only (``benchmarks/lam_throughput.py`` and the tests measure the effect on
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,9 @@ def export_pipeline(pipe: LagnetPipeline, out: str | Path, imgsz: int, opset: in
     """ONNX graph ``images (B, 3, imgsz, imgsz) -> output0 (B, 4 + nc, anchors)``, dynamic batch."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.onnx")
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=".export-", suffix=".onnx")   # private, then atomic
+    os.close(fd)
+    tmp = Path(name)
     x = torch.zeros(1, 3, imgsz, imgsz)
     with torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(pipe.eval(), (x,), str(tmp), opset_version=opset, input_names=["images"],
@@ -68,8 +72,8 @@ def export_pipeline(pipe: LagnetPipeline, out: str | Path, imgsz: int, opset: in
     for k, v in meta.items():
         p = m.metadata_props.add()
         p.key, p.value = k, v
-    onnx.save(m, str(out))
-    tmp.unlink(missing_ok=True)
+    onnx.save(m, str(tmp))
+    os.replace(tmp, out)
     return out
 
 

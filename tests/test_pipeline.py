@@ -386,3 +386,25 @@ def test_predict_serves_the_champion_from_the_registry(project):
         x1, y1, x2, y2 = d["box_xyxy"]
         assert -1 <= x1 < x2 <= w + 1 and -1 <= y1 < y2 <= h + 1 and 0.001 <= d["confidence"] <= 1
     assert (root / "pred" / "annotated" / f"{img.stem}.jpg").is_file()
+
+
+@pytest.mark.slow
+def test_two_promotions_at_once_leave_a_consistent_registry(project):
+    root, env = project
+    c = _registry(project)
+    before = {mv.version for mv in c.search_model_versions("name='defect-detector'")}
+    procs = [subprocess.Popen(["defectops", "promote"], cwd=root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    versions = {mv.version: mv for mv in c.search_model_versions("name='defect-detector'")}
+    new = sorted(set(versions) - before, key=int)
+    assert len(new) == 2
+    # every new version got its decision, and each alias points at exactly one existing version
+    for v in new:
+        assert versions[v].tags["promotion"].split(":")[0] in ("champion", "challenger")
+    aliases = _aliases(project)
+    assert aliases["champion"] in {str(v) for v in versions} and aliases["challenger"] in {str(v) for v in versions}
+    decided = [versions[v].tags["promotion"].split(":")[0] for v in new]
+    # the lock serialises the decisions: at most one of two equal candidates can take the champion
+    assert decided.count("champion") <= 1
