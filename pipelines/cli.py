@@ -112,6 +112,15 @@ def _lam(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(a: argparse.Namespace) -> int:
+    from .tune import tune_flow
+
+    r = tune_flow(a.model, a.trials, a.params)
+    print(f"{r['study']}: best val mAP50 {r['best_value']:.4f} (trial {r['best_trial']}) with {r['overrides']}; "
+          f"trials {r['trials']}, {r['epochs_spent']} epochs spent")
+    return 0
+
+
 def _promote(a: argparse.Namespace) -> int:
     from .export import ParityError
     from .promote import promote_flow
@@ -201,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=EPILOG)
     ex.add_argument("model", choices=MODELS)
     ex.set_defaults(func=_export)
+    tu = sub.add_parser("tune", help="Optuna study over tune.space.<model>; run it on several machines with "
+                        "OPTUNA_STORAGE=postgresql://... to share one study", epilog=EPILOG)
+    tu.add_argument("model", choices=MODELS)
+    tu.add_argument("--trials", type=int, default=None, help="trials in the study (default: tune.trials)")
+    tu.set_defaults(func=_tune)
     pr = sub.add_parser("promote", help="DVC stage 'promote': best evaluated detector -> ONNX (parity checked) -> "
                         "MLflow registry version; 'champion' alias only if it beats the champion by "
                         "promote.margin on the same test images, else 'challenger'", epilog=EPILOG)

@@ -408,3 +408,75 @@ def test_two_promotions_at_once_leave_a_consistent_registry(project):
     decided = [versions[v].tags["promotion"].split(":")[0] for v in new]
     # the lock serialises the decisions: at most one of two equal candidates can take the champion
     assert decided.count("champion") <= 1
+
+
+# ---- tuning (Optuna)
+
+def _tune_params(project, name: str, **tune) -> str:
+    root, _ = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tune"].update(epochs=2, **tune)
+    (root / name).write_text(yaml.safe_dump(params, sort_keys=False))
+    return name
+
+
+@pytest.mark.slow
+def test_tune_records_failed_trials_and_goes_on(project):
+    """Seeded TPE over DASC-YOLO K x loss (one loss injected broken): every trial is its own
+    process and an MLflow child run; a failed trial is recorded and the study goes on; the best
+    overrides are written for the final training."""
+    root, _ = project
+    pf = _tune_params(project, "params-tune.yaml", trials=4, study="t-fail", pruner="median",
+                      space={"dasc": {"protonet_k": [2, 4, 8], "iou": ["ciou", "no-such-loss"]}})
+    out = defectops(project, "--params", pf, "tune", "dasc")
+    import optuna
+
+    study = optuna.load_study(study_name="t-fail-dasc", storage=f"sqlite:///{root}/.cache/optuna.db")
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 4 and "FAIL" in states and "COMPLETE" in states
+    for t in study.trials:
+        assert (t.state.name == "FAIL") == (t.params["iou"] == "no-such-loss")
+        if t.state.name == "FAIL":
+            assert "loss.iou" in t.user_attrs["fail_reason"]
+    best = json.loads((root / "models" / "tuned" / "dasc.json").read_text())
+    assert best["overrides"]["loss.iou"] == "ciou" and best["overrides"]["dasc.protonet_k"] in (2, 4, 8)
+    assert "best val mAP50" in out
+    parent = next(r for r in runs(project) if r.info.run_name == "tune:dasc")
+    children = [r for r in runs(project) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(int(r.data.tags["optuna_trial"]) for r in children) == [0, 1, 2, 3]
+    assert (root / "reports" / "tune" / "dasc" / "history.png").is_file()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgresql_study(project):
+    """Two `defectops tune` processes on one PostgreSQL-backed study: N trials, none lost or run
+    twice, each with its MLflow child run."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        psycopg2.connect(url).close()
+    except psycopg2.OperationalError as e:
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {e}")
+    import uuid
+
+    import optuna
+
+    root, env = project
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    pf = _tune_params(project, "params-pg.yaml", trials=4, study=name, pruner="none",
+                      space={"baseline": {"iou": ["ciou", "eiou", "siou", "mpdiou"]}})
+    wenv = {**env, "OPTUNA_STORAGE": url}
+    procs = [subprocess.Popen(["defectops", "--params", pf, "tune", "baseline"], cwd=root, env=wenv,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=1200) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    study = optuna.load_study(study_name=f"{name}-baseline", storage=url)
+    numbers = sorted(t.number for t in study.trials)
+    assert numbers == list(range(len(numbers))) and 4 <= len(numbers) <= 5   # a race may add one, never lose one
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    parents = [r for r in runs(project) if r.info.run_name == "tune:baseline" and r.data.tags.get("optuna_study") == f"{name}-baseline"]
+    assert len(parents) == 2
+    ids = {p.info.run_id for p in parents}
+    children = [r for r in runs(project) if r.data.tags.get("mlflow.parentRunId") in ids]
+    assert sorted(int(r.data.tags["optuna_trial"]) for r in children) == numbers
+    optuna.delete_study(study_name=f"{name}-baseline", storage=url)
