@@ -77,10 +77,11 @@ def export_flow(model: str = "baseline", params_file: str = "params.yaml") -> di
                     tags={"onnx_provider": parity["provider"]})
         boxes_differ = "same_count" in parity and (parity["same_count"] != parity["images"] or (
             parity["min_matched_iou"] is not None and parity["min_matched_iou"] < 0.99))
-        if parity["max_rel_diff"] > cfg["parity_rtol"] or boxes_differ:
+        rtol = cfg["pipeline_rtol"] if uses_lam(model, params) else cfg["parity_rtol"]
+        if parity["max_rel_diff"] > rtol or boxes_differ:
             Path(path).unlink(missing_ok=True)
             raise ParityError(f"ONNX Runtime differs from PyTorch by {parity['max_rel_diff']:.2e} "
-                              f"(relative; export.parity_rtol={cfg['parity_rtol']})"
+                              f"(relative; tolerance {rtol} from params export)"
                               + (f", boxes: {parity}" if boxes_differ else ""))
         log_outputs(run, artifacts=[(path, "onnx")])
     return {"onnx": path, **parity}

@@ -246,7 +246,7 @@ def test_lagnet_exports_as_one_rgb_graph_that_matches_pytorch(project):
     run = next(r for r in runs(project) if r.info.run_name == "export:lagnet")
     assert run.data.metrics["same_count"] == run.data.metrics["images"] == 8   # export.parity_images
     m = MlflowClient(f"sqlite:///{root}/mlflow.db").get_run(run.info.run_id).data.metrics
-    assert m["max_rel_diff"] <= 1e-4
+    assert m["max_rel_diff"] <= 1e-3                           # export.pipeline_rtol
 
 
 @pytest.mark.slow
@@ -361,7 +361,7 @@ def test_promotion_gate_and_parity_failure(project):
     assert after["champion"] == before["champion"] and after["challenger"] != before["champion"]
     versions = _registry(project).search_model_versions("name='defect-detector'")
     # an injected parity failure registers nothing and moves no alias
-    params["export"]["parity_rtol"] = -1.0
+    params["export"]["parity_rtol"] = params["export"]["pipeline_rtol"] = -1.0
     (root / "params-parity.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rootp, env = project
     p = subprocess.run(["defectops", "--params", "params-parity.yaml", "promote"], cwd=rootp, env=env,
