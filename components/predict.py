@@ -49,6 +49,16 @@ def resolve_model(model: str, uri: str, cache: Path) -> Path:
     return p
 
 
+def export_imgsz(onnx_path: Path) -> list[int] | None:
+    """The input size recorded in the ONNX metadata (``imgsz``) by the exporter, if any."""
+    import ast
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return list(ast.literal_eval(meta["imgsz"])) if "imgsz" in meta else None
+
+
 def predict(onnx_path: Path, images: list[Path], out_dir: Path, conf: float, iou: float, imgsz: int | None = None,
             progress=None) -> dict:
     """Detections for every image -> ``out_dir/detections.json`` and ``out_dir/annotated/``."""
@@ -58,6 +68,7 @@ def predict(onnx_path: Path, images: list[Path], out_dir: Path, conf: float, iou
     (out_dir / "annotated").mkdir(parents=True, exist_ok=True)
     yolo = YOLO(str(onnx_path), task="detect")
     device = device_for_onnx()
+    imgsz = imgsz or export_imgsz(onnx_path)
     records, provider = [], None
     for f in images:
         kw = {"imgsz": imgsz} if imgsz else {}

@@ -102,7 +102,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
             set_alias(uri, name, d.alias, version)
             client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
         result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
-                  "candidate": cand, "champion_before": None if champ is None else champ.version,
+                  "candidate": cand, "champion_before": None if champ is None else str(champ.version),
                   "champion_score": champ_score, "margin": cfg["margin"], "onnx": onnx_path,
                   "parity": {k: v for k, v in exported.items() if k != "onnx"}}
         out.parent.mkdir(parents=True, exist_ok=True)

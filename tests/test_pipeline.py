@@ -335,7 +335,7 @@ def test_first_promotion_registers_an_onnx_champion(project):
     promoted = json.loads((root / "reports" / "promotion.json").read_text())
     assert _aliases(project)[promoted["alias"]] == promoted["version"]
     if promoted["alias"] == "challenger":
-        assert _aliases(project)["champion"] == "1" and promoted["champion_before"] == "1"
+        assert _aliases(project)["champion"] == "1" and str(promoted["champion_before"]) == "1"
     for tag in ("dataset_hash", "git_commit", "params_hash", "test.mAP50", "model"):
         assert v1.tags[tag] not in ("", "None")
     promoted = {"version": "1"}
@@ -452,9 +452,10 @@ def test_two_workers_share_one_postgresql_study(project):
     """Two `defectops tune` processes on one PostgreSQL-backed study: N trials, none lost or run
     twice, each with its MLflow child run."""
     psycopg2 = pytest.importorskip("psycopg2")
-    url = "postgresql://postgres@127.0.0.1:5432/test"
+    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"       # SQLAlchemy URL, driver named
     try:
-        psycopg2.connect(url).close()
+        psycopg2.connect(dsn).close()
     except psycopg2.OperationalError as e:
         pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {e}")
     import uuid
