@@ -37,11 +37,12 @@ def _slug(row: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", row.lower()).strip("-")
 
 
-def select_rows(requested: list[str] | str) -> list[str]:
-    rows = list(TABLE3) if requested == "all" else list(requested)
-    unknown = [r for r in rows if r not in TABLE3]
+def select_rows(requested: list[str] | str, grid: dict = TABLE3) -> list[str]:
+    """``all`` or a list of row names of ``grid`` (a paper's ablation table), checked."""
+    rows = list(grid) if requested == "all" else list(requested)
+    unknown = [r for r in rows if r not in grid]
     if unknown:
-        raise ValueError(f"unknown ablation row(s) {unknown}; rows: {list(TABLE3)}")
+        raise ValueError(f"unknown ablation row(s) {unknown}; rows: {list(grid)}")
     return rows
 
 
@@ -104,11 +105,7 @@ def ablate_lagnet_flow(rows: list[str] | None = None, epochs: int | None = None,
     cfg = section(params, "ablation")
     g = section(params, "lagnet")
     grid = ablation_rows(g["k"], g["n"])
-    requested = rows or cfg["lagnet_rows"]
-    rows = list(grid) if requested == "all" else list(requested)
-    unknown = [r for r in rows if r not in grid]
-    if unknown:
-        raise ValueError(f"unknown LAGNet ablation row(s) {unknown}; rows: {list(grid)}")
+    rows = select_rows(rows or cfg["lagnet_rows"], grid)
     epochs = epochs or cfg["epochs"]
     ds = dataset_dir(params)
     nc = len(load_manifest(ds)["classes"])

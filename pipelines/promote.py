@@ -41,7 +41,7 @@ def choose(metrics: dict[str, dict], metric: str) -> str:
 
 
 @task(name="onnx-test-score", **COMPUTE)
-def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, metric: str, split: str) -> dict:
+def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, split: str) -> dict:
     from components.yolo import YOLO
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +83,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
                    {"candidate": best, "train_run_id": info["mlflow_run_id"]}) as run:
         exported = export_flow(best, params_file)                 # raises on a failed parity check
         onnx_path = exported["onnx"]
-        cand = onnx_score(onnx_path, str(data_yaml), imgsz, metric, split_name)
+        cand = onnx_score(onnx_path, str(data_yaml), imgsz, split_name)
         tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),
                 "params_hash": params_hash({k: section(params, k) for k in ("train", "loss", best)}),
                 "train_run_id": info["mlflow_run_id"], "imgsz": imgsz,
@@ -97,7 +97,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
                 with tempfile.TemporaryDirectory() as tmp:
                     champ_onnx = download_onnx(uri, f"models:/{name}/{champ.version}", tmp)
                     champ_imgsz = int(champ.tags.get("imgsz", imgsz))
-                    champ_score = onnx_score(str(champ_onnx), str(data_yaml), champ_imgsz, metric, split_name)[metric]
+                    champ_score = onnx_score(str(champ_onnx), str(data_yaml), champ_imgsz, split_name)[metric]
             d = decide(cand[metric], champ_score, cfg["margin"])
             set_alias(uri, name, d.alias, version)
             client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
