@@ -115,3 +115,22 @@ def download_onnx(uri: str, model_uri: str, dst: str | Path) -> Path:
     if not found:
         raise FileNotFoundError(f"{model_uri} holds no .onnx file")
     return found[0]
+
+
+def champion_weights(uri: str, name: str, model: str, dst: str | Path) -> tuple[Path | None, str]:
+    """The PyTorch weights the current ``champion`` was exported from, if it is a ``model``
+    detector: its version's ``train_run_id`` tag names the training run that logged
+    ``weights/best.pt``. Returns ``(path or None, what happened)``."""
+    import mlflow
+
+    champ = alias_version(uri, name, CHAMPION)
+    if champ is None:
+        return None, f"no {CHAMPION} in {name}"
+    if champ.tags.get("model") != model:
+        return None, f"{CHAMPION} v{champ.version} is a {champ.tags.get('model')} detector, not {model}"
+    run_id = champ.tags.get("train_run_id")
+    if not run_id:
+        return None, f"{CHAMPION} v{champ.version} has no train_run_id tag"
+    mlflow.set_tracking_uri(uri)
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="weights/best.pt", dst_path=str(dst))
+    return Path(path), f"models:/{name}/{champ.version}"

@@ -116,9 +116,25 @@ def baseline_cfg(scale: str) -> str:
     return f"yolo11{scale}.yaml"
 
 
+def same_architecture(model_cfg: str | Path, weights: str | Path, nc: int, ch: int = 3) -> tuple[bool, str]:
+    """Does checkpoint ``weights`` fit the model ``model_cfg`` builds, tensor for tensor (same
+    names and shapes)? Warm starts only load a checkpoint that does."""
+    import torch
+
+    from ultralytics.nn.tasks import load_checkpoint
+
+    new = DefectDetectionModel(str(model_cfg), nc=nc, ch=ch, verbose=False).state_dict()
+    old = load_checkpoint(str(weights))[0].float().state_dict()
+    if new.keys() != old.keys():
+        return False, f"{len(set(new) ^ set(old))} tensors differ by name"
+    bad = [k for k in new if new[k].shape != old[k].shape and not isinstance(new[k], torch.Size)]
+    return (not bad), (f"{len(bad)} tensors differ in shape (e.g. {bad[0]})" if bad else "all tensors match")
+
+
 def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_args: dict, device: str,
                    seed: int, iou_loss: str, on_epoch: EpochCallback | None = None,
-                   lam: bool = False) -> TrainResult:
+                   lam: bool = False, init_weights: str | Path | None = None,
+                   resume: bool = False) -> TrainResult:
     """Train ``model_cfg`` (a YAML, never a ``.pt`` to fetch) on ``data_yaml`` into ``out_dir``
     with box-regression loss ``iou_loss``.
 
@@ -126,7 +142,10 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     lr0, ... and augmentation); ``on_epoch(epoch, metrics)`` is called after each epoch's
     validation with the losses, val metrics and learning rates, and once more with
     ``epoch=None`` and the val metrics of best.pt (keys prefixed ``best/``). ``lam``: the model
-    reads RGB + LAM (``data_yaml`` names the LAM folder).
+    reads RGB + LAM (``data_yaml`` names the LAM folder). ``init_weights``: a checkpoint of the
+    same architecture to start from (warm start) instead of random weights. ``resume``: continue
+    the interrupted run in ``out_dir`` from its ``weights/last.pt`` (ultralytics' resume: epoch,
+    optimizer, EMA, LR schedule), else ``out_dir`` is cleared and training starts over.
     """
     if not str(model_cfg).endswith((".yaml", ".yml")):
         raise ValueError(f"train from a model YAML, not '{model_cfg}' (no weights are downloaded)")
@@ -134,9 +153,11 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     if clash:
         raise ValueError(f"params.train must not set {sorted(clash)}: the pipeline sets them")
     out_dir = Path(out_dir).resolve()
-    if out_dir.exists():
+    last = out_dir / "weights" / "last.pt"
+    resume = resume and last.is_file()
+    if out_dir.exists() and not resume:
         shutil.rmtree(out_dir)
-    model = DefectYOLO(model_cfg)
+    model = DefectYOLO(str(last) if resume else model_cfg)
     if on_epoch is not None:
         def _cb(tr: DetectionTrainer) -> None:
             if getattr(tr, "in_final_eval", False):
@@ -146,13 +167,18 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
             on_epoch(tr.epoch + 1, {k: float(v) for k, v in metrics.items()})
 
         model.add_callback("on_fit_epoch_end", _cb)
-    model.train(trainer=trainer_for(iou_loss, lam), data=str(data_yaml), project=str(out_dir.parent), name=out_dir.name,
-                exist_ok=True, device=device, seed=seed, pretrained=False, plots=True, **train_args)
+    if resume:
+        log.info("resuming %s from %s", out_dir, last)
+        model.train(trainer=trainer_for(iou_loss, lam), resume=True, data=str(data_yaml), device=device,
+                    workers=train_args.get("workers", 0), plots=True)
+    else:
+        model.train(trainer=trainer_for(iou_loss, lam), data=str(data_yaml), project=str(out_dir.parent),
+                    name=out_dir.name, exist_ok=True, device=device, seed=seed,
+                    pretrained=str(init_weights) if init_weights else False, plots=True, **train_args)
     results_csv = out_dir / "results.csv"
     rows = list(csv.DictReader(results_csv.open())) if results_csv.is_file() else []
     final = {k.strip(): float(v) for k, v in rows[-1].items()} if rows else {}
     best = out_dir / "weights" / "best.pt"
-    last = out_dir / "weights" / "last.pt"
     if not best.is_file():
         raise RuntimeError(f"training finished without {best}")
     return TrainResult(out_dir, best, last, results_csv, final, len(rows))

@@ -74,7 +74,7 @@ def _data_split(a: argparse.Namespace) -> int:
 def _train(a: argparse.Namespace) -> int:
     from .train import train_flow
 
-    info = train_flow(a.model, a.params)
+    info = train_flow(a.model, a.params, a.tuned)
     print(f"{a.model}: {info['epochs_run']} epochs in {info['train_seconds']} s -> {info['best']}")
     return 0
 
@@ -158,6 +158,27 @@ def _predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(a: argparse.Namespace) -> int:
+    from .retrain import retrain_flow
+
+    r = retrain_flow(a.params)
+    for b in r["batches"]:
+        print(f"batch {b['batch']}: {b['images']} image(s) added, {b['quarantined']} quarantined"
+              + (f" (report: {b['quarantine']})" if b.get("quarantine") else ""))
+    p = r.get("promotion")
+    print(f"retrain: {r['status']}; dataset {r['dataset_hash_before']} -> {r.get('dataset_hash')}"
+          + (f"; {p['model']} v{p['version']} -> {p['alias']}" if p else ""))
+    return 0
+
+
+def _deploy(a: argparse.Namespace) -> int:
+    from .deploy import deploy
+
+    for line in deploy(a.params, a.prefect_file):
+        print(line)
+    return 0
+
+
 def _ablate(a: argparse.Namespace) -> int:
     from .ablate import ablate_dasc_flow, ablate_lagnet_flow
 
@@ -202,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.set_defaults(func=_lam)
     tr = sub.add_parser("train", help="train a detector (DVC stage train@<model>, train_lagnet)", epilog=EPILOG)
     tr.add_argument("model", choices=MODELS)
+    tr.add_argument("--tuned", default=None, help="best params of a tune stage (models/tuned/<model>.json) "
+                    "overriding params.yaml")
     tr.set_defaults(func=_train)
     ev = sub.add_parser("evaluate", help="evaluate a trained detector on the test split", epilog=EPILOG)
     ev.add_argument("model", choices=MODELS)
@@ -227,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--out", default=None, help="output folder (default: predict.out)")
     pd.add_argument("--conf", type=float, default=None, help="confidence threshold (default: predict.conf)")
     pd.set_defaults(func=_predict)
+    rt = sub.add_parser("retrain", help="new samples in retrain.inbox -> validated (quarantine) -> new DVC dataset "
+                        "version -> archive inbox -> dvc repro (retrain, evaluate, promote through the gate)",
+                        epilog=EPILOG)
+    rt.set_defaults(func=_retrain)
+    dp = sub.add_parser("deploy", help="create the work pools and every flow's Prefect deployment "
+                        "(infra/prefect.yaml; the retrain cron from retrain.schedule) on PREFECT_API_URL",
+                        epilog=EPILOG)
+    dp.add_argument("--prefect-file", default="infra/prefect.yaml")
+    dp.set_defaults(func=_deploy)
     ab = sub.add_parser("ablate", help="run a paper's ablation grid (each row an MLflow run)", epilog=EPILOG)
     ab.add_argument("study", choices=["dasc", "lagnet"],
                     help="dasc: DASC-YOLO Table 3; lagnet: LAGNet Tables 4 + 5 (needs the lam stage)")

@@ -10,7 +10,8 @@ from prefect import flow, get_run_logger, task
 from components.config import section
 from components.data.canonical import load_manifest
 from components.data.importers import import_dataset
-from components.data.split import make_split
+from components.data.increments import merge
+from components.data.split import add_increments, make_split
 from components.data.synth import SynthConfig, write_synth_dataset
 
 from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
@@ -65,15 +66,33 @@ def prepare_flow(params_file: str = "params.yaml") -> dict:
     src = section(params, "data.source")
     root, name = section(params, "paths.datasets"), section(params, "data.name")
     if src == "synth":
-        return synth_flow(root, name, params_file)
-    return import_flow(src, name, root, section(params, "data.format"), params_file)
+        summary = synth_flow(root, name, params_file)
+    else:
+        summary = import_flow(src, name, root, section(params, "data.format"), params_file)
+    merged = merge_task(root, name, section(params, "data.increments"))
+    if merged:
+        get_run_logger().info("merged increments %s: %d images in all", merged["increments"], merged["images"])
+        with stage_run(f"data-merge:{name}", params, ["data"], merged["content_hash"],
+                       {"increments": json.dumps(merged["increments"])}) as run:
+            _report(run, Path(root) / name, merged)
+        return merged
+    return summary
 
 
 @task(name="split-dataset", **COMPUTE)
 def split_task(ds: str, cfg: dict) -> dict:
+    """The base images are split as always; increment images (``batch`` in the manifest) go to
+    train/val only, so the test split stays fixed as new samples arrive."""
     manifest = load_manifest(Path(ds))
-    return make_split(manifest["images"], manifest["classes"], cfg["test_ratio"], cfg["val_ratio"],
-                      cfg["seed"], cfg["folds"])
+    base = [e for e in manifest["images"] if "batch" not in e]
+    new = [e for e in manifest["images"] if "batch" in e]
+    result = make_split(base, manifest["classes"], cfg["test_ratio"], cfg["val_ratio"], cfg["seed"], cfg["folds"])
+    return add_increments(result, new, manifest["classes"])
+
+
+@task(name="merge-increments", **COMPUTE)
+def merge_task(root: str, name: str, increments: str) -> dict | None:
+    return merge(Path(root), name, Path(increments))
 
 
 @flow(name="data-split")

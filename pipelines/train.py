@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from components.config import section
+from components.config import params_hash, section
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
 from components.lam_data import lam_data_yaml
@@ -59,8 +59,9 @@ def model_data_yaml(model: str, params: dict, data_yaml: Path) -> Path:
 
 
 @task(name="train-detector", **COMPUTE)
-def train_task(cfg: str, data_yaml: str, out_dir: str, train_args: dict, device: str, seed: int,
-               iou_loss: str, run, lam: bool = False) -> dict:
+def train_task(cfg: str, data_yaml: str, run_dir: str, train_args: dict, device: str, seed: int,
+               iou_loss: str, run, lam: bool = False, init_weights: str | None = None,
+               resume: bool = False) -> dict:
     def on_epoch(epoch: int | None, metrics: dict[str, float]) -> None:
         try:  # a tracking hiccup must not kill hours of training; MLflow retries HTTP itself
             run.log_metrics(metrics, step=epoch)
@@ -68,31 +69,90 @@ def train_task(cfg: str, data_yaml: str, out_dir: str, train_args: dict, device:
             log.warning("could not log epoch %s to MLflow: %s", epoch, e)
 
     t = time.time()
-    res = train_detector(cfg, Path(data_yaml), Path(out_dir), train_args, device, seed, iou_loss, on_epoch, lam)
-    return {"best": str(res.best), "results_csv": str(res.results_csv), "epochs_run": res.epochs_run,
-            "final": res.final, "train_seconds": round(time.time() - t, 1)}
+    res = train_detector(cfg, Path(data_yaml), Path(run_dir), train_args, device, seed, iou_loss, on_epoch, lam,
+                         init_weights, resume)
+    return {"best": str(res.best), "epochs_run": res.epochs_run, "final": res.final, "train_seconds": round(time.time() - t, 1)}
+
+
+def warm_start(model: str, params: dict, cfg: str, nc: int, ch: int, dst: Path) -> tuple[str | None, str]:
+    """``retrain.warm_start``: the registry champion's weights when the champion is a ``model``
+    detector of exactly this architecture; else ``None`` (train from scratch). Any registry
+    problem means a cold start, logged, never a failed training."""
+    if not section(params, "retrain.warm_start"):
+        return None, "retrain.warm_start is off"
+    from components.registry import champion_weights
+    from components.tracking import tracking_uri
+    from components.train import same_architecture
+
+    try:
+        weights, what = champion_weights(tracking_uri(section(params, "tracking")),
+                                         section(params, "promote.registered_model"), model, dst)
+        if weights is None:
+            return None, what
+        same, why = same_architecture(cfg, weights, nc, ch)
+        return (str(weights), what) if same else (None, f"{what} has another architecture: {why}")
+    except Exception as e:  # noqa: BLE001
+        return None, f"no warm start ({type(e).__name__}: {e})"
 
 
 @flow(name="train")
-def train_flow(model: str = "baseline", params_file: str = "params.yaml") -> dict:
-    """Train ``model`` on the train split (best epoch picked on val) into ``paths.models/model``."""
+def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned: str | None = None) -> dict:
+    """Train ``model`` on the train split (best epoch picked on val) into ``paths.models/model``.
+    ``tuned``: the ``tune_<model>`` stage's JSON; its best overrides replace those params.yaml
+    leaves (the MLflow run logs the resulting params and the study).
+
+    Training runs in ``paths.work/train-<model>-run`` (DVC clears the stage's outs before a
+    rerun, scratch survives): if an earlier run with the same inputs was interrupted, it resumes
+    from its ``last.pt``; the finished run is moved into ``paths.models/<model>``."""
     params = read_params(params_file)
+    tuned_info = None
+    if tuned:
+        from components.tune import apply
+
+        from .tune import load_tuned
+
+        tuned_info = load_tuned(tuned, model)
+        params = apply(params, tuned_info["overrides"])
     ds = dataset_dir(params)
     out = Path(section(params, "paths.models")) / model
     work = Path(section(params, "paths.work")) / f"train-{model}"
-    cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
+    run_dir = Path(section(params, "paths.work")) / f"train-{model}-run"
+    nc = len(load_manifest(ds)["classes"])
+    cfg = model_cfg(model, params, nc, work)
     iou_loss = section(params, "loss.iou")
-    used = ["train", model, "loss", "data.name", "split"] + (["lam"] if uses_lam(model, params) else [])
-    with stage_run(f"train:{model}", params, used, dataset_hash(ds),
-                   {"model": model, "iou_loss": iou_loss}) as run:
+    lam = uses_lam(model, params)
+    init, init_what = warm_start(model, params, cfg, nc, 6 if lam else 3, work / "warm_start")
+    train_args, device, seed = trainer_args(params)
+    key = params_hash({"cfg": Path(cfg).read_text() if Path(cfg).is_file() else cfg, "args": train_args,
+                       "device": device, "seed": seed, "iou": iou_loss, "lam": lam, "data": dataset_hash(ds),
+                       "init": init_what if init else None})
+    key_file = run_dir.with_name(run_dir.name + ".key")
+    resume = (key_file.is_file() and key_file.read_text() == key and (run_dir / "weights" / "last.pt").is_file())
+    used = ["train", model, "loss", "data.name", "split"] + (["lam"] if lam else [])
+    tags = {"model": model, "iou_loss": iou_loss, "warm_start": init_what if init else f"none ({init_what})",
+            "resumed": resume}
+    if tuned_info:
+        tags.update(tuned_study=tuned_info["study"], tuned_overrides=json.dumps(tuned_info["overrides"]))
+    log.info("%s: %s%s", model, f"warm start from {init_what}" if init else f"cold start ({init_what})",
+             "; resuming the interrupted run" if resume else "")
+    with stage_run(f"train:{model}", params, used, dataset_hash(ds), tags) as run:
         data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work))
-        train_args, device, seed = trainer_args(params)
-        info = train_task(cfg, str(data_yaml), str(out), train_args, device, seed, iou_loss, run,
-                          uses_lam(model, params))
+        if not resume:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(key)
+        info = train_task(cfg, str(data_yaml), str(run_dir), train_args, device, seed, iou_loss, run, lam,
+                          init, resume)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(str(run_dir), str(out))
+        key_file.unlink()
         if cfg.endswith(".yaml") and Path(cfg).is_file():
             shutil.copy(cfg, out / Path(cfg).name)      # the architecture, next to its weights
-        info.update(model=model, model_cfg=Path(cfg).name, iou_loss=iou_loss, imgsz=train_args["imgsz"],
-                    mlflow_run_id=run.run_id, dataset_hash=dataset_hash(ds))
+        info.update(best=str(out / "weights" / "best.pt"), results_csv=str(out / "results.csv"),
+                    model=model, model_cfg=Path(cfg).name, iou_loss=iou_loss, imgsz=train_args["imgsz"],
+                    mlflow_run_id=run.run_id, dataset_hash=dataset_hash(ds),
+                    tuned=tuned_info["overrides"] if tuned_info else None,
+                    warm_start=init_what if init else None, resumed=resume)
         (out / "train_info.json").write_text(json.dumps(info, indent=1))
         log_outputs(run, metrics={"train_seconds": info["train_seconds"], "epochs_run": info["epochs_run"]},
                     artifacts=[(info["best"], "weights")] +

@@ -16,11 +16,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from components.config import section
+from components.config import params_hash, section
 from components.tune import finished, open_study, suggest
 
 from .common import dataset_dir, dataset_hash, log_outputs, read_params, stage_run
@@ -53,6 +55,48 @@ def _plots(study, out: Path) -> list[Path]:
     return made
 
 
+def study_name(params: dict, model: str, ds_hash: str | None) -> str:
+    """``<tune.study>-<model>-<fingerprint>``: a new study whenever the data, the search space,
+    the trial budget or the detector's params change (a DVC rerun of ``tune_<model>`` never
+    continues a study made for other data), while every worker started on the same data and
+    params joins the same one."""
+    used = {k: section(params, k) for k in ("tune", "train", "loss", model)}
+    used["tune"] = {k: v for k, v in used["tune"].items() if k not in ("storage", "parallel")}
+    return f"{section(params, 'tune.study')}-{model}-{params_hash({'params': used, 'data': ds_hash})[:8]}"
+
+
+def _run_trial(study, study_name_: str, model: str, space: dict, params_file: str, parent_run: str, n: int,
+               lock: threading.Lock, log) -> bool:
+    """Ask one trial (if the study still needs one), train it in its own process, tell the
+    result. Returns False when the study is full."""
+    import optuna
+
+    with lock:                                   # one ask at a time from this worker's threads
+        if len(study.get_trials(deepcopy=False)) >= n:
+            return False
+        trial = study.ask()
+        overrides = suggest(trial, space)
+    log.info("trial %d: %s", trial.number, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        res_file = Path(tmp) / "result.json"
+        p = subprocess.run([sys.executable, "-m", "pipelines.trial", "--params", params_file, "--model", model,
+                            "--study", study_name_, "--trial-id", str(trial._trial_id), "--parent-run",
+                            parent_run, "--out", str(res_file), "--overrides", json.dumps(overrides)])
+        res = json.loads(res_file.read_text()) if res_file.is_file() else {"state": "FAIL",
+                                                                            "reason": f"exit {p.returncode}"}
+    if p.returncode == 0 and res["state"] == "COMPLETE":
+        study.tell(trial, res["value"])
+        log.info("trial %d: val mAP50 %.4f", trial.number, res["value"])
+    elif p.returncode == PRUNED:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        log.info("trial %d %s", trial.number, res.get("reason", "pruned"))
+    else:
+        trial.set_user_attr("fail_reason", res.get("reason", ""))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        log.warning("trial %d failed: %s", trial.number, res.get("reason"))
+    return True
+
+
 @flow(name="tune")
 def tune_flow(model: str, trials: int | None = None, params_file: str = "params.yaml") -> dict:
     import optuna
@@ -64,39 +108,28 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
     space = cfg["space"].get(model)
     if not space:
         raise ValueError(f"tune.space has no entry for '{model}'")
-    study_name = f"{cfg['study']}-{model}"
-    study = open_study(study_name, storage_url(params), cfg["seed"], cfg["pruner"], cfg["epochs"])
     ds = dataset_dir(params)
+    name = study_name(params, model, dataset_hash(ds))
+    study = open_study(name, storage_url(params), cfg["seed"], cfg["pruner"], cfg["epochs"])
+    parallel = max(1, int(cfg["parallel"]))
     with stage_run(f"tune:{model}", params, ["tune", "train", "loss", model], dataset_hash(ds),
-                   {"optuna_study": study_name, "model": model}) as run:
-        while len(study.get_trials(deepcopy=False)) < n:
-            trial = study.ask()
-            overrides = suggest(trial, space)
-            log.info("trial %d: %s", trial.number, overrides)
-            with tempfile.TemporaryDirectory() as tmp:
-                res_file = Path(tmp) / "result.json"
-                p = subprocess.run([sys.executable, "-m", "pipelines.trial", "--params", params_file, "--model", model,
-                                    "--study", study_name, "--trial-id", str(trial._trial_id), "--parent-run",
-                                    run.run_id, "--out", str(res_file), "--overrides", json.dumps(overrides)])
-                res = json.loads(res_file.read_text()) if res_file.is_file() else {"state": "FAIL",
-                                                                                    "reason": f"exit {p.returncode}"}
-            if p.returncode == 0 and res["state"] == "COMPLETE":
-                study.tell(trial, res["value"])
-                log.info("trial %d: val mAP50 %.4f", trial.number, res["value"])
-            elif p.returncode == PRUNED:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                log.info("trial %d %s", trial.number, res.get("reason", "pruned"))
-            else:
-                trial.set_user_attr("fail_reason", res.get("reason", ""))
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                log.warning("trial %d failed: %s", trial.number, res.get("reason"))
+                   {"optuna_study": name, "model": model}) as run:
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while _run_trial(study, name, model, space, params_file, run.run_id, n, lock, log):
+                pass
+
+        with ThreadPoolExecutor(parallel) as pool:   # trial processes side by side (one core each)
+            for f in [pool.submit(worker) for _ in range(parallel)]:
+                f.result()
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
-            raise RuntimeError(f"study {study_name}: no trial completed ({finished(study)} finished)")
+            raise RuntimeError(f"study {name}: no trial completed ({finished(study)} finished)")
         best = study.best_trial
         overrides = suggest(optuna.trial.FixedTrial(best.params), space)
         counts = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
-        result = {"model": model, "study": study_name, "best_value": best.value, "best_trial": best.number,
+        result = {"model": model, "study": name, "best_value": best.value, "best_trial": best.number,
                   "overrides": overrides, "trials": counts,
                   "epochs_spent": sum(len(t.intermediate_values) for t in study.trials)}
         out = Path(section(params, "paths.models")) / "tuned" / f"{model}.json"
@@ -108,3 +141,14 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
                     artifacts=[(str(out), None)] + [(str(p), "plots") for p in plots],
                     tags={"best_params": json.dumps(overrides)})
     return result
+
+
+def load_tuned(path: str | Path, model: str) -> dict:
+    """The best overrides a ``tune_<model>`` stage wrote, checked to belong to ``model``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tuned params at {path}: run `dvc repro tune_{model}` (defectops tune {model})")
+    tuned = json.loads(path.read_text())
+    if tuned.get("model") != model:
+        raise ValueError(f"{path} holds tuned params of '{tuned.get('model')}', not '{model}'")
+    return tuned

@@ -101,3 +101,31 @@ def _class_counts(names: list[str], by_name: dict[str, dict], class_names: list[
     boxes = Counter(int(b[0]) for n in names for b in by_name[n]["boxes"])
     return {"images": len(names), "boxes": sum(boxes.values()),
             "per_class": {c: boxes.get(i, 0) for i, c in enumerate(class_names)}}
+
+
+def add_increments(result: dict, entries: list[dict], class_names: list[str]) -> dict:
+    """Deal increment images (``retrain``'s new samples, manifest entries with a ``batch``) to
+    train/val only, so the test split, made from the base dataset alone, never changes and a
+    champion and its challenger are compared on the same images. An image goes to val with the
+    base split's val share of the non-test part, decided by its pixel hash (stable, seed-free);
+    with k folds, it is the validation image of fold ``hash mod k``."""
+    if not entries:
+        return result
+    by_name = {e["name"]: e for e in entries}
+    frac = result["val_ratio"] / (1 - result["test_ratio"])
+    for e in sorted(entries, key=lambda e: e["name"]):
+        h = int(e["pixel_sha256"][:12], 16)
+        part = "val" if (h % 10_000) / 10_000 < frac else "train"
+        result[part] = sorted(result[part] + [e["name"]])
+        if result.get("kfold"):
+            k = len(result["kfold"])
+            for i, f in enumerate(result["kfold"]):
+                f["val" if i == h % k else "train"] = sorted(f["val" if i == h % k else "train"] + [e["name"]])
+    for part in ("train", "val"):
+        base = result["counts"][part]
+        added = [by_name[n] for n in result[part] if n in by_name]
+        inc = _class_counts([e["name"] for e in added], by_name, class_names)
+        result["counts"][part] = {"images": base["images"] + inc["images"], "boxes": base["boxes"] + inc["boxes"],
+                                  "per_class": {c: base["per_class"][c] + inc["per_class"][c] for c in class_names}}
+    result["increments"] = sorted({e["batch"] for e in entries})
+    return result

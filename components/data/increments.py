@@ -1,0 +1,141 @@
+"""New samples arriving after the first dataset: *increments* (``defectops retrain``).
+
+A batch dropped into the inbox (VOC or YOLO layout) is validated by the same importer as any
+dataset (``importers``: unreadable images, bad boxes, unknown classes... quarantined with their
+reasons); on top of that a sample whose pixels already exist in the dataset is quarantined (it
+could sit in the test split, and a copy in train would leak it). What is left becomes one
+canonical dataset ``<increments>/<batch id>`` (sample names prefixed with the batch id), written
+atomically; the batch id is a hash of the inbox files, so a rerun after a crash finds the same
+batch. ``merge`` appends every increment to the base dataset (the ``data`` stage); the split keeps
+the base test split fixed and deals increment images to train/val only (``split.add_increments``).
+
+The inbox is only ever read here; moving it to the archive is the retrain flow's last data step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from .canonical import Box, Rejection, Sample, load_manifest, write_dataset
+from .importers import ImportError_, _validate, detect_format, read_voc, read_yolo
+
+BATCH_FILE = "batch.json"          # inside an increment: the inbox files it was made from
+
+
+def inbox_files(inbox: Path) -> list[Path]:
+    """Every regular file under ``inbox`` (hidden files and folders skipped), sorted."""
+    inbox = Path(inbox)
+    if not inbox.is_dir():
+        return []
+    return sorted(p for p in inbox.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(inbox).parts))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def batch_id(inbox: Path, files: list[Path]) -> str:
+    """Content id of a batch: hash of (relative path, sha256) of its files."""
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(inbox).as_posix()}|{file_sha256(p)}\n".encode())
+    return "b" + h.hexdigest()[:11]
+
+
+def samples_of(dataset_dir: Path) -> tuple[list[str], list[Sample], list[Rejection]]:
+    """Read a canonical dataset back as samples (for merging), with its quarantine."""
+    dataset_dir = Path(dataset_dir)
+    m = load_manifest(dataset_dir)
+    samples = []
+    for e in m["images"]:
+        extra = {k: v for k, v in e.items() if k not in {"name", "image", "label", "source", "sha256",
+                                                         "pixel_sha256", "width", "height", "boxes"}}
+        samples.append(Sample(name=e["name"], ext=Path(e["image"]).suffix, data=(dataset_dir / e["image"]).read_bytes(),
+                              width=e["width"], height=e["height"], boxes=[Box(*b) for b in e["boxes"]],
+                              source=e["source"], sha256=e["sha256"], pixel_sha256=e["pixel_sha256"], extra=extra))
+    q = dataset_dir / "quarantine.json"
+    rejections = [Rejection(**r) for r in json.loads(q.read_text())] if q.is_file() else []
+    return m["classes"], samples, rejections
+
+
+def ingest(inbox: Path, files: list[Path], batch: str, out_root: Path, existing: Path, fmt: str,
+           clip_px: float) -> dict:
+    """Validate the inbox batch against the dataset ``existing`` (its classes, its images) and
+    write the accepted samples, the quarantine report and ``batch.json`` to ``out_root/<batch>``
+    (atomically). Returns the increment's summary. Raises ``ImportError_`` when nothing is usable
+    (the report is written all the same)."""
+    inbox = Path(inbox).resolve()
+    classes = load_manifest(existing)["classes"]
+    known = {e["pixel_sha256"]: e["name"] for e in load_manifest(existing)["images"]}
+    fmt = detect_format(inbox) if fmt == "auto" else fmt
+    read = read_voc(inbox) if fmt == "voc" else read_yolo(inbox)
+    listed = {p.resolve() for p in files}
+    read.items = [it for it in read.items if it.image is None or Path(it.image).resolve() in listed]
+    _, samples, rejections, warnings = _validate(read, clip_px, classes)
+    kept = []
+    for s in samples:
+        if s.pixel_sha256 in known:
+            rejections.append(Rejection(s.source, f"same pixels as '{known[s.pixel_sha256]}' already in the "
+                                                  "dataset (would leak across splits)"))
+            continue
+        kept.append(Sample(name=f"{batch}_{s.name}", ext=s.ext, data=s.data, width=s.width, height=s.height,
+                           boxes=s.boxes, source=f"{batch}/{s.source}", sha256=s.sha256,
+                           pixel_sha256=s.pixel_sha256, extra={"batch": batch}))
+    out_root = Path(out_root)
+    summary = write_dataset(out_root, batch, classes, kept, rejections, source=f"inbox batch {batch}",
+                            fmt=read.layout, warnings=warnings)
+    (out_root / batch / BATCH_FILE).write_text(json.dumps(
+        {"batch": batch, "files": {p.relative_to(inbox).as_posix(): file_sha256(p) for p in files}}, indent=1))
+    if not kept:
+        raise ImportError_(f"batch {batch}: all {len(rejections)} sample(s) quarantined; see "
+                           f"{out_root / batch / 'quarantine.md'}")
+    return summary
+
+
+def increment_dirs(increments: Path) -> list[Path]:
+    """Accepted increments (canonical datasets, not the rejected-only reports), in batch order."""
+    increments = Path(increments)
+    if not increments.is_dir():
+        return []
+    return sorted(d for d in increments.iterdir() if d.is_dir() and re.fullmatch(r"b[0-9a-f]{11}", d.name)
+                  and (d / "manifest.json").is_file())
+
+
+def merge(root: Path, name: str, increments: Path) -> dict | None:
+    """Append every increment to the canonical dataset ``root/name`` (rewritten atomically).
+    Increment samples keep a ``batch`` field; pixels already present are skipped (reported).
+    Returns the new summary, or None when there is no increment."""
+    incs = increment_dirs(increments)
+    if not incs:
+        return None
+    ds = Path(root) / name
+    classes, samples, rejections = samples_of(ds)
+    base = json.loads((ds / "summary.json").read_text())
+    seen = {s.pixel_sha256: s.name for s in samples}
+    added = {}
+    for inc in incs:
+        inc_classes, inc_samples, _ = samples_of(inc)
+        if inc_classes != classes:
+            raise ValueError(f"increment {inc.name} has classes {inc_classes}, the dataset {classes}")
+        n = 0
+        for s in inc_samples:
+            if s.pixel_sha256 in seen:
+                rejections.append(Rejection(s.source, f"same pixels as '{seen[s.pixel_sha256]}' (skipped at merge)"))
+                continue
+            seen[s.pixel_sha256] = s.name
+            samples.append(s)
+            n += 1
+        added[inc.name] = n
+    summary = write_dataset(Path(root), name, classes, samples, rejections, source=base["source"],
+                            fmt=base["format"], warnings=base.get("warnings"))
+    summary["increments"] = added
+    (ds / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,202 @@
+"""Retraining flow (``defectops retrain``; the ``retrain`` deployment runs it on ``retrain.schedule``).
+
+1. **Ingest**: files dropped into ``retrain.inbox`` (VOC or YOLO layout) form one batch (its id is
+   a hash of the files, so a rerun finds the same batch). The data layer validates them against
+   the current dataset (its classes; pixels already in the dataset are refused); the accepted
+   samples become ``<data.increments>/<batch>``, a canonical dataset with its quarantine report,
+   moved into place atomically. The inbox is only read.
+2. **New dataset version**: ``dvc add`` of the increment, ``dvc repro split`` (the ``data`` stage
+   merges the increments into the dataset, the split deals them to train/val: the test split
+   stays fixed), then, in a git checkout with ``retrain.git_commit``, a commit of the ``.dvc``
+   file and ``dvc.lock``.
+3. **Archive**: only now are the batch's inbox files moved to ``retrain.archive/<batch>/`` (copy,
+   check the hash, delete the original), with the quarantine report beside them.
+4. **Retrain, evaluate, promote**: ``dvc repro`` of the whole pipeline: DVC reruns what the new
+   data made stale (trainings warm-start from the champion, ``retrain.warm_start``), and the
+   ``promote`` stage's gate decides ``champion`` or ``challenger`` on the fixed test split.
+
+Every step is idempotent and checks the world, not a journal: a crash anywhere loses no inbox
+file (they leave the inbox only once their dataset version is committed) and a rerun finishes
+the job: a half-done batch is finished before a new one is taken, and an interrupted training
+resumes from its last checkpoint (``pipelines/train.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+from components.config import section
+from components.data.importers import ImportError_
+from components.data.increments import BATCH_FILE, batch_id, file_sha256, inbox_files, increment_dirs, ingest
+
+from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, stage_run
+
+ARCHIVED = "ARCHIVED"          # marker in archive/<batch>/ once every inbox file of the batch is there
+
+
+def _env() -> dict:
+    """Subprocess environment: this interpreter's scripts (``defectops``, ``dvc``) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def dvc(*args: str) -> None:
+    """Run DVC (its output goes to this flow's log stream: ``dvc repro`` shows every stage)."""
+    p = subprocess.run([sys.executable, "-m", "dvc", *args], env=_env())
+    if p.returncode != 0:
+        raise RuntimeError(f"`dvc {' '.join(args)}` failed (exit {p.returncode})")
+
+
+def git_commit(paths: list[str], message: str) -> str | None:
+    """Commit ``paths`` (only them) when the project is a git checkout; returns the commit or None."""
+    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
+    if inside.returncode != 0:
+        return None
+    paths = [p for p in paths if Path(p).exists() or subprocess.run(
+        ["git", "ls-files", "--error-unmatch", p], capture_output=True).returncode == 0]
+    subprocess.run(["git", "add", "-A", "--", *paths], check=True)
+    if subprocess.run(["git", "diff", "--cached", "--quiet", "--", *paths]).returncode == 0:
+        return None                                   # nothing new (a rerun)
+    subprocess.run(["git", "-c", "user.name=defectops-retrain", "-c", "user.email=retrain@defectops.local",
+                    "commit", "-q", "-m", message, "--", *paths], check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _batch_files(d: Path) -> dict[str, str]:
+    return json.loads((d / BATCH_FILE).read_text())["files"]
+
+
+@task(name="ingest-batch", **COMPUTE)
+def ingest_task(inbox: str, files: list[str], batch: str, staging: str, existing: str, fmt: str,
+                clip_px: float) -> dict:
+    shutil.rmtree(Path(staging) / batch, ignore_errors=True)
+    return ingest(Path(inbox), [Path(f) for f in files], batch, Path(staging), Path(existing), fmt, clip_px)
+
+
+@task(name="archive-batch", **COMPUTE)
+def archive_batch(inbox: str, archive: str, batch: str, files: dict[str, str], report: str | None) -> int:
+    """Move the batch's inbox files to ``archive/<batch>/`` (copy, verify, then delete), with the
+    quarantine report; idempotent. Returns the number of files moved by this call."""
+    inbox, dest = Path(inbox), Path(archive) / batch
+    moved = 0
+    for rel, sha in files.items():
+        src, dst = inbox / rel, dest / "files" / rel
+        if not (dst.is_file() and file_sha256(dst) == sha):
+            if not src.is_file():
+                raise FileNotFoundError(f"{src} (batch {batch}) is neither in the inbox nor archived")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".part")
+            shutil.copy2(src, tmp)
+            if file_sha256(tmp) != sha:
+                raise OSError(f"{src} changed while archiving batch {batch}; left in the inbox")
+            os.replace(tmp, dst)
+        if src.is_file() and file_sha256(src) == sha:
+            src.unlink()
+            moved += 1
+    for d in sorted((p for p in inbox.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()                                   # empty sub-folders the batch came in
+    if report:
+        for f in ("quarantine.md", "quarantine.json"):
+            if (Path(report) / f).is_file():
+                shutil.copy2(Path(report) / f, dest / f)
+    (dest / ARCHIVED).write_text(json.dumps({"batch": batch, "files": len(files)}))
+    return moved
+
+
+@flow(name="retrain")
+def retrain_flow(params_file: str = "params.yaml") -> dict:
+    """See the module docstring. Returns what happened (also ``reports/retrain.json``)."""
+    params = read_params(params_file)
+    log = get_run_logger()
+    cfg = section(params, "retrain")
+    inbox, archive = Path(cfg["inbox"]), Path(cfg["archive"])
+    increments = Path(section(params, "data.increments"))
+    staging = Path(section(params, "paths.work")) / "retrain"
+    ds = dataset_dir(params)
+    if not (ds / "manifest.json").is_file():
+        log.info("no dataset yet: building it first (dvc repro split)")
+        dvc("repro", "split")
+    before = dataset_hash(ds)
+    result: dict = {"dataset_hash_before": before, "batches": [], "quarantined": 0, "images_added": 0}
+
+    # 1. batches a crash left between ingest and archive come first; their files are not a new batch
+    pending = [d for d in increment_dirs(increments) if not (archive / d.name / ARCHIVED).is_file()]
+    taken = {(rel, sha) for d in pending for rel, sha in _batch_files(d).items()}
+    files = [f for f in inbox_files(inbox) if (f.relative_to(inbox).as_posix(), file_sha256(f)) not in taken]
+    with stage_run("retrain", params, ["retrain", "data"], before) as run:
+        if files:
+            batch = batch_id(inbox, files)
+            log.info("inbox: %d new file(s) -> batch %s", len(files), batch)
+            if not (increments / batch).is_dir():
+                try:
+                    s = ingest_task(str(inbox), [str(f) for f in files], batch, str(staging), str(ds),
+                                    section(params, "data.format"), section(params, "data.clip_px"))
+                except ImportError_ as e:            # nothing usable: report, archive, no new version
+                    log.warning("%s", e)
+                    rel = {f.relative_to(inbox).as_posix(): file_sha256(f) for f in files}
+                    archive_batch(str(inbox), str(archive), batch, rel, str(staging / batch))
+                    result.update(status="all quarantined", quarantine=str(archive / batch / "quarantine.md"))
+                    result["batches"].append({"batch": batch, "images": 0, "quarantined": len(files)})
+                    _finish(run, params, result)
+                    return result
+                increments.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / batch, increments / batch)
+                log.info("batch %s: %d accepted, %d quarantined (report %s)", batch, s["images"], s["quarantined"],
+                         increments / batch / "quarantine.md")
+            pending.append(increments / batch)
+
+        if pending:
+            # 2. the new dataset version: DVC-tracked, rebuilt, split, committed
+            for d in pending:
+                dvc("add", str(d))
+            dvc("repro", "split")
+            names = [d.name for d in pending]
+            result["dataset_commit"] = git_commit(
+                [f"{d}.dvc" for d in pending] + [str(increments / ".gitignore"), "dvc.lock"],
+                f"data: add inbox batch(es) {', '.join(names)}") if cfg["git_commit"] else None
+            # 3. only now do the inbox files leave the inbox
+            for d in pending:
+                summary = json.loads((d / "summary.json").read_text())
+                moved = archive_batch(str(inbox), str(archive), d.name, _batch_files(d), str(d))
+                log.info("batch %s: %d inbox file(s) archived to %s", d.name, moved, archive / d.name)
+                result["batches"].append({"batch": d.name, "images": summary["images"],
+                                          "quarantined": summary["quarantined"],
+                                          "quarantine": str(d / "quarantine.md")})
+                result["images_added"] += summary["images"]
+                result["quarantined"] += summary["quarantined"]
+        else:
+            log.info("inbox %s: nothing new", inbox)
+
+        # 4. retrain what the new data made stale, evaluate, promote through the gate
+        dvc("repro")
+        result["dataset_hash"] = dataset_hash(ds)
+        promo = Path(section(params, "paths.reports")) / "promotion.json"
+        result["promotion"] = json.loads(promo.read_text()) if promo.is_file() else None
+        result["status"] = "retrained" if result["dataset_hash"] != before or pending else "up to date"
+        if cfg["git_commit"] and result["promotion"]:
+            p = result["promotion"]
+            outs = ["dvc.lock", section(params, "paths.metrics"), section(params, "paths.plots"),
+                    str(Path(section(params, "paths.models")) / "tuned"), str(promo)]
+            result["model_commit"] = git_commit(outs, f"retrain: {p['model']} -> {section(params, 'promote.registered_model')}"
+                                                      f" v{p['version']} ({p['alias']})")
+        _finish(run, params, result)
+    return result
+
+
+def _finish(run, params: dict, result: dict) -> None:
+    out = Path(section(params, "paths.reports")) / "retrain.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    p = result.get("promotion") or {}
+    log_outputs(run, metrics={"images_added": result["images_added"], "quarantined": result["quarantined"]},
+                artifacts=[(str(out), None)] + [(b["quarantine"], f"quarantine/{b['batch']}")
+                                                for b in result["batches"] if Path(b.get("quarantine", "")).is_file()],
+                tags={"status": result["status"], "batches": ",".join(b["batch"] for b in result["batches"]),
+                      **({"registered_version": p["version"], "alias": p["alias"]} if p else {})})
