@@ -119,15 +119,13 @@ def baseline_cfg(scale: str) -> str:
 def same_architecture(model_cfg: str | Path, weights: str | Path, nc: int, ch: int = 3) -> tuple[bool, str]:
     """Does checkpoint ``weights`` fit the model ``model_cfg`` builds, tensor for tensor (same
     names and shapes)? Warm starts only load a checkpoint that does."""
-    import torch
-
     from ultralytics.nn.tasks import load_checkpoint
 
     new = DefectDetectionModel(str(model_cfg), nc=nc, ch=ch, verbose=False).state_dict()
     old = load_checkpoint(str(weights))[0].float().state_dict()
     if new.keys() != old.keys():
         return False, f"{len(set(new) ^ set(old))} tensors differ by name"
-    bad = [k for k in new if new[k].shape != old[k].shape and not isinstance(new[k], torch.Size)]
+    bad = [k for k in new if new[k].shape != old[k].shape]
     return (not bad), (f"{len(bad)} tensors differ in shape (e.g. {bad[0]})" if bad else "all tensors match")
 
 

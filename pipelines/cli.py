@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm = sub.add_parser("lam", help="DVC stage 'lam': Location Activation Maps for every image, from the "
                         "trained baseline (lam.mode in_sample | out_of_fold)", epilog=EPILOG)
     lm.set_defaults(func=_lam)
-    tr = sub.add_parser("train", help="train a detector (DVC stage train@<model>, train_lagnet)", epilog=EPILOG)
+    tr = sub.add_parser("train", help="train a detector (DVC stages train_baseline, train_dasc, train_lagnet)", epilog=EPILOG)
     tr.add_argument("model", choices=MODELS)
     tr.add_argument("--tuned", default=None, help="best params of a tune stage (models/tuned/<model>.json) "
                     "overriding params.yaml")

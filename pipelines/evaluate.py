@@ -33,7 +33,7 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
     model_dir = Path(section(params, "paths.models")) / model
     weights = model_dir / "weights" / "best.pt"
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: run `dvc repro train@{model}` first")
+        raise FileNotFoundError(f"{weights} not found: run `dvc repro train_{model}` first")
     train_info = json.loads((model_dir / "train_info.json").read_text())
     metrics_file = Path(section(params, "paths.metrics")) / f"{model}.json"
     plots_dir = Path(section(params, "paths.plots")) / model

@@ -55,7 +55,7 @@ def export_flow(model: str = "baseline", params_file: str = "params.yaml") -> di
     model_dir = Path(section(params, "paths.models")) / model
     weights = model_dir / "weights" / "best.pt"
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: run `dvc repro train@{model}` first")
+        raise FileNotFoundError(f"{weights} not found: run `dvc repro train_{model}` first")
     info = json.loads((model_dir / "train_info.json").read_text())
     ds = dataset_dir(params)
     manifest = load_manifest(ds)

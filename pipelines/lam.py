@@ -2,7 +2,7 @@
 
 ``lam.mode``:
 
-* ``in_sample`` (the paper): the trained baseline (``train@baseline``) makes every LAM. It was
+* ``in_sample`` (the paper): the trained baseline (``train_baseline``) makes every LAM. It was
   trained on the training images, so their LAMs light up where the *labels* were: LAGNet then
   trains on maps better than it will ever get at test time (label leakage). The stage measures
   it: mean confidence inside / outside the ground-truth boxes per split (``lam_info.json``,
@@ -76,7 +76,7 @@ def lam_flow(params_file: str = "params.yaml") -> dict:
     base_dir = Path(section(params, "paths.models")) / "baseline"
     weights = base_dir / "weights" / "best.pt"
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: run `dvc repro train@baseline` first")
+        raise FileNotFoundError(f"{weights} not found: run `dvc repro train_baseline` first")
     base_info = json.loads((base_dir / "train_info.json").read_text())
     imgsz = base_info["imgsz"]
     manifest = load_manifest(ds)

@@ -175,12 +175,15 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
             log.info("inbox %s: nothing new", inbox)
 
         # 4. retrain what the new data made stale, evaluate, promote through the gate
+        promo = Path(section(params, "paths.reports")) / "promotion.json"
+        promo_before = json.loads(promo.read_text()).get("version") if promo.is_file() else None
         dvc("repro")
         result["dataset_hash"] = dataset_hash(ds)
-        promo = Path(section(params, "paths.reports")) / "promotion.json"
         result["promotion"] = json.loads(promo.read_text()) if promo.is_file() else None
-        result["status"] = "retrained" if result["dataset_hash"] != before or pending else "up to date"
-        if cfg["git_commit"] and result["promotion"]:
+        new_version = result["promotion"] is not None and result["promotion"]["version"] != promo_before
+        result["status"] = ("retrained" if new_version else
+                            "dataset updated" if result["dataset_hash"] != before else "up to date")
+        if cfg["git_commit"] and new_version:
             p = result["promotion"]
             outs = ["dvc.lock", section(params, "paths.metrics"), section(params, "paths.plots"),
                     str(Path(section(params, "paths.models")) / "tuned"), str(promo)]
@@ -200,3 +203,11 @@ def _finish(run, params: dict, result: dict) -> None:
                                                 for b in result["batches"] if Path(b.get("quarantine", "")).is_file()],
                 tags={"status": result["status"], "batches": ",".join(b["batch"] for b in result["batches"]),
                       **({"registered_version": p["version"], "alias": p["alias"]} if p else {})})
+
+
+@flow(name="repro")
+def repro_flow(targets: list[str] | None = None) -> str:
+    """The DVC pipeline on a worker (``dvc repro [targets]``): what ``make run`` does, as a
+    deployment. DVC decides what is stale; every stage logs its own MLflow run."""
+    dvc("repro", *(targets or []))
+    return "dvc repro " + " ".join(targets or [])

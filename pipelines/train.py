@@ -1,4 +1,4 @@
-"""Training flows (DVC stages ``train@<model>``)."""
+"""Training flows (DVC stages ``train_baseline``, ``train_dasc``, ``train_lagnet``)."""
 
 from __future__ import annotations
 

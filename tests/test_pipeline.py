@@ -20,9 +20,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["data", "split", "train@baseline", "train@dasc", "evaluate@baseline", "evaluate@dasc", "lam",
-          "train_lagnet", "evaluate_lagnet", "promote"]
-RUNS = ["data-synth:synth", "split", "train:baseline", "train:dasc", "evaluate:baseline", "evaluate:dasc", "lam",
+STAGES = ["data", "split", "train_baseline", "tune_dasc", "train_dasc", "evaluate@baseline", "evaluate@dasc", "lam",
+          "tune_lagnet", "train_lagnet", "evaluate_lagnet", "promote"]
+RUNS = ["data-synth:synth", "split", "train:baseline", "tune:dasc", "trial:dasc:0", "trial:dasc:1", "train:dasc",
+        "evaluate:baseline", "evaluate:dasc", "lam", "tune:lagnet", "trial:lagnet:0", "trial:lagnet:1",
         "train:lagnet", "evaluate:lagnet", "promote", "export:<promoted model>"]
 
 TINY = {
@@ -31,6 +32,7 @@ TINY = {
     "evaluate": {"batch": 8, "latency": {"runs": 3, "warmup": 1}},
     "lagnet": {"width": 32},
     "lam": {"batch": 16, "grid_samples": 4},
+    "tune": {"trials": 2, "epochs": 1, "parallel": 2},
 }
 
 
@@ -112,7 +114,14 @@ def test_dvc_repro_end_to_end(project):
     assert 3_000_000 < d["params"] < 3_320_000                # DASC-YOLO-n, 6 classes (paper: 3.02 M)
     assert d["GFLOPs"] > m["GFLOPs"] and 0 <= d["mAP50"] <= 1
     info = json.loads((root / "models" / "dasc" / "train_info.json").read_text())
-    assert info["iou_loss"] == "ciou" and (root / "models" / "dasc" / info["model_cfg"]).is_file()
+    assert (root / "models" / "dasc" / info["model_cfg"]).is_file()
+    # ---- the final trainings read their tune stage's best params
+    tuned = json.loads((root / "models" / "tuned" / "dasc.json").read_text())
+    assert info["tuned"] == tuned["overrides"] and info["iou_loss"] == tuned["overrides"]["loss.iou"]
+    assert sum(tuned["trials"].values()) == 2 and tuned["study"].startswith("defectops-dasc-")
+    assert (root / "reports" / "tune" / "dasc" / "history.png").is_file()
+    lag_tuned = json.loads((root / "models" / "tuned" / "lagnet.json").read_text())
+    assert set(lag_tuned["overrides"]) == {"lagnet.k", "lagnet.n", "loss.iou"}
 
     # ---- LAM stage: one map per image, aligned in size, sample grid; LAGNet trained on RGB + LAM
     lams = sorted((root / "data" / "lams" / "synth").glob("*.png"))
@@ -164,7 +173,7 @@ def test_dvc_repro_end_to_end(project):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(project, "repro")
     assert "Running stage 'evaluate@baseline'" in out and "Running stage 'evaluate@dasc'" in out
-    for stage in ("data", "split", "train@baseline", "train@dasc"):
+    for stage in ("data", "split", "train_baseline", "train_dasc"):
         assert f"Running stage '{stage}'" not in out
     assert json.loads((root / "metrics" / "baseline.json").read_text())["latency_runs"] == 4
 
@@ -172,7 +181,7 @@ def test_dvc_repro_end_to_end(project):
     params["dasc"]["protonet_k"] = 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = dvc(project, "status")
-    assert "train@dasc" in status and "train@baseline" not in status and "split" not in status
+    assert "train_dasc" in status and "tune_dasc" in status and "train_baseline" not in status and "split" not in status
     params["dasc"]["protonet_k"] = 4
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -180,7 +189,7 @@ def test_dvc_repro_end_to_end(project):
     params["lagnet"]["k"] = 3
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = dvc(project, "status")
-    assert "train_lagnet" in status and "lam:" not in status and "train@baseline" not in status
+    assert "train_lagnet" in status and "lam:" not in status and "train_baseline" not in status
     params["lagnet"]["k"] = 5
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -415,7 +424,8 @@ def test_two_promotions_at_once_leave_a_consistent_registry(project):
 def _tune_params(project, name: str, **tune) -> str:
     root, _ = project
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["tune"].update(epochs=2, **tune)
+    params["tune"].update(epochs=1, **tune)
+    params["paths"].update(models="models-tune", reports="reports-tune")   # the tune stages' outs stay intact
     (root / name).write_text(yaml.safe_dump(params, sort_keys=False))
     return name
 
@@ -431,20 +441,20 @@ def test_tune_records_failed_trials_and_goes_on(project):
     out = defectops(project, "--params", pf, "tune", "dasc")
     import optuna
 
-    study = optuna.load_study(study_name="t-fail-dasc", storage=f"sqlite:///{root}/.cache/optuna.db")
+    best = json.loads((root / "models-tune" / "tuned" / "dasc.json").read_text())
+    study = optuna.load_study(study_name=best["study"], storage=f"sqlite:///{root}/.cache/optuna.db")
     states = [t.state.name for t in study.trials]
     assert len(states) == 4 and "FAIL" in states and "COMPLETE" in states
     for t in study.trials:
         assert (t.state.name == "FAIL") == (t.params["iou"] == "no-such-loss")
         if t.state.name == "FAIL":
             assert "loss.iou" in t.user_attrs["fail_reason"]
-    best = json.loads((root / "models" / "tuned" / "dasc.json").read_text())
     assert best["overrides"]["loss.iou"] == "ciou" and best["overrides"]["dasc.protonet_k"] in (2, 4, 8)
     assert "best val mAP50" in out
-    parent = next(r for r in runs(project) if r.info.run_name == "tune:dasc")
+    assert (root / "reports-tune" / "tune" / "dasc" / "history.png").is_file()
+    parent = next(r for r in runs(project) if r.info.run_name == "tune:dasc" and r.data.tags["optuna_study"] == best["study"])
     children = [r for r in runs(project) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(int(r.data.tags["optuna_trial"]) for r in children) == [0, 1, 2, 3]
-    assert (root / "reports" / "tune" / "dasc" / "history.png").is_file()
 
 
 @pytest.mark.slow
@@ -464,20 +474,154 @@ def test_two_workers_share_one_postgresql_study(project):
 
     root, env = project
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    pf = _tune_params(project, "params-pg.yaml", trials=4, study=name, pruner="none",
+    pf = _tune_params(project, "params-pg.yaml", trials=4, study=name, pruner="none", parallel=1,
                       space={"baseline": {"iou": ["ciou", "eiou", "siou", "mpdiou"]}})
     wenv = {**env, "OPTUNA_STORAGE": url}
     procs = [subprocess.Popen(["defectops", "--params", pf, "tune", "baseline"], cwd=root, env=wenv,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=1200) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    study = optuna.load_study(study_name=f"{name}-baseline", storage=url)
+    study_name = json.loads((root / "models-tune" / "tuned" / "baseline.json").read_text())["study"]
+    assert study_name.startswith(f"{name}-baseline-")
+    study = optuna.load_study(study_name=study_name, storage=url)
     numbers = sorted(t.number for t in study.trials)
     assert numbers == list(range(len(numbers))) and 4 <= len(numbers) <= 5   # a race may add one, never lose one
     assert all(t.state.name == "COMPLETE" for t in study.trials)
-    parents = [r for r in runs(project) if r.info.run_name == "tune:baseline" and r.data.tags.get("optuna_study") == f"{name}-baseline"]
+    parents = [r for r in runs(project) if r.info.run_name == "tune:baseline" and r.data.tags.get("optuna_study") == study_name]
     assert len(parents) == 2
     ids = {p.info.run_id for p in parents}
     children = [r for r in runs(project) if r.data.tags.get("mlflow.parentRunId") in ids]
     assert sorted(int(r.data.tags["optuna_trial"]) for r in children) == numbers
-    optuna.delete_study(study_name=f"{name}-baseline", storage=url)
+    optuna.delete_study(study_name=study_name, storage=url)
+
+
+# ---- scheduled retraining: crash-safe, resumable, warm-started
+
+def _drop_batch(root: Path) -> dict:
+    """A batch of new samples in the inbox: 5 good ones (from the synth generator, another seed),
+    3 corrupt ones. Returns a snapshot {relative path: bytes}."""
+    from components.data.synth import SynthConfig, write_synth_dataset
+
+    from conftest import voc_xml
+
+    tmp = root / ".cache" / "gen"
+    write_synth_dataset(SynthConfig(seed=77, images=5, size=96, min_defects=1, max_defects=2, contrast=(0.3, 0.5),
+                                    leather_fraction=0.3, jpeg_quality=95), tmp, "new")
+    m = json.loads((tmp / "new" / "manifest.json").read_text())
+    inbox = root / "data" / "inbox"
+    (inbox / "annotations").mkdir(parents=True)
+    (inbox / "images").mkdir()
+    for e in m["images"]:
+        shutil.copy(tmp / "new" / e["image"], inbox / "images" / f"{e['name']}.jpg")
+        objs = [(m["classes"][b[0]], *b[1:]) for b in e["boxes"]]
+        (inbox / "annotations" / f"{e['name']}.xml").write_text(voc_xml(f"{e['name']}.jpg", objs, w=96, h=96))
+    (inbox / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (inbox / "annotations" / "broken.xml").write_text(voc_xml("broken.jpg", [(m["classes"][0], 5, 5, 20, 20)], w=96, h=96))
+    shutil.copy(tmp / "new" / m["images"][0]["image"], inbox / "images" / "wide.jpg")
+    (inbox / "annotations" / "wide.xml").write_text(voc_xml("wide.jpg", [(m["classes"][0], 5, 5, 400, 20)], w=96, h=96))
+    shutil.copy(tmp / "new" / m["images"][1]["image"], inbox / "images" / "alien.jpg")
+    (inbox / "annotations" / "alien.xml").write_text(voc_xml("alien.jpg", [("rust", 5, 5, 20, 20)], w=96, h=96))
+    shutil.rmtree(tmp)
+    return {p.relative_to(inbox).as_posix(): p.read_bytes() for p in inbox.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_retrain_survives_crashes_between_steps_and_a_rerun_finishes(project, monkeypatch):
+    """A dropped batch (5 good, 3 corrupt): crash after the dataset version is committed (before
+    archiving) -> nothing left the inbox; crash at the retraining step -> the inbox is archived;
+    a rerun retrains, evaluates and promotes: new dataset version (test split unchanged), new
+    model version, quarantine report."""
+    import pipelines.retrain as rt
+
+    root, env = project
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("PREFECT_API_URL", env["PREFECT_API_URL"])
+    dvc(project, "repro")                                   # whatever earlier tests left stale
+    split0 = json.loads((root / "data" / "splits" / "synth.json").read_text())
+    hash0 = json.loads((root / "data" / "datasets" / "synth" / "summary.json").read_text())["content_hash"]
+    versions0 = {mv.version for mv in _registry(project).search_model_versions("name='defect-detector'")}
+    dropped = _drop_batch(root)
+    inbox, archive = root / "data" / "inbox", root / "data" / "inbox-archive"
+
+    def crash(*a, **k):
+        raise RuntimeError("injected crash")
+
+    monkeypatch.setattr(rt, "archive_batch", crash)
+    with pytest.raises(RuntimeError, match="injected"):
+        rt.retrain_flow("params.yaml")
+    assert {p.relative_to(inbox).as_posix(): p.read_bytes() for p in inbox.rglob("*") if p.is_file()} == dropped
+    (batch,) = [d.name for d in (root / "data" / "raw" / "increments").iterdir() if d.is_dir()]
+    assert (root / "data" / "raw" / "increments" / f"{batch}.dvc").is_file()
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=root, capture_output=True, text=True).stdout
+    assert f"data: add inbox batch(es) {batch}" in log              # the dataset version is committed
+    monkeypatch.undo()
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("PREFECT_API_URL", env["PREFECT_API_URL"])
+    real_dvc = rt.dvc
+    monkeypatch.setattr(rt, "dvc", lambda *a: crash() if a == ("repro",) else real_dvc(*a))
+    with pytest.raises(RuntimeError, match="injected"):
+        rt.retrain_flow("params.yaml")
+    assert not [p for p in inbox.rglob("*") if p.is_file()]           # archived only now
+    arch = {p.relative_to(archive / batch / "files").as_posix(): p.read_bytes()
+            for p in (archive / batch / "files").rglob("*") if p.is_file()}
+    assert arch == dropped and (archive / batch / "quarantine.md").is_file()
+    monkeypatch.setattr(rt, "dvc", real_dvc)
+    r = rt.retrain_flow("params.yaml")
+    assert r["status"] == "retrained" and r["batches"] == []           # the batch was taken by the first runs
+    summary = json.loads((root / "data" / "datasets" / "synth" / "summary.json").read_text())
+    assert summary["content_hash"] != hash0 and summary["images"] == 48 + 5 and summary["increments"] == {batch: 5}
+    split1 = json.loads((root / "data" / "splits" / "synth.json").read_text())
+    assert split1["test"] == split0["test"]
+    new = {n for n in split1["train"] + split1["val"] if n.startswith(batch)}
+    assert len(new) == 5
+    q = json.loads((root / "data" / "raw" / "increments" / batch / "quarantine.json").read_text())
+    assert sorted(Path(x["source"]).stem for x in q) == ["alien", "broken", "wide"]
+    versions1 = {mv.version for mv in _registry(project).search_model_versions("name='defect-detector'")}
+    assert len(versions1 - versions0) == 1 and r["promotion"]["version"] in versions1 - versions0
+    assert r["promotion"]["alias"] in ("champion", "challenger")
+    # every final training saw the new images; those of the champion's kind started from it if they fit
+    for m in ("baseline", "dasc", "lagnet"):
+        info = json.loads((root / "models" / m / "train_info.json").read_text())
+        assert info["dataset_hash"] == summary["content_hash"]
+        assert info["warm_start"] is None or info["warm_start"].startswith("models:/defect-detector/")
+    assert "up to date" in dvc(project, "status")
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_from_its_last_checkpoint(project, monkeypatch):
+    import pipelines.train as tr
+    from components.train import same_architecture
+
+    root, env = project
+    monkeypatch.chdir(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["epochs"] = 3
+    params["retrain"]["warm_start"] = False
+    params["paths"].update(models="models-resume", work=".cache/work-resume")
+    (root / "params-resume.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    real = tr.train_detector
+
+    def interrupted(*a, **k):
+        cb = a[7]
+
+        def on_epoch(epoch, metrics):
+            cb(epoch, metrics)
+            if epoch == 2:
+                raise KeyboardInterrupt("injected: machine went down after epoch 2")
+        return real(*a[:7], on_epoch, *a[8:], **k)
+
+    monkeypatch.setattr(tr, "train_detector", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train_flow("baseline", "params-resume.yaml")
+    assert (root / ".cache" / "work-resume" / "train-baseline-run" / "weights" / "last.pt").is_file()
+    monkeypatch.setattr(tr, "train_detector", real)
+    info = tr.train_flow("baseline", "params-resume.yaml")
+    assert info["resumed"] is True and info["epochs_run"] == 3
+    rows = list(csv.DictReader((root / "models-resume" / "baseline" / "results.csv").open()))
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2, 3]
+    assert not (root / ".cache" / "work-resume" / "train-baseline-run").exists()
+    # warm starts load only a checkpoint of the same architecture
+    best = root / "models-resume" / "baseline" / "weights" / "best.pt"
+    assert same_architecture("yolo11n.yaml", best, nc=6)[0]
+    assert not same_architecture("yolo11n.yaml", best, nc=3)[0]
+    assert not same_architecture("yolo11s.yaml", best, nc=6)[0]

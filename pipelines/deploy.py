@@ -1,0 +1,45 @@
+"""``defectops deploy``: the work pools (``infra/work-pools.sh``: ``cpu``, ``gpu`` with a concurrency
+limit of ``GPU_SLOTS``) + every flow's Prefect deployment from ``infra/prefect.yaml``.
+
+params.yaml stays the one config source: the retrain cron and timezone (``retrain.schedule``,
+``retrain.timezone``) reach the deployment file through the environment variables it templates
+(``{{ $DEFECTOPS_RETRAIN_CRON }}``), and ``DEFECTOPS_ROOT`` is this checkout, where process
+workers run the flows. Everything goes through Prefect's own CLI on ``PREFECT_API_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from components.config import load_params, section
+
+def _prefect(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=env, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"`prefect {' '.join(args)}` failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return p
+
+
+def deploy(params_file: str = "params.yaml", prefect_file: str = "infra/prefect.yaml") -> list[str]:
+    params = load_params(params_file)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ValueError("PREFECT_API_URL is not set: deployments live on a Prefect server "
+                         "(`prefect server start`, or infra/docker-compose.yml)")
+    if not Path(prefect_file).is_file():
+        raise FileNotFoundError(f"no deployment file {prefect_file}")
+    env = {**os.environ, "DEFECTOPS_ROOT": os.environ.get("DEFECTOPS_ROOT", str(Path.cwd().resolve())),
+           "DEFECTOPS_RETRAIN_CRON": str(section(params, "retrain.schedule")),
+           "DEFECTOPS_RETRAIN_TZ": str(section(params, "retrain.timezone"))}
+    pools = subprocess.run(["bash", str(Path(prefect_file).with_name("work-pools.sh"))], capture_output=True, text=True,
+                           env={**env, "PREFECT": str(Path(sys.executable).parent / "prefect")})
+    if pools.returncode != 0:
+        raise RuntimeError(f"work pools: {pools.stdout[-2000:]}\n{pools.stderr[-2000:]}")
+    done = [line.strip() for line in pools.stdout.splitlines() if line.strip()]
+    out = _prefect("--no-prompt", "deploy", "--all", "--prefect-file", prefect_file, env=env).stdout
+    done += [line.strip() for line in out.splitlines() if "Deployment '" in line]
+    done.append(f"retrain schedule: {env['DEFECTOPS_RETRAIN_CRON']} ({env['DEFECTOPS_RETRAIN_TZ']}); "
+                f"flows run from {env['DEFECTOPS_ROOT']}")
+    return done

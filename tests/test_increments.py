@@ -1,0 +1,136 @@
+"""New samples (retrain's inbox batches): validation + quarantine, merge, fixed test split, archive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from components.data.canonical import load_manifest
+from components.data.importers import ImportError_
+from components.data.increments import batch_id, inbox_files, increment_dirs, ingest, merge
+from components.data.split import add_increments, make_split
+from components.data.synth import SynthConfig, write_synth_dataset
+
+from conftest import make_image, snapshot, voc_xml
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    cfg = SynthConfig(seed=0, images=20, size=64, min_defects=1, max_defects=2, contrast=(0.3, 0.5),
+                      leather_fraction=0.3, jpeg_quality=95)
+    write_synth_dataset(cfg, tmp_path / "datasets", "synth")
+    return tmp_path / "datasets" / "synth"
+
+
+def drop_batch(inbox: Path, base: Path, good: int = 4, seed: int = 100) -> dict[str, str]:
+    """``good`` valid VOC samples plus four bad ones; returns {file stem: expected fate}."""
+    classes = load_manifest(base)["classes"]
+    (inbox / "annotations").mkdir(parents=True, exist_ok=True)
+    fate = {}
+    for i in range(good):
+        make_image(inbox / "images" / f"new{i}.jpg", seed + i)
+        (inbox / "annotations" / f"new{i}.xml").write_text(voc_xml(f"new{i}.jpg", [(classes[i % len(classes)], 5, 5, 30, 25)]))
+        fate[f"new{i}"] = "kept"
+    make_image(inbox / "images" / "trunc.jpg", seed + 50)
+    data = (inbox / "images" / "trunc.jpg").read_bytes()
+    (inbox / "images" / "trunc.jpg").write_bytes(data[: len(data) // 3])
+    (inbox / "annotations" / "trunc.xml").write_text(voc_xml("trunc.jpg", [(classes[0], 5, 5, 30, 25)]))
+    make_image(inbox / "images" / "outside.jpg", seed + 51)
+    (inbox / "annotations" / "outside.xml").write_text(voc_xml("outside.jpg", [(classes[0], 5, 5, 300, 25)]))
+    make_image(inbox / "images" / "alien.jpg", seed + 52)
+    (inbox / "annotations" / "alien.xml").write_text(voc_xml("alien.jpg", [("no-such-defect", 5, 5, 30, 25)]))
+    e = load_manifest(base)["images"][0]             # an image already in the dataset
+    (inbox / "images" / "again.jpg").write_bytes((base / e["image"]).read_bytes())
+    (inbox / "annotations" / "again.xml").write_text(voc_xml("again.jpg", [(classes[0], 5, 5, 30, 25)],
+                                                             w=e["width"], h=e["height"]))
+    fate.update(trunc="truncated", outside="outside", alien="unknown class", again="same pixels")
+    return fate
+
+
+def test_ingest_quarantines_bad_samples_and_never_touches_the_inbox(tmp_path, base):
+    inbox = tmp_path / "inbox"
+    fate = drop_batch(inbox, base)
+    before = snapshot(inbox)
+    files = inbox_files(inbox)
+    assert len(files) == 16
+    b = batch_id(inbox, files)
+    assert b == batch_id(inbox, inbox_files(inbox)) and len(b) == 12    # same files, same batch
+    s = ingest(inbox, files, b, tmp_path / "inc", base, "auto", 2)
+    assert s["images"] == 4 and s["quarantined"] == 4
+    q = {Path(r["source"]).stem: r["reason"] for r in json.loads((tmp_path / "inc" / b / "quarantine.json").read_text())}
+    assert set(q) == {"trunc", "outside", "alien", "again"}
+    assert "truncated" in q["trunc"] or "unreadable" in q["trunc"]
+    assert "outside" in q["outside"] or "image" in q["outside"]
+    assert "unknown class" in q["alien"] and "same pixels" in q["again"]
+    m = load_manifest(tmp_path / "inc" / b)
+    assert sorted(e["name"] for e in m["images"]) == [f"{b}_new{i}" for i in range(4)]
+    assert all(e["batch"] == b for e in m["images"]) and m["classes"] == load_manifest(base)["classes"]
+    assert set(json.loads((tmp_path / "inc" / b / "batch.json").read_text())["files"]) == \
+        {f.relative_to(inbox).as_posix() for f in files}
+    assert snapshot(inbox) == before
+
+
+def test_a_batch_with_nothing_usable_is_refused_with_its_report(tmp_path, base):
+    inbox = tmp_path / "inbox"
+    make_image(inbox / "images" / "x.jpg", 1)
+    (inbox / "annotations").mkdir()
+    (inbox / "annotations" / "x.xml").write_text(voc_xml("x.jpg", [("no-such-defect", 5, 5, 30, 25)]))
+    with pytest.raises(ImportError_, match="quarantined"):
+        ingest(inbox, inbox_files(inbox), "b000000000000", tmp_path / "inc", base, "voc", 2)
+    assert "no-such-defect" in (tmp_path / "inc" / "b000000000000" / "quarantine.md").read_text()
+
+
+def test_merged_increments_keep_the_test_split_fixed(tmp_path, base):
+    inbox = tmp_path / "inbox"
+    drop_batch(inbox, base, good=12)
+    files = inbox_files(inbox)
+    b = batch_id(inbox, files)
+    ingest(inbox, files, b, tmp_path / "inc", base, "auto", 2)
+    m0 = load_manifest(base)
+    split0 = make_split(m0["images"], m0["classes"], 0.2, 0.1, 0, 0)
+    assert [d.name for d in increment_dirs(tmp_path / "inc")] == [b]
+    s = merge(base.parent, "synth", tmp_path / "inc")
+    assert s["images"] == 32 and s["increments"] == {b: 12}
+    m1 = load_manifest(base)
+    base_entries = [e for e in m1["images"] if "batch" not in e]
+    new = [e for e in m1["images"] if "batch" in e]
+    assert len(base_entries) == 20 and len(new) == 12
+    split1 = add_increments(make_split(base_entries, m1["classes"], 0.2, 0.1, 0, 0), new, m1["classes"])
+    assert split1["test"] == split0["test"]                          # champion and challenger: same test images
+    assert set(split1["train"]) | set(split1["val"]) == set(split0["train"]) | set(split0["val"]) | {e["name"] for e in new}
+    assert split1["counts"]["train"]["images"] + split1["counts"]["val"]["images"] == 16 + 12
+    assert split1["counts"]["train"]["images"] == len(split1["train"]) and split1["increments"] == [b]
+    assert merge(base.parent, "synth", tmp_path / "nothing") is None
+
+
+def test_archiving_a_batch_survives_a_crash_half_way(tmp_path, base, monkeypatch):
+    import os
+
+    import pipelines.retrain as rt
+    from components.data.increments import file_sha256
+
+    inbox, archive = tmp_path / "inbox", tmp_path / "archive"
+    drop_batch(inbox, base)
+    files = {f.relative_to(inbox).as_posix(): file_sha256(f) for f in inbox_files(inbox)}
+    calls = {"n": 0}
+    real = os.replace
+
+    def flaky(a, b):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError("injected crash")
+        return real(a, b)
+
+    monkeypatch.setattr(rt.os, "replace", flaky)
+    with pytest.raises(OSError, match="injected"):
+        rt.archive_batch.fn(str(inbox), str(archive), "b1", files, None)
+    # nothing lost: every file is in the inbox or, verified, in the archive
+    for rel, sha in files.items():
+        assert (inbox / rel).is_file() or file_sha256(archive / "b1" / "files" / rel) == sha
+    assert not (archive / "b1" / rt.ARCHIVED).exists()
+    monkeypatch.setattr(rt.os, "replace", real)
+    rt.archive_batch.fn(str(inbox), str(archive), "b1", files, None)
+    assert inbox_files(inbox) == [] and (archive / "b1" / rt.ARCHIVED).is_file()
+    assert {rel: file_sha256(archive / "b1" / "files" / rel) for rel in files} == files
