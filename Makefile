@@ -24,7 +24,7 @@ run: $(STAMP)
 ifeq ($(PROFILE),)
 	$(BIN)/dvc repro
 else
-	$(BIN)/dvc exp run $$($(BIN)/python -m pipelines.profile profiles/$(PROFILE).yaml)
+	$(BIN)/dvc exp run $$($(BIN)/python -m pipelines.profile_args profiles/$(PROFILE).yaml)
 endif
 	$(BIN)/dvc metrics show
 

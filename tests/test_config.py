@@ -8,7 +8,7 @@ import pytest
 
 from components.config import ConfigError, flatten, load_params, params_hash, section
 from components.tracking import start_stage_run
-from pipelines.profile import set_args
+from pipelines.profile_args import set_args
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -177,7 +177,7 @@ def test_retrain_deployment_runs_through_a_worker_and_serves_the_champion(projec
     # the registry on the tracking server: version 1, champion, tagged with the new dataset version
     client = MlflowClient(tracking_uri=servers["mlflow"], registry_uri=servers["mlflow"])
     versions = client.search_model_versions("name='defect-detector'")
-    assert [v.version for v in versions] == ["1"]
+    assert [str(v.version) for v in versions] == ["1"]
     assert {k: str(v) for k, v in client.get_registered_model("defect-detector").aliases.items()} == {"champion": "1"}
     assert versions[0].tags["dataset_hash"] == summary["content_hash"]
     exp = client.get_experiment_by_name("defectops")

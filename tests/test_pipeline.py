@@ -539,7 +539,7 @@ def test_retrain_survives_crashes_between_steps_and_a_rerun_finishes(project, mo
     dvc(project, "repro")                                   # whatever earlier tests left stale
     split0 = json.loads((root / "data" / "splits" / "synth.json").read_text())
     hash0 = json.loads((root / "data" / "datasets" / "synth" / "summary.json").read_text())["content_hash"]
-    versions0 = {mv.version for mv in _registry(project).search_model_versions("name='defect-detector'")}
+    versions0 = {str(mv.version) for mv in _registry(project).search_model_versions("name='defect-detector'")}
     dropped = _drop_batch(root)
     inbox, archive = root / "data" / "inbox", root / "data" / "inbox-archive"
 
@@ -576,8 +576,8 @@ def test_retrain_survives_crashes_between_steps_and_a_rerun_finishes(project, mo
     assert len(new) == 5
     q = json.loads((root / "data" / "raw" / "increments" / batch / "quarantine.json").read_text())
     assert sorted(Path(x["source"]).stem for x in q) == ["alien", "broken", "wide"]
-    versions1 = {mv.version for mv in _registry(project).search_model_versions("name='defect-detector'")}
-    assert len(versions1 - versions0) == 1 and r["promotion"]["version"] in versions1 - versions0
+    versions1 = {str(mv.version) for mv in _registry(project).search_model_versions("name='defect-detector'")}
+    assert len(versions1 - versions0) == 1 and str(r["promotion"]["version"]) in versions1 - versions0
     assert r["promotion"]["alias"] in ("champion", "challenger")
     # every final training saw the new images; those of the champion's kind started from it if they fit
     for m in ("baseline", "dasc", "lagnet"):

@@ -93,7 +93,8 @@ def ingest(inbox: Path, files: list[Path], batch: str, out_root: Path, existing:
     summary = write_dataset(out_root, batch, classes, kept, rejections, source=f"inbox batch {batch}",
                             fmt=read.layout, warnings=warnings)
     (out_root / batch / BATCH_FILE).write_text(json.dumps(
-        {"batch": batch, "files": {p.relative_to(inbox).as_posix(): file_sha256(p) for p in files}}, indent=1))
+        {"batch": batch, "files": {Path(p).resolve().relative_to(inbox).as_posix(): file_sha256(p) for p in files}},
+        indent=1))
     if not kept:
         raise ImportError_(f"batch {batch}: all {len(rejections)} sample(s) quarantined; see "
                            f"{out_root / batch / 'quarantine.md'}")

@@ -1,5 +1,8 @@
 """Turn a profile file (``dotted.key: value`` overrides of params.yaml) into ``dvc exp run``
-``-S`` arguments: ``python -m pipelines.profile profiles/paper-gpu.yaml``."""
+``-S`` arguments: ``python -m pipelines.profile_args profiles/paper-gpu.yaml``.
+
+Not ``profile.py``: Prefect loads flow entrypoints with ``pipelines/`` on ``sys.path``, where that
+name would shadow the standard library's ``profile`` module."""
 
 from __future__ import annotations
 
