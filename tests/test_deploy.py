@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_pipeline import REPO, TINY, _drop_batch, _files_of, _merge
+from test_pipeline import _drop_batch, make_project
 
 BIN = Path(sys.executable).parent
 PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -103,20 +102,8 @@ def servers(tmp_path_factory, databases):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, servers):
-    root = tmp_path_factory.mktemp("deploy") / "defectops"
-    for f in _files_of(REPO):
-        if f.startswith(("data/datasets/", "data/splits/", "models/", "metrics/", "plots/", "reports/")) or f == "dvc.lock":
-            continue
-        (root / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, root / f)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, json.loads(json.dumps(TINY))), sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "PREFECT_API_URL": servers["prefect"], "MLFLOW_TRACKING_URI": servers["mlflow"]}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=root, check=True, env=env)
-    return root, env
+    return make_project(tmp_path_factory.mktemp("deploy") / "defectops",
+                        {"PREFECT_API_URL": servers["prefect"], "MLFLOW_TRACKING_URI": servers["mlflow"]})
 
 
 def _run(project, *cmd: str) -> str:

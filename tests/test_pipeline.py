@@ -48,25 +48,30 @@ def _files_of(repo: Path) -> list[str]:
     return [f for f in out if f and (repo / f).is_file()]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, prefect_server):
-    """A fresh copy of the repository (tracked files only), tiny params, its own MLflow db."""
-    from prefect.settings import PREFECT_API_URL
-
-    root = tmp_path_factory.mktemp("clone") / "defectops"
+def make_project(root: Path, env: dict) -> tuple[Path, dict]:
+    """A fresh copy of the repository at ``root`` (tracked files, no pipeline outputs), tiny
+    params, a git repository of its own; ``env`` for the commands run in it."""
     for f in _files_of(REPO):
         if f.startswith(("data/datasets/", "data/splits/", "models/", "metrics/", "plots/", "reports/")) or f == "dvc.lock":
             continue
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, root / f)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "PREFECT_API_URL": PREFECT_API_URL.value(), "DVC_NO_ANALYTICS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, json.loads(json.dumps(TINY))), sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **env}
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, check=True, env=env)
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_server):
+    """A fresh copy of the repository (tracked files only), tiny params, its own MLflow db."""
+    from prefect.settings import PREFECT_API_URL
+
+    root, env = make_project(tmp_path_factory.mktemp("clone") / "defectops", {"PREFECT_API_URL": PREFECT_API_URL.value()})
+    env.pop("MLFLOW_TRACKING_URI", None)
     return root, env
 
 
