@@ -72,7 +72,9 @@ def _run_trial(study, study_name_: str, model: str, space: dict, params_file: st
     import optuna
 
     with lock:                                   # one ask at a time from this worker's threads
-        if len(study.get_trials(deepcopy=False)) >= n:
+        started = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE,
+                   optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        if len(study.get_trials(deepcopy=False, states=started)) >= n:   # enqueued (WAITING) ones still run
             return False
         trial = study.ask()
         overrides = suggest(trial, space)
