@@ -68,7 +68,15 @@ def open_study(name: str, storage: str, seed: int, pruner: str, epochs: int) -> 
                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(pruner, epochs))
 
 
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
 def finished(study: optuna.Study) -> int:
-    """Trials that count towards ``tune.trials``: complete, pruned or failed (not running)."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=states))
+    """Trials that are over: complete, pruned or failed."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def started(study: optuna.Study) -> int:
+    """Trials that count towards ``tune.trials``: running or finished (enqueued ones, still
+    WAITING, are not started: they run first)."""
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, *FINISHED)))

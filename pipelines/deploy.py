@@ -16,11 +16,12 @@ from pathlib import Path
 
 from components.config import load_params, section
 
-def _prefect(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=env, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"`prefect {' '.join(args)}` failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    return p
+
+def _run(argv: list[str], env: dict) -> str:
+    p = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"`{' '.join(argv)}` failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return p.stdout
 
 
 def deploy(params_file: str = "params.yaml", prefect_file: str = "infra/prefect.yaml") -> list[str]:
@@ -33,12 +34,10 @@ def deploy(params_file: str = "params.yaml", prefect_file: str = "infra/prefect.
     env = {**os.environ, "DEFECTOPS_ROOT": os.environ.get("DEFECTOPS_ROOT", str(Path.cwd().resolve())),
            "DEFECTOPS_RETRAIN_CRON": str(section(params, "retrain.schedule")),
            "DEFECTOPS_RETRAIN_TZ": str(section(params, "retrain.timezone"))}
-    pools = subprocess.run(["bash", str(Path(prefect_file).with_name("work-pools.sh"))], capture_output=True, text=True,
-                           env={**env, "PREFECT": str(Path(sys.executable).parent / "prefect")})
-    if pools.returncode != 0:
-        raise RuntimeError(f"work pools: {pools.stdout[-2000:]}\n{pools.stderr[-2000:]}")
-    done = [line.strip() for line in pools.stdout.splitlines() if line.strip()]
-    out = _prefect("--no-prompt", "deploy", "--all", "--prefect-file", prefect_file, env=env).stdout
+    prefect = str(Path(sys.executable).parent / "prefect")
+    pools = _run(["bash", str(Path(prefect_file).with_name("work-pools.sh"))], {**env, "PREFECT": prefect})
+    done = [line.strip() for line in pools.splitlines() if line.strip()]
+    out = _run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", prefect_file], env)
     done += [line.strip() for line in out.splitlines() if "Deployment '" in line]
     done.append(f"retrain schedule: {env['DEFECTOPS_RETRAIN_CRON']} ({env['DEFECTOPS_RETRAIN_TZ']}); "
                 f"flows run from {env['DEFECTOPS_ROOT']}")

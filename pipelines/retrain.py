@@ -73,10 +73,10 @@ def _batch_files(d: Path) -> dict[str, str]:
 
 
 @task(name="ingest-batch", **COMPUTE)
-def ingest_task(inbox: str, files: list[str], batch: str, staging: str, existing: str, fmt: str,
+def ingest_task(inbox: str, files: dict[str, str], batch: str, staging: str, existing: str, fmt: str,
                 clip_px: float) -> dict:
     shutil.rmtree(Path(staging) / batch, ignore_errors=True)
-    return ingest(Path(inbox), [Path(f) for f in files], batch, Path(staging), Path(existing), fmt, clip_px)
+    return ingest(Path(inbox), files, batch, Path(staging), Path(existing), fmt, clip_px)
 
 
 @task(name="archive-batch", **COMPUTE)
@@ -129,19 +129,18 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
     # 1. batches a crash left between ingest and archive come first; their files are not a new batch
     pending = [d for d in increment_dirs(increments) if not (archive / d.name / ARCHIVED).is_file()]
     taken = {(rel, sha) for d in pending for rel, sha in _batch_files(d).items()}
-    files = [f for f in inbox_files(inbox) if (f.relative_to(inbox).as_posix(), file_sha256(f)) not in taken]
+    files = {rel: sha for rel, sha in inbox_files(inbox).items() if (rel, sha) not in taken}
     with stage_run("retrain", params, ["retrain", "data"], before) as run:
         if files:
-            batch = batch_id(inbox, files)
+            batch = batch_id(files)
             log.info("inbox: %d new file(s) -> batch %s", len(files), batch)
             if not (increments / batch).is_dir():
                 try:
-                    s = ingest_task(str(inbox), [str(f) for f in files], batch, str(staging), str(ds),
+                    s = ingest_task(str(inbox), files, batch, str(staging), str(ds),
                                     section(params, "data.format"), section(params, "data.clip_px"))
                 except ImportError_ as e:            # nothing usable: report, archive, no new version
                     log.warning("%s", e)
-                    rel = {f.relative_to(inbox).as_posix(): file_sha256(f) for f in files}
-                    archive_batch(str(inbox), str(archive), batch, rel, str(staging / batch))
+                    archive_batch(str(inbox), str(archive), batch, files, str(staging / batch))
                     result.update(status="all quarantined", quarantine=str(archive / batch / "quarantine.md"))
                     result["batches"].append({"batch": batch, "images": 0, "quarantined": len(files)})
                     _finish(run, params, result)

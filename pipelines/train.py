@@ -118,13 +118,14 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
     work = Path(section(params, "paths.work")) / f"train-{model}"
     run_dir = Path(section(params, "paths.work")) / f"train-{model}-run"
     nc = len(load_manifest(ds)["classes"])
+    ds_hash = dataset_hash(ds)
     cfg = model_cfg(model, params, nc, work)
     iou_loss = section(params, "loss.iou")
     lam = uses_lam(model, params)
     init, init_what = warm_start(model, params, cfg, nc, 6 if lam else 3, work / "warm_start")
     train_args, device, seed = trainer_args(params)
     key = params_hash({"cfg": Path(cfg).read_text() if Path(cfg).is_file() else cfg, "args": train_args,
-                       "device": device, "seed": seed, "iou": iou_loss, "lam": lam, "data": dataset_hash(ds),
+                       "device": device, "seed": seed, "iou": iou_loss, "lam": lam, "data": ds_hash,
                        "init": init_what if init else None})
     key_file = run_dir.with_name(run_dir.name + ".key")
     resume = (key_file.is_file() and key_file.read_text() == key and (run_dir / "weights" / "last.pt").is_file())
@@ -135,7 +136,7 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
         tags.update(tuned_study=tuned_info["study"], tuned_overrides=json.dumps(tuned_info["overrides"]))
     log.info("%s: %s%s", model, f"warm start from {init_what}" if init else f"cold start ({init_what})",
              "; resuming the interrupted run" if resume else "")
-    with stage_run(f"train:{model}", params, used, dataset_hash(ds), tags) as run:
+    with stage_run(f"train:{model}", params, used, ds_hash, tags) as run:
         data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work))
         if not resume:
             run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,7 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
             shutil.copy(cfg, out / Path(cfg).name)      # the architecture, next to its weights
         info.update(best=str(out / "weights" / "best.pt"), results_csv=str(out / "results.csv"),
                     model=model, model_cfg=Path(cfg).name, iou_loss=iou_loss, imgsz=train_args["imgsz"],
-                    mlflow_run_id=run.run_id, dataset_hash=dataset_hash(ds),
+                    mlflow_run_id=run.run_id, dataset_hash=ds_hash,
                     tuned=tuned_info["overrides"] if tuned_info else None,
                     warm_start=init_what if init else None, resumed=resume)
         (out / "train_info.json").write_text(json.dumps(info, indent=1))

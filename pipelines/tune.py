@@ -23,7 +23,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from components.config import params_hash, section
-from components.tune import finished, open_study, suggest
+from components.tune import finished, open_study, started, suggest
 
 from .common import dataset_dir, dataset_hash, log_outputs, read_params, stage_run
 from .trial import PRUNED
@@ -72,9 +72,7 @@ def _run_trial(study, study_name_: str, model: str, space: dict, params_file: st
     import optuna
 
     with lock:                                   # one ask at a time from this worker's threads
-        started = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE,
-                   optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-        if len(study.get_trials(deepcopy=False, states=started)) >= n:   # enqueued (WAITING) ones still run
+        if started(study) >= n:
             return False
         trial = study.ask()
         overrides = suggest(trial, space)

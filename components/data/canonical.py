@@ -103,8 +103,8 @@ def content_hash(entries: list[dict], class_names: list[str]) -> str:
 
 def write_dataset(root: Path, name: str, class_names: list[str], samples: list[Sample],
                   rejections: list[Rejection], source: str, fmt: str,
-                  warnings: list[str] | None = None) -> dict:
-    """Write the canonical dataset atomically; return its summary."""
+                  warnings: list[str] | None = None, extra_summary: dict | None = None) -> dict:
+    """Write the canonical dataset atomically; return its summary (plus ``extra_summary``)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -140,6 +140,7 @@ def write_dataset(root: Path, name: str, class_names: list[str], samples: list[S
             "quarantined": len(rejections),
             "content_hash": chash,
             "warnings": list(warnings or []),
+            **(extra_summary or {}),
         }
         (tmp / "dataset.yaml").write_text(yaml.safe_dump(
             {"names": dict(enumerate(class_names)), "nc": len(class_names)}, sort_keys=False))

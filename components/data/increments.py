@@ -25,13 +25,15 @@ from .importers import ImportError_, _validate, detect_format, read_voc, read_yo
 BATCH_FILE = "batch.json"          # inside an increment: the inbox files it was made from
 
 
-def inbox_files(inbox: Path) -> list[Path]:
-    """Every regular file under ``inbox`` (hidden files and folders skipped), sorted."""
+def inbox_files(inbox: Path) -> dict[str, str]:
+    """Every regular file under ``inbox`` (hidden files and folders skipped): ``{path relative
+    to the inbox: sha256}``, sorted by path. Hashed once; everything downstream uses these."""
     inbox = Path(inbox)
     if not inbox.is_dir():
-        return []
-    return sorted(p for p in inbox.rglob("*") if p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(inbox).parts))
+        return {}
+    files = sorted(p for p in inbox.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(inbox).parts))
+    return {p.relative_to(inbox).as_posix(): file_sha256(p) for p in files}
 
 
 def file_sha256(path: Path) -> str:
@@ -42,11 +44,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def batch_id(inbox: Path, files: list[Path]) -> str:
+def batch_id(files: dict[str, str]) -> str:
     """Content id of a batch: hash of (relative path, sha256) of its files."""
     h = hashlib.sha256()
-    for p in files:
-        h.update(f"{p.relative_to(inbox).as_posix()}|{file_sha256(p)}\n".encode())
+    for rel in sorted(files):
+        h.update(f"{rel}|{files[rel]}\n".encode())
     return "b" + h.hexdigest()[:11]
 
 
@@ -66,18 +68,20 @@ def samples_of(dataset_dir: Path) -> tuple[list[str], list[Sample], list[Rejecti
     return m["classes"], samples, rejections
 
 
-def ingest(inbox: Path, files: list[Path], batch: str, out_root: Path, existing: Path, fmt: str,
+def ingest(inbox: Path, files: dict[str, str], batch: str, out_root: Path, existing: Path, fmt: str,
            clip_px: float) -> dict:
-    """Validate the inbox batch against the dataset ``existing`` (its classes, its images) and
+    """Validate the inbox batch ``files`` (``inbox_files``' relative path -> sha256) against the
+    dataset ``existing`` (its classes, its images) and
     write the accepted samples, the quarantine report and ``batch.json`` to ``out_root/<batch>``
     (atomically). Returns the increment's summary. Raises ``ImportError_`` when nothing is usable
     (the report is written all the same)."""
     inbox = Path(inbox).resolve()
-    classes = load_manifest(existing)["classes"]
-    known = {e["pixel_sha256"]: e["name"] for e in load_manifest(existing)["images"]}
+    manifest = load_manifest(existing)
+    classes = manifest["classes"]
+    known = {e["pixel_sha256"]: e["name"] for e in manifest["images"]}
     fmt = detect_format(inbox) if fmt == "auto" else fmt
     read = read_voc(inbox) if fmt == "voc" else read_yolo(inbox)
-    listed = {p.resolve() for p in files}
+    listed = {inbox / rel for rel in files}
     read.items = [it for it in read.items if it.image is None or Path(it.image).resolve() in listed]
     _, samples, rejections, warnings = _validate(read, clip_px, classes)
     kept = []
@@ -92,9 +96,7 @@ def ingest(inbox: Path, files: list[Path], batch: str, out_root: Path, existing:
     out_root = Path(out_root)
     summary = write_dataset(out_root, batch, classes, kept, rejections, source=f"inbox batch {batch}",
                             fmt=read.layout, warnings=warnings)
-    (out_root / batch / BATCH_FILE).write_text(json.dumps(
-        {"batch": batch, "files": {Path(p).resolve().relative_to(inbox).as_posix(): file_sha256(p) for p in files}},
-        indent=1))
+    (out_root / batch / BATCH_FILE).write_text(json.dumps({"batch": batch, "files": files}, indent=1))
     if not kept:
         raise ImportError_(f"batch {batch}: all {len(rejections)} sample(s) quarantined; see "
                            f"{out_root / batch / 'quarantine.md'}")
@@ -135,8 +137,5 @@ def merge(root: Path, name: str, increments: Path) -> dict | None:
             samples.append(s)
             n += 1
         added[inc.name] = n
-    summary = write_dataset(Path(root), name, classes, samples, rejections, source=base["source"],
-                            fmt=base["format"], warnings=base.get("warnings"))
-    summary["increments"] = added
-    (ds / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return write_dataset(Path(root), name, classes, samples, rejections, source=base["source"],
+                         fmt=base["format"], warnings=base.get("warnings"), extra_summary={"increments": added})

@@ -113,14 +113,15 @@ def add_increments(result: dict, entries: list[dict], class_names: list[str]) ->
         return result
     by_name = {e["name"]: e for e in entries}
     frac = result["val_ratio"] / (1 - result["test_ratio"])
-    for e in sorted(entries, key=lambda e: e["name"]):
+    folds = result.get("kfold") or []
+    for e in entries:
         h = int(e["pixel_sha256"][:12], 16)
-        part = "val" if (h % 10_000) / 10_000 < frac else "train"
-        result[part] = sorted(result[part] + [e["name"]])
-        if result.get("kfold"):
-            k = len(result["kfold"])
-            for i, f in enumerate(result["kfold"]):
-                f["val" if i == h % k else "train"] = sorted(f["val" if i == h % k else "train"] + [e["name"]])
+        result["val" if (h % 10_000) / 10_000 < frac else "train"].append(e["name"])
+        for i, f in enumerate(folds):
+            f["val" if i == h % len(folds) else "train"].append(e["name"])
+    for lists in (result, *folds):
+        for part in ("train", "val"):
+            lists[part].sort()
     for part in ("train", "val"):
         base = result["counts"][part]
         added = [by_name[n] for n in result[part] if n in by_name]
