@@ -37,7 +37,8 @@ def timed(argv: list[str], log: Path) -> dict:
     return {"command": " ".join(argv), "seconds": round(time.perf_counter() - t, 2), "rc": rc}
 
 
-def write(name: str, payload: dict, table: list[dict], columns: list[str], title: str) -> Path:
+def write(name: str, payload: dict, table: list[dict], columns: list[str], title: str, notes: str = "") -> Path:
+    """``results/<name>.{md,json}``: title, machine, command, the table, then ``notes`` (a paragraph)."""
     from components.report import write_table
 
     m = payload["machine"]
@@ -45,6 +46,8 @@ def write(name: str, payload: dict, table: list[dict], columns: list[str], title
                 f"({m['torch_threads']} torch threads), GPU: {m['gpu'] or 'none'}, torch {m['torch']}\n\n"
                 f"Command: `{payload['command']}`")
     md, _ = write_table(RESULTS / name, title, preamble, table, columns, payload)
+    if notes:
+        md.write_text(md.read_text() + "\n" + notes + "\n")
     return md
 
 

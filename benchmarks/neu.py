@@ -163,16 +163,15 @@ def table() -> None:
                            f"--test-ratio {r['test_ratio']} --seed {r['seed']}" for m, r in runs.items()),
                          "python -m benchmarks.neu --table"])
     payload = {"machine": machine(), "command": command, "runs": runs, "paper": PAPER}
-    md = write("neu_dasc", payload, rows, cols,
-               "NEU-DET, CPU protocol (imgsz 224, 60 epochs, seed 0, 8:2 split): baseline vs DASC-YOLO")
     threads = sorted({r["metrics"]["latency_threads"] for r in runs.values()})
-    md.write_text(md.read_text() + (
-        "\nNotes: AP50 in %, last-epoch weights on the 360 test images (no model selection on them). "
+    md = write("neu_dasc", payload, rows, cols,
+               "NEU-DET, CPU protocol (imgsz 224, 60 epochs, seed 0, 8:2 split): baseline vs DASC-YOLO", (
+        "Notes: AP50 in %, last-epoch weights on the 360 test images (no model selection on them). "
         "Training settings = params.yaml `train` (AdamW lr0 0.003, no mosaic, batch 16), box loss "
         f"{next(iter(runs.values()))['iou_loss'] if runs else ''}, n scale, from scratch. FPS: eager "
         f"PyTorch forward, batch 1, {threads} torch thread(s) (ultralytics' CPU default on this 2-core "
         "machine); the two models trained at the same time, one per core, so timings include that load. "
-        "The paper rows are its Table 4: large models, 640 px, its own training protocol.\n"))
+        "The paper rows are its Table 4: large models, 640 px, its own training protocol."))
     print(md)
 
 
@@ -258,9 +257,7 @@ def table_lagnet(test_ratio: float) -> None:
                          *(v["command"] for v in extras.values()), cli()])
     payload = {"machine": machine(), "command": command.replace("; ;", ";"), "runs": runs, "paper": PAPER_TABLE1,
                "onnx": extras, "lams": lam_stats}
-    md = write("neu_lagnet", payload, rows, cols,
-               f"NEU-DET, CPU protocol (imgsz 224, {epochs} epochs, seed 0, 7:3 split): baseline vs LAGNet-s vs LAGNet")
-    notes = ["", "Notes: AP50 in %, last-epoch weights on the 540 test images. Training settings = params.yaml "
+    notes = ["Notes: AP50 in %, last-epoch weights on the 540 test images. Training settings = params.yaml "
              "`train` (AdamW lr0 0.003, no mosaic, batch 16), box loss ciou, from scratch (no ImageNet weights for "
              "MobileNetV3 or YOLO11), LAGNet width from params.yaml `lagnet`. LAGNet rows: LAMs made in-sample (as "
              "the paper) by the YOLO11n row's last-epoch weights. FPS = the detector alone (LAGNet: 6-channel "
@@ -281,7 +278,9 @@ def table_lagnet(test_ratio: float) -> None:
                      f"{o['max_rel_diff']:.1e}). In-graph LAM vs the LAM files (training path), conf 0.05: same count "
                      f"{g['same_count']}/{g['images']}, {g['unmatched']} unmatched, min matched IoU {g['min_matched_iou']}, "
                      f"mean |LAM diff| {g['mean_abs_lam_diff']:.4f}.")
-    md.write_text(md.read_text() + "\n".join(notes) + "\n")
+    md = write("neu_lagnet", payload, rows, cols,
+               f"NEU-DET, CPU protocol (imgsz 224, {epochs} epochs, seed 0, 7:3 split): baseline vs LAGNet-s vs LAGNet",
+               "\n".join(notes))
     print(md.read_text())
 
 

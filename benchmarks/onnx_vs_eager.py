@@ -115,12 +115,11 @@ def main() -> None:
                "rows": rows, "timings": timings, "parity": parity}
     md = write("onnx_vs_eager", payload, rows, ["batch", "images", "pytorch_img_s", "onnxruntime_img_s", "speedup"],
                f"ONNX Runtime ({provider}) vs eager PyTorch ({dev}): promoted {promo['model']} "
-               f"v{promo['version']}, {imgsz}px")
-    with md.open("a") as f:
-        f.write(f"\nParity on the same {len(x)} test images: raw max |diff| {parity['max_abs_diff']:.3g} "
-                f"(relative {parity['max_rel_diff']:.2g}); boxes at conf {a.conf}: {parity['boxes']}, same count on "
-                f"{parity['same_count']}/{parity['images']} images, {parity['unmatched']} unmatched, min matched IoU "
-                f"{parity['min_matched_iou']}\n")
+               f"v{promo['version']}, {imgsz}px",
+               f"Parity on the same {len(x)} test images: raw max |diff| {parity['max_abs_diff']:.3g} "
+               f"(relative {parity['max_rel_diff']:.2g}); boxes at conf {a.conf}: {parity['boxes']}, same count on "
+               f"{parity['same_count']}/{parity['images']} images, {parity['unmatched']} unmatched, min matched IoU "
+               f"{parity['min_matched_iou']}")
     print(md.read_text())
 
 

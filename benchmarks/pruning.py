@@ -99,13 +99,12 @@ def main() -> None:
                "epochs": a.epochs, "rows": rows, "summary": summary}
     md = write("pruning", payload, rows, ["trial", "iou", "lr0", "state", "epochs", "value", "unpruned_epochs",
                                           "unpruned_value"],
-               f"Optuna {a.pruner} pruner: {a.model}, {a.trials} trials x {a.epochs} epochs")
-    with md.open("a") as f:
-        f.write(f"\nEpochs spent: {e1} with the pruner vs {e2} for the same trials unpruned "
-                f"(saving {summary['saving']:.0%}, {summary['pruned_trials']} trials pruned). Best val mAP50: "
-                f"{summary['best_pruned_study']:.4f} (pruned study) vs {summary['best_unpruned']:.4f} (unpruned); "
-                f"the pruner {'stopped' if lost else 'kept'} the trial that is best when run to the end "
-                f"(trial {best_unpruned['trial']}).\n")
+               f"Optuna {a.pruner} pruner: {a.model}, {a.trials} trials x {a.epochs} epochs",
+               f"Epochs spent: {e1} with the pruner vs {e2} for the same trials unpruned "
+               f"(saving {summary['saving']:.0%}, {summary['pruned_trials']} trials pruned). Best val mAP50: "
+               f"{summary['best_pruned_study']:.4f} (pruned study) vs {summary['best_unpruned']:.4f} (unpruned); "
+               f"the pruner {'stopped' if lost else 'kept'} the trial that is best when run to the end "
+               f"(trial {best_unpruned['trial']}).")
     print(md.read_text())
 
 
