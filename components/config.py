@@ -46,6 +46,32 @@ def section(params: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``params`` with ``dotted.key: value`` leaves replaced (a profile, tuned values,
+    ``--set``). A key params.yaml does not have is an error, never a silent new param."""
+    import copy
+
+    p = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = section(p, ".".join(parents)) if parents else p
+        if not isinstance(node, dict) or leaf not in node:
+            raise ConfigError(f"params.yaml has no key '{dotted}'")
+        node[leaf] = copy.deepcopy(value)
+    return p
+
+
+def load_profile(path: str | Path) -> dict[str, Any]:
+    """A profile file: ``dotted.key: value`` overrides of params.yaml (``profiles/*.yaml``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"profile not found: {path}")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected 'dotted.key: value' lines")
+    return data
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}} -> {"a.b": 1}``; lists are kept as JSON strings."""
     out: dict[str, Any] = {}

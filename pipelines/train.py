@@ -14,38 +14,13 @@ from components.config import params_hash, section
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
 from components.lam_data import lam_data_yaml
-from components.models.dasc_yolo import DascToggles, write_dasc_yaml
-from components.models.lagnet_yolo import LagnetToggles, write_lagnet_yaml
-from components.train import baseline_cfg, train_detector
+from components.detectors import MODELS, model_cfg, uses_lam  # noqa: F401  (re-exported)
+from components.train import train_detector
 
 from .common import (COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run,
                      trainer_args)
 
 log = logging.getLogger(__name__)
-MODELS = ("baseline", "dasc", "lagnet")
-
-
-def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
-    """The model YAML to train: ultralytics' own for the baseline, generated ones for DASC-YOLO
-    and LAGNet."""
-    if model == "baseline":
-        return baseline_cfg(section(params, "baseline.scale"))
-    if model == "dasc":
-        d = dict(section(params, "dasc"))
-        scale = d.pop("scale")
-        return str(write_dasc_yaml(work, scale, nc, DascToggles(**d)))
-    if model == "lagnet":
-        g = section(params, "lagnet")
-        return str(write_lagnet_yaml(work, g["variant"], g["width"], g["k"], g["n"], nc,
-                                     LagnetToggles(g["lam"], g["scem"])))
-    raise ValueError(f"unknown model '{model}' (choose from {', '.join(MODELS)})")
-
-
-def uses_lam(model: str, params: dict) -> bool:
-    """Does ``model`` read RGB + LAM (LAGNet with its LAM branch on)?"""
-    return model == "lagnet" and bool(section(params, "lagnet.lam"))
-
-
 def model_data_yaml(model: str, params: dict, data_yaml: Path) -> Path:
     """The data YAML ``model`` trains / validates on: plus the LAM folder for LAGNet."""
     if not uses_lam(model, params):

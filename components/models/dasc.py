@@ -14,6 +14,21 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv, DWConv
 
 
+class Gated(nn.Module):
+    """Optional zero-initialised residual gate for an inserted block (ReZero / LayerScale idea):
+    ``y = x + g * (f(x) - x)`` with a learnt scalar ``g`` starting at 0, so a network with every
+    DASC block gated starts as the YOLO11 it extends and each block only departs from identity
+    as far as training finds useful. Not in the paper (``dasc.gate``: none = the paper's blocks)."""
+
+    def _init_gate(self, gate: bool) -> None:
+        self.gated = bool(gate)
+        if self.gated:
+            self.gate = nn.Parameter(torch.zeros(1))
+
+    def _out(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + self.gate * (y - x) if self.gated else y
+
+
 # --------------------------------------------------------------------------- CBAM / ResCBAM
 
 class ChannelGate(nn.Module):
@@ -46,30 +61,32 @@ class SpatialGate(nn.Module):
         return torch.sigmoid(self.bn(self.conv(pooled)))
 
 
-class CBAM(nn.Module):
+class CBAM(Gated):
     """Convolutional Block Attention Module (Woo et al., ECCV 2018): ``F' = Mc(F) * F``,
     ``F'' = Ms(F') * F'``. Not ultralytics' ``CBAM``, which has no max-pool branch and no MLP."""
 
-    def __init__(self, c: int, reduction: int = 16, kernel: int = 7):
+    def __init__(self, c: int, reduction: int = 16, kernel: int = 7, gate: bool = False):
         super().__init__()
         self.channel = ChannelGate(c, reduction)
         self.spatial = SpatialGate(kernel)
+        self._init_gate(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.channel(x)
-        return x * self.spatial(x)
+        y = x * self.channel(x)
+        return self._out(x, y * self.spatial(y))
 
 
-class ResCBAM(nn.Module):
+class ResCBAM(Gated):
     """DASC-YOLO ResCBAM (section 3.4, Fig. 5a): identity mapping + attention refinement,
-    ``y = x + CBAM(x)``."""
+    ``y = x + CBAM(x)`` (gated: ``x + g * CBAM(x)``)."""
 
-    def __init__(self, c: int, reduction: int = 16, kernel: int = 7):
+    def __init__(self, c: int, reduction: int = 16, kernel: int = 7, gate: bool = False):
         super().__init__()
         self.cbam = CBAM(c, reduction, kernel)
+        self._init_gate(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.cbam(x)
+        return self._out(x, x + self.cbam(x))
 
 
 # --------------------------------------------------------------------------- SCConv
@@ -132,22 +149,24 @@ class CRU(nn.Module):
         return a + b
 
 
-class SCConv(nn.Module):
+class SCConv(Gated):
     """Spatial and Channel reconstruction Convolution (Li, Wen, He, CVPR 2023): ``CRU(SRU(x))``,
     channels in = channels out. DASC-YOLO uses it in the deep backbone layers (section 3.4)."""
 
-    def __init__(self, c: int, groups: int = 16, gate: float = 0.5, alpha: float = 0.5, squeeze: int = 2):
+    def __init__(self, c: int, groups: int = 16, threshold: float = 0.5, alpha: float = 0.5, squeeze: int = 2,
+                 gate: bool = False):
         super().__init__()
-        self.sru = SRU(c, groups, gate)
+        self.sru = SRU(c, groups, threshold)
         self.cru = CRU(c, alpha, squeeze)
+        self._init_gate(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cru(self.sru(x))
+        return self._out(x, self.cru(self.sru(x)))
 
 
 # --------------------------------------------------------------------------- CSA
 
-class CSA(nn.Module):
+class CSA(Gated):
     """Cross-Scale Attention, DASC-YOLO section 3.2, eqs (1)-(2):
 
     ``F_fusion = Concat[lambda_s * F_s(x), lambda_g * F_g(x)]``,
@@ -161,10 +180,17 @@ class CSA(nn.Module):
     resize back to the input size. ``W_fusion``: 1x1 conv to c.
     ``lambda_s, lambda_g`` start at 1, ``alpha`` at 0.5 (the paper gives no initial values).
     ``weighted=False`` is Table 3's "w/o weighted fusion": plain concatenation (lambdas fixed at 1).
+    ``context="local"`` (not in the paper): the global branch pools a ``local`` x ``local`` window
+    around every pixel (stride 1) instead of the whole map, so it carries spatial context (a 1 x 1
+    pool broadcast back is the same vector at every pixel); exports to ONNX at any input size.
     """
 
-    def __init__(self, c: int, reduction: int = 4, pool: int = 1, weighted: bool = True):
+    def __init__(self, c: int, reduction: int = 4, pool: int = 1, weighted: bool = True, gate: bool = False,
+                 context: str = "global", local: int = 7):
         super().__init__()
+        if context not in ("global", "local"):
+            raise ValueError(f"CSA context must be 'global' or 'local', got '{context}'")
+        self.context, self.local = context, local
         cr = max(1, c // reduction)
         self.small = nn.Sequential(Conv(c, cr, 1), DWConv(cr, cr, 3), Conv(cr, c, 1))
         self.pool = pool
@@ -178,18 +204,22 @@ class CSA(nn.Module):
             self.register_buffer("lambda_s", torch.ones(1))
             self.register_buffer("lambda_g", torch.ones(1))
         self.alpha = nn.Parameter(torch.full((1,), 0.5))
+        self._init_gate(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fs = self.small(x)
-        fg = self.glob(F.adaptive_avg_pool2d(x, self.pool))
-        fg = F.interpolate(fg, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.context == "local":
+            fg = self.glob(F.avg_pool2d(x, self.local, 1, self.local // 2, count_include_pad=False))
+        else:
+            fg = self.glob(F.adaptive_avg_pool2d(x, self.pool))
+            fg = F.interpolate(fg, size=x.shape[-2:], mode="bilinear", align_corners=False)
         att = torch.sigmoid(self.fuse(torch.cat([self.lambda_s * fs, self.lambda_g * fg], 1)))
-        return self.alpha * att * x + (1 - self.alpha) * x
+        return self._out(x, self.alpha * att * x + (1 - self.alpha) * x)
 
 
 # --------------------------------------------------------------------------- ProtoNet
 
-class ProtoNet(nn.Module):
+class ProtoNet(Gated):
     """Prototype attention, DASC-YOLO section 3.3, eqs (3)-(4).
 
     Encoder: 1x1 conv (c -> c), 3x3 group conv (groups 4), dropout 0.1. Prototypes: one
@@ -203,7 +233,8 @@ class ProtoNet(nn.Module):
     Similarities are pixel-wise (the masks are spatial), not of a pooled image vector.
     """
 
-    def __init__(self, c: int, k: int = 4, groups: int = 4, dropout: float = 0.1, tau: float = 0.1):
+    def __init__(self, c: int, k: int = 4, groups: int = 4, dropout: float = 0.1, tau: float = 0.1,
+                 gate: bool = False):
         super().__init__()
         if k < 1:
             raise ValueError("ProtoNet needs k >= 1 defect prototypes")
@@ -216,6 +247,7 @@ class ProtoNet(nn.Module):
         self.log_tau = nn.Parameter(torch.tensor(math.log(tau)))
         self.alpha = nn.Parameter(torch.tensor(0.5))
         self.beta = nn.Parameter(torch.tensor(0.5))
+        self._init_gate(gate)
 
     def masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = F.normalize(self.encoder(x), dim=1)                    # (B, ce, H, W)
@@ -226,4 +258,4 @@ class ProtoNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fore, back = self.masks(x)
-        return x * (1 + self.alpha * fore) - x * (self.beta * back)
+        return self._out(x, x * (1 + self.alpha * fore) - x * (self.beta * back))

@@ -35,6 +35,8 @@ BACKBONE_ATTENTION_AT = (4, 6)
 SCCONV_AT = (8,)
 NECK_OUTPUTS = (16, 19, 22)
 CSA_MODES = ("off", "weighted", "unweighted")
+GATES = ("none", "zero")
+CSA_CONTEXTS = ("global", "local")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class DascToggles:
     csa: str = "weighted"              # off | weighted | unweighted ("w/o weighted fusion")
     scconv: bool = True
     protonet_k: int = 4                # defect prototypes; 0 = no ProtoNet
+    gate: str = "none"                 # none = the paper's blocks; zero = zero-initialised residual gate
+                                       # on every inserted block (the network starts as YOLO11)
+    csa_context: str = "global"        # CSA global branch: global (1x1 pool, the paper) | local (7x7 window)
 
     def __post_init__(self):
         if self.csa not in CSA_MODES:
@@ -54,6 +59,10 @@ class DascToggles:
             raise ValueError("dasc: choose ResCBAM or CBAM, not both")
         if self.protonet_k < 0:
             raise ValueError("dasc.protonet_k must be >= 0")
+        if self.gate not in GATES:
+            raise ValueError(f"dasc.gate must be one of {GATES}, got '{self.gate}'")
+        if self.csa_context not in CSA_CONTEXTS:
+            raise ValueError(f"dasc.csa_context must be one of {CSA_CONTEXTS}, got '{self.csa_context}'")
 
 
 # The paper's Table 3 rows, in its order.
@@ -112,18 +121,19 @@ def dasc_yolo_cfg(scale: str, nc: int, toggles: DascToggles) -> dict:
     old = base["backbone"] + base["head"]
     ch = _out_channels(old, width, max_ch)
 
+    gate = toggles.gate == "zero"
     after: dict[int, list[list]] = {i: [] for i in range(len(old))}
     if toggles.rescbam or toggles.cbam:
         for i in BACKBONE_ATTENTION_AT:
-            after[i].append([-1, 1, "ResCBAM" if toggles.rescbam else "CBAM", [ch[i]]])
+            after[i].append([-1, 1, "ResCBAM" if toggles.rescbam else "CBAM", [ch[i], 16, 7, gate]])
     if toggles.scconv:
         for i in SCCONV_AT:
-            after[i].append([-1, 1, "SCConv", [ch[i]]])
+            after[i].append([-1, 1, "SCConv", [ch[i], 16, 0.5, 0.5, 2, gate]])
     for i in NECK_OUTPUTS:
         if toggles.csa != "off":
-            after[i].append([-1, 1, "CSA", [ch[i], 4, 1, toggles.csa == "weighted"]])
+            after[i].append([-1, 1, "CSA", [ch[i], 4, 1, toggles.csa == "weighted", gate, toggles.csa_context]])
         if toggles.protonet_k:
-            after[i].append([-1, 1, "ProtoNet", [ch[i], toggles.protonet_k]])
+            after[i].append([-1, 1, "ProtoNet", [ch[i], toggles.protonet_k, 4, 0.1, 0.1, gate]])
 
     new: list[list] = []
     where: dict[int, int] = {}          # old layer index -> new index of its (possibly refined) output

@@ -1,0 +1,154 @@
+"""NEU-DET at the CPU protocol (``profiles/neu-cpu.yaml``): one training run per call, written
+to ``benchmarks/results/neu_cpu/runs/<run>.json``; ``--table`` renders ``results/neu_cpu.{json,md}``.
+
+    python -m benchmarks.neu_cpu --run baseline --model baseline
+    python -m benchmarks.neu_cpu --run dasc-gate --model dasc --set dasc.gate=zero
+    python -m benchmarks.neu_cpu --lams-from baseline               # LAMs of every image
+    python -m benchmarks.neu_cpu --run lagnet_s --model lagnet --set lagnet.lam_norm=image_max
+    python -m benchmarks.neu_cpu --table
+
+Protocol: params.yaml + ``profiles/neu-cpu.yaml`` (+ ``--set`` overrides, recorded in the run):
+NEU-DET from ``../shared/datasets/neu-det``, 8:2 stratified train:test split (seed 0) with a
+validation part carved from the training part (``split.val_ratio``), 224 px, 60 epochs from
+scratch, the same ``train`` settings for every detector. The best epoch is picked on the
+validation images; variants are compared on validation mAP50 (``val``); the test split is only
+reported (``test``), never used to choose anything. Weights stay in ``.cache/bench/neu_cpu``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from components.config import apply_overrides, load_params, load_profile, section
+from components.data.canonical import load_manifest
+from components.data.importers import import_dataset
+from components.data.split import make_split
+from components.data.views import write_yolo_data_yaml
+from components.detectors import model_cfg, uses_lam
+
+from .common import RESULTS, cli, machine
+
+NEU = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det"
+PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "neu-cpu.yaml"
+WORK = Path(".cache/bench/neu_cpu")
+RUNS = RESULTS / "neu_cpu" / "runs"
+
+
+def parse_sets(items: list[str]) -> dict:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise SystemExit(f"--set wants key=value, got '{it}'")
+        k, v = it.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def protocol_params(sets: dict) -> dict:
+    return apply_overrides(apply_overrides(load_params(), load_profile(PROFILE)), sets)
+
+
+def dataset(params: dict, src: Path) -> tuple[Path, dict]:
+    ds = WORK / "neu-det"
+    if not (ds / "manifest.json").is_file():
+        import_dataset(src, "neu-det", WORK, "voc", section(params, "data.clip_px"), section(params, "data.classes"))
+    m = load_manifest(ds)
+    s = section(params, "split")
+    return ds, make_split(m["images"], m["classes"], s["test_ratio"], s["val_ratio"], s["seed"], 0)
+
+
+def lam_dir() -> Path:
+    return WORK / "lams"
+
+
+def make_lams(baseline_run: str, src: Path, device: str) -> dict:
+    """LAMs of every image from ``baseline_run``'s best weights (the lam stage's way)."""
+    import numpy as np
+
+    from components.lam import make_lams as write_lams
+    from components.yolo import YOLO
+
+    params = protocol_params({})
+    ds, split = dataset(params, src)
+    m = load_manifest(ds)
+    paths = {e["name"]: ds / e["image"] for e in m["images"]}
+    boxes = {str(paths[e["name"]]): np.asarray([b[1:] for b in e["boxes"]]) for e in m["images"]}
+    lam = section(params, "lam")
+    weights = WORK / baseline_run / "train" / "weights" / "best.pt"
+    t = time.time()
+    made = write_lams(YOLO(str(weights)).model, list(paths.values()), lam_dir(), section(params, "train.imgsz"),
+                      lam["batch"], device, progress=None, boxes=boxes)
+    stats = {part: {k: round(float(np.nanmean([made[str(paths[n])][k] for n in split[part]])), 4)
+                    for k in ("conf_in", "conf_out")} for part in ("train", "val", "test")}
+    info = {"baseline_run": baseline_run, "images": len(made), "seconds": round(time.time() - t, 1),
+            "per_split": stats, "command": cli()}
+    (lam_dir() / "lam_info.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info))
+    return info
+
+
+def run(name: str, model: str, sets: dict, src: Path, device: str) -> dict:
+    from components.evaluate import evaluate_detector
+    from components.lam_data import LamValidator, lam_data_yaml
+    from components.train import train_detector
+
+    params = protocol_params(sets)
+    ds, split = dataset(params, src)
+    work = WORK / name
+    data_yaml = write_yolo_data_yaml(ds, split, work / "data")
+    lam = uses_lam(model, params)
+    if lam:
+        if not (lam_dir() / "lam_info.json").is_file():
+            raise SystemExit(f"no LAMs in {lam_dir()}: run --lams-from <baseline run> first")
+        data_yaml = lam_data_yaml(data_yaml, lam_dir())
+    cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
+    args = dict(section(params, "train"))
+    args.pop("device"), args.pop("seed")
+    t = time.time()
+    res = train_detector(cfg, data_yaml, work / "train", args, device, section(params, "train.seed"),
+                         section(params, "loss.iou"), lam=lam)
+    train_s = time.time() - t
+    ev = section(params, "evaluate")
+    out = {"run": name, "model": model, "overrides": sets, "device": device, "train_seconds": round(train_s, 1),
+           "epoch_s": round(train_s / max(1, res.epochs_run), 2), "epochs_run": res.epochs_run,
+           "weights": "best epoch on val", "params_used": {k: section(params, k) for k in
+                                                          ("train", "split", "loss", model if model != "baseline"
+                                                           else "baseline", "lam")},
+           "machine": machine(), "command": cli()}
+    for part in ("val", "test"):
+        out[part] = evaluate_detector(res.best, data_yaml, part, args["imgsz"], ev["batch"], ev["conf"], ev["iou"],
+                                      device, {**ev["latency"], "runs": 10}, work / f"eval-{part}",
+                                      work / f"plots-{part}", validator=LamValidator if lam else None)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    (RUNS / f"{name}.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps({"run": name, "val_mAP50": out["val"]["mAP50"], "test_mAP50": out["test"]["mAP50"],
+                      "epoch_s": out["epoch_s"]}))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", help="run name (results/neu_cpu/runs/<run>.json)")
+    ap.add_argument("--model", choices=["baseline", "dasc", "lagnet"])
+    ap.add_argument("--set", nargs="*", default=[], help="dotted.key=value overrides on top of the profile")
+    ap.add_argument("--lams-from", help="make the LAMs of every image from this baseline run")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--neu", type=Path, default=NEU, help="NEU-DET folder (IMAGES/, ANNOTATIONS/)")
+    a = ap.parse_args()
+    if not (a.neu / "ANNOTATIONS").is_dir():
+        raise SystemExit(f"NEU-DET not found at {a.neu}")
+    if a.lams_from:
+        make_lams(a.lams_from, a.neu, a.device)
+    if a.run:
+        if not a.model:
+            raise SystemExit("--run needs --model")
+        run(a.run, a.model, parse_sets(a.set), a.neu, a.device)
+
+
+if __name__ == "__main__":
+    main()

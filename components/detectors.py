@@ -1,0 +1,42 @@
+"""What each detector is, in one place: its model config from params, and whether it reads a LAM.
+
+Flows, benchmarks and trials ask here instead of importing the train flow. ``params`` is the
+already-parsed params tree (components never read params.yaml themselves).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import section
+from .models.dasc_yolo import DascToggles, write_dasc_yaml
+from .models.lagnet_yolo import LagnetToggles, write_lagnet_yaml
+from .train import baseline_cfg
+
+MODELS = ("baseline", "dasc", "lagnet")
+
+
+def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
+    """The model YAML to train: ultralytics' own for the baseline, generated ones (written into
+    ``work``) for DASC-YOLO and LAGNet."""
+    if model == "baseline":
+        return baseline_cfg(section(params, "baseline.scale"))
+    if model == "dasc":
+        d = dict(section(params, "dasc"))
+        scale = d.pop("scale")
+        return str(write_dasc_yaml(work, scale, nc, DascToggles(**d)))
+    if model == "lagnet":
+        g = dict(section(params, "lagnet"))
+        return str(write_lagnet_yaml(work, nc=nc, **lagnet_kwargs(g)))
+    raise ValueError(f"unknown model '{model}' (choose from {', '.join(MODELS)})")
+
+
+def lagnet_kwargs(g: dict) -> dict:
+    """``write_lagnet_yaml`` keyword arguments from the params ``lagnet`` (+ ``lam``) section."""
+    return dict(variant=g["variant"], width=g["width"], k=g["k"], n=g["n"],
+                toggles=LagnetToggles(g["lam"], g["scem"]))
+
+
+def uses_lam(model: str, params: dict) -> bool:
+    """Does ``model`` read RGB + LAM (LAGNet with its LAM branch on)?"""
+    return model == "lagnet" and bool(section(params, "lagnet.lam"))
