@@ -62,18 +62,21 @@ def dataset(params: dict, src: Path) -> tuple[Path, dict]:
     return ds, make_split(m["images"], m["classes"], s["test_ratio"], s["val_ratio"], s["seed"], 0)
 
 
-def lam_dir() -> Path:
-    return WORK / "lams"
+def lam_dir(params: dict) -> Path:
+    """One LAM folder per baseline run and normalisation."""
+    lam = section(params, "lam")
+    return WORK / f"lams-{lam['baseline_run']}-{lam['normalize']}"
 
 
-def make_lams(baseline_run: str, src: Path, device: str) -> dict:
+def make_lams(baseline_run: str, sets: dict, src: Path, device: str) -> dict:
     """LAMs of every image from ``baseline_run``'s best weights (the lam stage's way)."""
     import numpy as np
 
     from components.lam import make_lams as write_lams
     from components.yolo import YOLO
 
-    params = protocol_params({})
+    params = protocol_params(sets)
+    params["lam"]["baseline_run"] = baseline_run
     ds, split = dataset(params, src)
     m = load_manifest(ds)
     paths = {e["name"]: ds / e["image"] for e in m["images"]}
@@ -81,31 +84,37 @@ def make_lams(baseline_run: str, src: Path, device: str) -> dict:
     lam = section(params, "lam")
     weights = WORK / baseline_run / "train" / "weights" / "best.pt"
     t = time.time()
-    made = write_lams(YOLO(str(weights)).model, list(paths.values()), lam_dir(), section(params, "train.imgsz"),
-                      lam["batch"], device, progress=None, boxes=boxes)
-    stats = {part: {k: round(float(np.nanmean([made[str(paths[n])][k] for n in split[part]])), 4)
-                    for k in ("conf_in", "conf_out")} for part in ("train", "val", "test")}
-    info = {"baseline_run": baseline_run, "images": len(made), "seconds": round(time.time() - t, 1),
-            "per_split": stats, "command": cli()}
-    (lam_dir() / "lam_info.json").write_text(json.dumps(info, indent=1))
+    made = write_lams(YOLO(str(weights)).model, list(paths.values()), lam_dir(params),
+                      section(params, "train.imgsz"), lam["batch"], device, None, boxes=boxes,
+                      normalize=lam["normalize"], quantile=lam["quantile"], alpha=lam["alpha"], beta=lam["beta"])
+    keys = ("conf_in", "conf_out", "norm_in", "norm_out", "jet_in", "jet_out")
+    stats = {part: {k: round(float(np.nanmean([made[str(paths[n])][k] for n in split[part]])), 4) for k in keys}
+             for part in ("train", "val", "test")}
+    info = {"baseline_run": baseline_run, "normalize": lam["normalize"], "quantile": lam["quantile"],
+            "images": len(made), "seconds": round(time.time() - t, 1), "per_split": stats, "command": cli()}
+    (lam_dir(params) / "lam_info.json").write_text(json.dumps(info, indent=1))
+    RUNS.mkdir(parents=True, exist_ok=True)
+    (RUNS / f"lams-{baseline_run}-{lam['normalize']}.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
     return info
 
 
-def run(name: str, model: str, sets: dict, src: Path, device: str) -> dict:
+def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: str | None = None,
+        evaluate: bool = True) -> dict:
     from components.evaluate import evaluate_detector
     from components.lam_data import LamValidator, lam_data_yaml
     from components.train import train_detector
 
     params = protocol_params(sets)
+    params["lam"]["baseline_run"] = lams_from
     ds, split = dataset(params, src)
     work = WORK / name
     data_yaml = write_yolo_data_yaml(ds, split, work / "data")
     lam = uses_lam(model, params)
     if lam:
-        if not (lam_dir() / "lam_info.json").is_file():
-            raise SystemExit(f"no LAMs in {lam_dir()}: run --lams-from <baseline run> first")
-        data_yaml = lam_data_yaml(data_yaml, lam_dir())
+        if not (lam_dir(params) / "lam_info.json").is_file():
+            raise SystemExit(f"no LAMs in {lam_dir(params)}: run --lams-from <baseline run> first")
+        data_yaml = lam_data_yaml(data_yaml, lam_dir(params))
     cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
     args = dict(section(params, "train"))
     args.pop("device"), args.pop("seed")
@@ -119,15 +128,15 @@ def run(name: str, model: str, sets: dict, src: Path, device: str) -> dict:
            "weights": "best epoch on val", "params_used": {k: section(params, k) for k in
                                                           ("train", "split", "loss", model if model != "baseline"
                                                            else "baseline", "lam")},
-           "machine": machine(), "command": cli()}
-    for part in ("val", "test"):
+           "lams_from": lams_from, "machine": machine(), "command": cli()}
+    for part in ("val", "test") if evaluate else ():
         out[part] = evaluate_detector(res.best, data_yaml, part, args["imgsz"], ev["batch"], ev["conf"], ev["iou"],
                                       device, {**ev["latency"], "runs": 10}, work / f"eval-{part}",
                                       work / f"plots-{part}", validator=LamValidator if lam else None)
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / f"{name}.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps({"run": name, "val_mAP50": out["val"]["mAP50"], "test_mAP50": out["test"]["mAP50"],
-                      "epoch_s": out["epoch_s"]}))
+    print(json.dumps({"run": name, "epoch_s": out["epoch_s"],
+                      **({"val_mAP50": out["val"]["mAP50"], "test_mAP50": out["test"]["mAP50"]} if evaluate else {})}))
     return out
 
 
@@ -136,18 +145,20 @@ def main() -> None:
     ap.add_argument("--run", help="run name (results/neu_cpu/runs/<run>.json)")
     ap.add_argument("--model", choices=["baseline", "dasc", "lagnet"])
     ap.add_argument("--set", nargs="*", default=[], help="dotted.key=value overrides on top of the profile")
-    ap.add_argument("--lams-from", help="make the LAMs of every image from this baseline run")
+    ap.add_argument("--lams-from", help="the baseline run whose LAMs LAGNet reads (made with --make-lams)")
+    ap.add_argument("--make-lams", action="store_true", help="make the LAMs of every image (--lams-from run)")
+    ap.add_argument("--no-eval", action="store_true", help="train only (evaluate later with --evaluate)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--neu", type=Path, default=NEU, help="NEU-DET folder (IMAGES/, ANNOTATIONS/)")
     a = ap.parse_args()
     if not (a.neu / "ANNOTATIONS").is_dir():
         raise SystemExit(f"NEU-DET not found at {a.neu}")
-    if a.lams_from:
-        make_lams(a.lams_from, a.neu, a.device)
-    if a.run:
+    if a.make_lams:
+        make_lams(a.lams_from, parse_sets(a.set), a.neu, a.device)
+    elif a.run:
         if not a.model:
             raise SystemExit("--run needs --model")
-        run(a.run, a.model, parse_sets(a.set), a.neu, a.device)
+        run(a.run, a.model, parse_sets(a.set), a.neu, a.device, a.lams_from, not a.no_eval)
 
 
 if __name__ == "__main__":

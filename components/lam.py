@@ -52,6 +52,30 @@ def fuse_levels(levels: list[torch.Tensor], out_hw: tuple[int, int]) -> torch.Te
     return torch.stack(up).amax(0).clamp(0, 1)
 
 
+NORMALIZE = ("none", "image_max", "quantile")
+
+
+def normalize_confidence(conf: torch.Tensor, mode: str = "none", q: float = 0.99) -> torch.Tensor:
+    """Stretch each ``(H, W)`` map of a ``(B, H, W)`` batch before colour coding (a deviation from
+    eq. 1, ``lam.normalize``): ``none`` keeps the detector's confidence; ``image_max`` divides by
+    the image's highest confidence; ``quantile`` divides by its ``q``-quantile (the k-th largest
+    value, k = ceil((1 - q) H W), so one hot pixel does not set the scale) and clips at 1.
+    An empty map (max 0) stays 0. Plain tensor ops (TopK), so it runs inside the ONNX graph."""
+    if mode == "none":
+        return conf
+    flat = conf.flatten(1)
+    if mode == "image_max":
+        ref = flat.amax(1)
+    elif mode == "quantile":
+        if not 0 < q <= 1:
+            raise ValueError(f"lam.quantile must be in (0, 1], got {q}")
+        k = max(1, int(np.ceil((1 - q) * flat.shape[1] - 1e-9)))
+        ref = flat.topk(k, 1).values[:, -1]
+    else:
+        raise ValueError(f"lam.normalize must be one of {', '.join(NORMALIZE)} (got '{mode}')")
+    return (conf / ref.clamp_min(1e-6)[:, None, None]).clamp(0, 1)
+
+
 def unletterbox(conf: torch.Tensor, orig_hw: tuple[int, int], ratio: float, pad: tuple[float, float]
                 ) -> torch.Tensor:
     """Cut the letterbox padding (``pad`` = left, top) off a ``(B, H_in, W_in)`` map and resize
@@ -92,16 +116,25 @@ class LamMap(nn.Module):
     """Baseline detector -> confidence map -> LAM, for letterboxed RGB batches in [0, 1]:
     ``LAM = alpha * x + beta * JET(round(255 * CSM)) / 255`` (eq. 1, RGB order, in [0, 1])."""
 
-    def __init__(self, detector: nn.Module, alpha: float = 0.5, beta: float = 0.5):
+    def __init__(self, detector: nn.Module, alpha: float = 0.5, beta: float = 0.5, normalize: str = "none",
+                 quantile: float = 0.99):
         super().__init__()
+        if normalize not in NORMALIZE:
+            raise ValueError(f"lam.normalize must be one of {', '.join(NORMALIZE)} (got '{normalize}')")
         self.detector = detector
         self.strides = tuple(int(s) for s in detector.stride)
         self.alpha, self.beta = alpha, beta
+        self.normalize, self.quantile = normalize, quantile
         self.register_buffer("jet_rgb", torch.from_numpy(JET_BGR[:, ::-1].copy()).float() / 255.0)
 
-    def confidence(self, x: torch.Tensor) -> torch.Tensor:
+    def raw_confidence(self, x: torch.Tensor) -> torch.Tensor:
+        """The detector's confidence map at the input resolution (eq. 1's ``sigmoid(CSM)``)."""
         hw = (int(x.shape[-2]), int(x.shape[-1]))
         return fuse_levels(level_confidence(head_output(self.detector(x)), hw, self.strides), hw)
+
+    def confidence(self, x: torch.Tensor) -> torch.Tensor:
+        """The map that is colour coded: the raw confidence, normalised per ``normalize``."""
+        return normalize_confidence(self.raw_confidence(x), self.normalize, self.quantile)
 
     def colour(self, conf: torch.Tensor) -> torch.Tensor:
         idx = torch.round(conf * 255.0).long()                 # (B, H, W) in 0..255
@@ -123,15 +156,18 @@ def _letterbox(img: np.ndarray, imgsz: int):
 def make_lams(detector: nn.Module, images: list[Path], out_dir: Path, imgsz: int, batch: int,
               device: str = "cpu", alpha: float = 0.5, beta: float = 0.5,
               progress: Callable[[int], None] | None = None,
-              boxes: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+              boxes: dict[str, np.ndarray] | None = None, normalize: str = "none",
+              quantile: float = 0.99) -> dict[str, dict]:
     """Write ``out_dir/<stem>.png``, the LAM of each image at the image's own size: the baseline
     runs once per batch on letterboxed inputs, each confidence map is cut out of the letterbox
     and resized back, then blended with the original pixels. Returns ``{image: {"lam": path}}``
-    plus, for images in ``boxes`` (xyxy px), the mean confidence inside / outside the boxes."""
+    plus, for images in ``boxes`` (xyxy px), the LAM's contrast: mean raw confidence
+    (``conf_in``/``conf_out``), normalised confidence (``norm_in``/``norm_out``) and luminance of
+    the JET colour (``jet_in``/``jet_out``, 0..1) inside / outside the boxes."""
     from .lam_data import lam_path
 
     dev = torch.device("cpu" if device == "cpu" else f"cuda:{str(device).split(',')[0]}")
-    lam = LamMap(detector.float().eval(), alpha, beta).to(dev).eval()
+    lam = LamMap(detector.float().eval(), alpha, beta, normalize, quantile).to(dev).eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -148,16 +184,21 @@ def make_lams(detector: nn.Module, images: list[Path], out_dir: Path, imgsz: int
             geo.append((ratio, pad))
         x = torch.from_numpy(np.ascontiguousarray(np.stack(xs))).to(dev).float() / 255.0
         with torch.inference_mode():
-            conf = lam.confidence(x)
-        conf = conf.clamp(0, 1).cpu().numpy()
-        for f, img, c, (ratio, pad) in zip(chunk, origs, conf, geo):
+            raw = lam.raw_confidence(x)
+            conf = normalize_confidence(raw, normalize, quantile)
+        conf, raw = conf.clamp(0, 1).cpu().numpy(), raw.clamp(0, 1).cpu().numpy()
+        for f, img, c, r, (ratio, pad) in zip(chunk, origs, conf, raw, geo):
             m = unletterbox_np(c, img.shape[:2], ratio, pad)
             dst = lam_path(out_dir, f)
             if not cv2.imwrite(str(dst), lam_image(img, m, alpha, beta), PNG_FAST):
                 raise OSError(f"could not write {dst}")
             written[str(f)] = {"lam": dst}
             if boxes is not None and str(f) in boxes:
-                written[str(f)]["conf_in"], written[str(f)]["conf_out"] = box_confidence(m, boxes[str(f)])
+                b = boxes[str(f)]
+                w = written[str(f)]
+                w["conf_in"], w["conf_out"] = box_confidence(unletterbox_np(r, img.shape[:2], ratio, pad), b)
+                w["norm_in"], w["norm_out"] = box_confidence(m, b)
+                w["jet_in"], w["jet_out"] = box_confidence(jet_luminance(m), b)
         if progress is not None:
             progress(len(chunk))
     return written
@@ -200,6 +241,15 @@ def oof_folds(names: list[str], k: int, seed: int) -> list[list[str]]:
     order = sorted(names)
     np.random.default_rng(seed).shuffle(order)
     return [sorted(order[i::k]) for i in range(k)]
+
+
+# luminance (ITU-R BT.601) of each JET colour, 0..1: how bright the heat map is at a confidence
+JET_LUMA = (JET_BGR[:, ::-1].astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0).astype(np.float32)
+
+
+def jet_luminance(conf: np.ndarray) -> np.ndarray:
+    """Luminance of the JET colour of every pixel of a confidence map in [0, 1]."""
+    return JET_LUMA[np.clip(np.rint(conf * 255), 0, 255).astype(np.uint8)]
 
 
 def box_confidence(conf: np.ndarray, boxes: np.ndarray) -> tuple[float, float]:

@@ -83,17 +83,43 @@ def test_dual_backbone_uses_both_inputs_and_all_parameters():
     assert not torch.allclose(a[0], b[0])
 
 
-def test_pan_equations():
-    m = LagPAN(8).eval()
+def test_pan_is_yolov5_pan_with_ultralytics_c3_blocks():
+    # replaces the former test_pan_equations: the neck is now YOLOv5's PAN (concat + C3 after
+    # each merge, P3/P4/P5 = w/2w/4w channels), no longer sums at one width
+    from ultralytics.nn.modules import C3, Conv
+
+    w, d = 8, 2
+    m = LagPAN([16, 24, 40], w, depth=d)
+    assert m.widths == (8, 16, 32)
+    c3s = {name: x for name, x in m.named_children() if isinstance(x, C3)}
+    assert list(c3s) == ["td4", "td3", "bu4", "bu5"]
+    # (in, out) of each C3: after cat(Up(C5'), C4), cat(Up(T4'), C3), cat(Down(P3), T4'), cat(Down(P4), C5')
+    assert {k: (x.cv1.conv.in_channels, x.cv3.conv.out_channels) for k, x in c3s.items()} == {
+        "td4": (16 + 24, 16), "td3": (8 + 16, 8), "bu4": (8 + 8, 16), "bu5": (16 + 16, 32)}
+    for x in c3s.values():
+        assert len(x.m) == d and not any(b.add for b in x.m)      # YOLOv5 head: C3(..., False)
+    for name, k, s, cin, cout in [("lat5", 1, 1, 40, 16), ("lat4", 1, 1, 16, 8),
+                                  ("down3", 3, 2, 8, 8), ("down4", 3, 2, 16, 16)]:
+        conv = getattr(m, name)
+        assert isinstance(conv, Conv)
+        assert (conv.conv.kernel_size, conv.conv.stride) == ((k, k), (s, s))
+        assert (conv.conv.in_channels, conv.conv.out_channels) == (cin, cout)
+
+
+def test_pan_dataflow_shapes_and_gradients():
+    m = LagPAN(8, 8).eval()
     c3, c4, c5 = torch.randn(1, 8, 8, 8), torch.randn(1, 8, 4, 4), torch.randn(1, 8, 2, 2)
     p3, p4, p5 = m([c3, c4, c5])
+    assert [tuple(p.shape) for p in (p3, p4, p5)] == [(1, 8, 8, 8), (1, 16, 4, 4), (1, 32, 2, 2)]
+    up = torch.nn.functional.interpolate
     c5p = m.lat5(c5)
-    c4p = torch.nn.functional.interpolate(c5p, size=(4, 4)) + c4
-    c3p = torch.nn.functional.interpolate(c4p, size=(8, 8)) + c3
-    assert torch.allclose(p3, m.out3(c3p))
-    assert torch.allclose(p4, m.down[0](p3) + c4p)
-    assert torch.allclose(p5, m.down[1](p4) + c5p)
+    t4 = m.lat4(m.td4(torch.cat([up(c5p, size=(4, 4)), c4], 1)))
+    assert torch.allclose(p3, m.td3(torch.cat([up(t4, size=(8, 8)), c3], 1)))
+    assert torch.allclose(p4, m.bu4(torch.cat([m.down3(p3), t4], 1)))
+    assert torch.allclose(p5, m.bu5(torch.cat([m.down4(p4), c5p], 1)))
     _all_grads(m.train(), [c3, c4, c5])
+    with pytest.raises(ValueError, match="depth"):
+        LagPAN(8, 8, depth=0)
 
 
 def test_rgb_only_backbone_projects_each_level():
@@ -162,3 +188,81 @@ def test_lagnet_trains_one_step_with_gradients_everywhere(tmp_path):
     loss.sum().backward()
     missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing[:5]
+
+
+def test_model_neck_is_c3_pan_and_head_takes_per_level_channels(tmp_path):
+    from ultralytics.nn.modules import C3, Detect
+
+    m = _model(width=16, tmp=tmp_path)
+    assert isinstance(m.model[1], LagPAN)
+    assert sum(isinstance(x, C3) for x in m.model[1].modules()) == 4
+    assert all(not isinstance(x, C3) for layer in m.model[2:] for x in layer.modules())
+    assert [s.h.convs[0].in_channels for s in m.model[5:8]] == [16, 32, 64]   # SCEM at P3, P4, P5
+    det = m.model[-1]
+    assert isinstance(det, Detect) and det.f == [5, 6, 7]
+    assert [b[0].conv.in_channels for b in det.cv2] == [16, 32, 64]
+    assert m.stride.tolist() == [8.0, 16.0, 32.0]
+
+
+def test_neck_depth_reaches_the_c3_blocks(tmp_path):
+    from components.models.detect import DefectDetectionModel
+    from components.models.lagnet_yolo import write_lagnet_yaml
+
+    cfg = write_lagnet_yaml(tmp_path, "small", 16, 5, 2, 6, depth=3)
+    m = DefectDetectionModel(str(cfg), nc=6, verbose=False)
+    assert m.yaml["lagnet"]["depth"] == 3
+    assert [len(c.m) for c in (m.model[1].td4, m.model[1].td3, m.model[1].bu4, m.model[1].bu5)] == [3] * 4
+    with pytest.raises(ValueError, match="depth"):
+        write_lagnet_yaml(tmp_path, "small", 16, 5, 2, 6, depth=0)
+
+
+@pytest.mark.parametrize("variant", ["large", "small"])
+def test_paper_widths_give_the_paper_parameter_counts(variant, tmp_path):
+    from components.models.lagnet_yolo import PAPER_PARAMS_M, PAPER_WIDTH
+
+    m = _model(variant, PAPER_WIDTH[variant], tmp=tmp_path)
+    params = sum(p.numel() for p in m.parameters())
+    assert abs(params / 1e6 / PAPER_PARAMS_M[variant] - 1) < 0.10, (variant, params)
+    m.eval()
+    with torch.no_grad():
+        y = m(torch.rand(1, 6, 224, 224))[0]
+    assert y.shape == (1, 4 + 6, 28 * 28 + 14 * 14 + 7 * 7)
+
+
+def test_paper_profile_uses_the_large_paper_width():
+    from pathlib import Path
+
+    import yaml
+
+    from components.models.lagnet_yolo import PAPER_WIDTH
+
+    prof = yaml.safe_load((Path(__file__).parents[1] / "profiles" / "paper-gpu-lagnet.yaml").read_text())
+    assert prof["lagnet.variant"] == "large" and prof["lagnet.width"] == PAPER_WIDTH["large"]
+
+
+@pytest.mark.parametrize("scem", [False, True])
+def test_rgb_only_config_builds_and_runs(scem, tmp_path):
+    from components.models.lagnet_yolo import LagnetToggles
+
+    m = _model(width=16, toggles=LagnetToggles(lam=False, scem=scem), tmp=tmp_path).eval()
+    assert m.yaml["channels"] == 3 and isinstance(m.model[1], LagPAN)
+    with torch.no_grad():
+        y = m(torch.rand(1, 3, 224, 224))[0]
+    assert y.shape == (1, 4 + 6, 28 * 28 + 14 * 14 + 7 * 7)
+
+
+def test_pipeline_export_with_the_c3_neck(tmp_path):
+    # baseline -> LAM -> LAGNet as one ONNX graph (components/lagnet_export.py) on tiny random models
+    import numpy as np
+    from ultralytics.nn.tasks import DetectionModel
+
+    from components.lagnet_export import LagnetPipeline, export_pipeline, pipeline_parity
+
+    torch.manual_seed(0)
+    base = DetectionModel("yolo11n.yaml", nc=6, verbose=False).fuse().eval()
+    lag = _model(width=16, tmp=tmp_path).fuse().eval()
+    pipe = LagnetPipeline(base, lag).eval()
+    onnx_path = export_pipeline(pipe, tmp_path / "pipeline.onnx", 96, 17)
+    r = pipeline_parity(pipe, onnx_path, np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32), conf=0.001)
+    assert r["shape"] == [2, 4 + 6, 12 * 12 + 6 * 6 + 3 * 3]
+    assert r["max_rel_diff"] < 1e-4 and r["same_count"] == 2 and r["unmatched"] == 0

@@ -180,17 +180,18 @@ class CSA(Gated):
     resize back to the input size. ``W_fusion``: 1x1 conv to c.
     ``lambda_s, lambda_g`` start at 1, ``alpha`` at 0.5 (the paper gives no initial values).
     ``weighted=False`` is Table 3's "w/o weighted fusion": plain concatenation (lambdas fixed at 1).
-    ``context="local"`` (not in the paper): the global branch pools a ``local`` x ``local`` window
-    around every pixel (stride 1) instead of the whole map, so it carries spatial context (a 1 x 1
-    pool broadcast back is the same vector at every pixel); exports to ONNX at any input size.
+    ``local=k > 0`` (not in the paper): the global branch pools a ``k`` x ``k`` window around every
+    pixel (stride 1) instead of the whole map, so it carries spatial context (a 1 x 1 pool broadcast
+    back is the same vector at every pixel); exports to ONNX at any input size. (An int, not a
+    name: ultralytics' YAML parser evaluates string arguments.)
     """
 
     def __init__(self, c: int, reduction: int = 4, pool: int = 1, weighted: bool = True, gate: bool = False,
-                 context: str = "global", local: int = 7):
+                 local: int = 0):
         super().__init__()
-        if context not in ("global", "local"):
-            raise ValueError(f"CSA context must be 'global' or 'local', got '{context}'")
-        self.context, self.local = context, local
+        if local < 0 or (local and local % 2 == 0):
+            raise ValueError(f"CSA local window must be 0 (global) or odd, got {local}")
+        self.local = int(local)
         cr = max(1, c // reduction)
         self.small = nn.Sequential(Conv(c, cr, 1), DWConv(cr, cr, 3), Conv(cr, c, 1))
         self.pool = pool
@@ -208,7 +209,7 @@ class CSA(Gated):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fs = self.small(x)
-        if self.context == "local":
+        if self.local:
             fg = self.glob(F.avg_pool2d(x, self.local, 1, self.local // 2, count_include_pad=False))
         else:
             fg = self.glob(F.adaptive_avg_pool2d(x, self.pool))

@@ -37,6 +37,7 @@ NECK_OUTPUTS = (16, 19, 22)
 CSA_MODES = ("off", "weighted", "unweighted")
 GATES = ("none", "zero")
 CSA_CONTEXTS = ("global", "local")
+CSA_LOCAL = 7                           # window of csa_context: local
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def dasc_yolo_cfg(scale: str, nc: int, toggles: DascToggles) -> dict:
             after[i].append([-1, 1, "SCConv", [ch[i], 16, 0.5, 0.5, 2, gate]])
     for i in NECK_OUTPUTS:
         if toggles.csa != "off":
-            after[i].append([-1, 1, "CSA", [ch[i], 4, 1, toggles.csa == "weighted", gate, toggles.csa_context]])
+            after[i].append([-1, 1, "CSA", [ch[i], 4, 1, toggles.csa == "weighted", gate,
+                                              CSA_LOCAL if toggles.csa_context == "local" else 0]])
         if toggles.protonet_k:
             after[i].append([-1, 1, "ProtoNet", [ch[i], toggles.protonet_k, 4, 0.1, 0.1, gate]])
 

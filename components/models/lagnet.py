@@ -1,8 +1,10 @@
 """LAGNet blocks (``../shared/papers/lagnet.md``), one block per class.
 
 Dual-branch MobileNetV3 backbone (torchvision, ``weights=None``: nothing is downloaded), LGB
-fusion at C3/C4/C5, the PAN neck of eqs (4)-(5) and SCEM after P3/P4/P5. The spatial and
-channel attentions are CBAM's (``components/models/dasc.py``), as LAGNet names no other.
+fusion at C3/C4/C5, the PAN neck of eqs (4)-(5) as YOLOv5's (ultralytics' ``C3`` blocks; P3 /
+P4 / P5 = ``width`` / 2 ``width`` / 4 ``width`` channels, ``depth`` C3 repeats) and SCEM after
+P3/P4/P5. The spatial and channel attentions are CBAM's (``components/models/dasc.py``), as
+LAGNet names no other.
 ``components/models/lagnet_yolo.py`` wires them into an ultralytics detection model (YAML),
 ``MobileNetV3Features`` is the single-branch (RGB only, "w/o LAM") backbone of Table 4.
 """
@@ -13,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
-from ultralytics.nn.modules import Conv
+from ultralytics.nn.modules import C3, Conv
 
 from .dasc import ChannelGate, SpatialGate
 
@@ -133,23 +135,54 @@ class DualMobileNetV3(nn.Module):
         return [g(a, b) for g, a, b in zip(self.lgb, r, m)]
 
 
-class LagPAN(nn.Module):
-    """LAGNet's top-down + bottom-up neck, eqs (4)-(5), all levels ``c`` channels:
-    ``C5' = Conv1x1(C5)``, ``C_i' = Up(C_{i+1}') + C_i``; ``P3 = Conv1x1(C3')``,
-    ``P_i = Down(P_{i-1}) + C_i'`` (Down: 3x3 stride-2 conv)."""
+def pan_widths(width: int) -> tuple[int, int, int]:
+    """Neck channels of P3, P4, P5 from one base ``width`` (= P3): YOLOv5's 1 : 2 : 4 ladder
+    (YOLOv5-L: 256 / 512 / 1024)."""
+    return width, 2 * width, 4 * width
 
-    def __init__(self, c: int):
+
+class LagPAN(nn.Module):
+    """LAGNet's top-down + bottom-up neck, eqs (4)-(5), built as YOLOv5's PAN (the paper's
+    baseline; ``(+)`` in the equations = channel concat followed by a C3 block). ultralytics'
+    own ``C3`` (CSP bottleneck, ``shortcut=False`` as in YOLOv5's head) and ``Conv``:
+
+    top-down   ``C5' = Conv1x1(C5)``                               (-> w4)
+               ``T4  = C3(cat(Up(C5'), C4))``, ``T4' = Conv1x1(T4)``   (-> w4, -> w3)
+               ``P3  = C3(cat(Up(T4'), C3))``                          (-> w3)
+    bottom-up  ``P4  = C3(cat(Down(P3), T4'))``                        (-> w4)
+               ``P5  = C3(cat(Down(P4), C5'))``                        (-> w5)
+
+    (Up: nearest to the skip's size; Down: 3x3 stride-2 Conv; comments: yolov5l.yaml head layers.)
+
+    ``c_in``: the backbone's C3/C4/C5 channels (one int for all three, or three ints);
+    ``width``: P3 channels, P4 = 2 x width, P5 = 4 x width (``pan_widths``); ``depth``: bottleneck
+    repeats ``n`` in each of the four C3 blocks (YOLOv5: 3 x depth multiple, L = 3, S = 1).
+    Output: ``[P3, P4, P5]`` at the input strides, ``width``, ``2 width``, ``4 width`` channels."""
+
+    def __init__(self, c_in: int | list[int] | tuple[int, int, int], width: int, depth: int = 1):
         super().__init__()
-        self.lat5 = Conv(c, c, 1)
-        self.out3 = Conv(c, c, 1)
-        self.down = nn.ModuleList([Conv(c, c, 3, 2), Conv(c, c, 3, 2)])
+        i3, i4, i5 = (c_in,) * 3 if isinstance(c_in, int) else c_in
+        w3, w4, w5 = self.widths = pan_widths(width)
+        if depth < 1:
+            raise ValueError(f"LagPAN depth (C3 repeats) must be >= 1, got {depth}")
+        self.lat5 = Conv(i5, w4, 1)                       # YOLOv5 head layer 10
+        self.td4 = C3(w4 + i4, w4, depth, shortcut=False)  # 13
+        self.lat4 = Conv(w4, w3, 1)                       # 14
+        self.td3 = C3(w3 + i3, w3, depth, shortcut=False)  # 17: P3
+        self.down3 = Conv(w3, w3, 3, 2)                   # 18
+        self.bu4 = C3(2 * w3, w4, depth, shortcut=False)   # 20: P4
+        self.down4 = Conv(w4, w4, 3, 2)                   # 21
+        self.bu5 = C3(2 * w4, w5, depth, shortcut=False)   # 23: P5
+
+    @staticmethod
+    def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=like.shape[-2:], mode="nearest")
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         c3, c4, c5 = feats
         c5p = self.lat5(c5)
-        c4p = F.interpolate(c5p, size=c4.shape[-2:], mode="nearest") + c4
-        c3p = F.interpolate(c4p, size=c3.shape[-2:], mode="nearest") + c3
-        p3 = self.out3(c3p)
-        p4 = self.down[0](p3) + c4p
-        p5 = self.down[1](p4) + c5p
+        t4 = self.lat4(self.td4(torch.cat([self._up(c5p, c4), c4], 1)))
+        p3 = self.td3(torch.cat([self._up(t4, c3), c3], 1))
+        p4 = self.bu4(torch.cat([self.down3(p3), t4], 1))
+        p5 = self.bu5(torch.cat([self.down4(p4), c5p], 1))
         return [p3, p4, p5]
