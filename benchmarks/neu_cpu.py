@@ -85,8 +85,8 @@ def make_lams(baseline_run: str, sets: dict, src: Path, device: str) -> dict:
     weights = WORK / baseline_run / "train" / "weights" / "best.pt"
     t = time.time()
     made = write_lams(YOLO(str(weights)).model, list(paths.values()), lam_dir(params),
-                      section(params, "train.imgsz"), lam["batch"], device, None, boxes=boxes,
-                      normalize=lam["normalize"], quantile=lam["quantile"], alpha=lam["alpha"], beta=lam["beta"])
+                      section(params, "train.imgsz"), lam["batch"], device, lam["alpha"], lam["beta"], None,
+                      boxes, lam["normalize"], lam["quantile"])
     keys = ("conf_in", "conf_out", "norm_in", "norm_out", "jet_in", "jet_out")
     stats = {part: {k: round(float(np.nanmean([made[str(paths[n])][k] for n in split[part]])), 4) for k in keys}
              for part in ("train", "val", "test")}
