@@ -6,7 +6,10 @@ Outputs, all plain files so DVC and MLflow can both take them:
 * ``metrics`` dict (DVC metrics JSON): mAP50, mAP50-95, precision, recall, F1, per-class AP50,
   params, GFLOPs, latency/FPS with batch size, image size, device and threads stated;
 * ``pr_curve.csv`` (recall, precision: mean over classes) and ``per_class_ap.csv`` (DVC plots);
-* ultralytics' PNG plots (PR/F1/P/R curves, confusion matrix, predictions) for MLflow/DVC.
+* ultralytics' PNG plots (PR/F1/P/R curves, confusion matrix, predictions) for MLflow/DVC;
+* ``predictions.npz``: per test image, the statistics ultralytics matched its predictions with
+  (``tp`` over 10 IoU thresholds, ``conf``, ``pred_cls``; the image's ``target_cls``), for the
+  paired bootstrap of one detector's gain over another (``components.bootstrap``).
 """
 
 from __future__ import annotations
@@ -15,14 +18,20 @@ import csv
 import shutil
 import time
 from copy import deepcopy
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 from ultralytics.utils.torch_utils import get_cpu_info, get_flops, get_num_params
 
+from .bootstrap import ImageStats, map50
 from .yolo import YOLO
+
+PREDICTIONS = "predictions.npz"          # per-image stats, beside ultralytics' plots in the report dir
+KEPT = ("tp", "conf", "pred_cls", "target_cls")
 
 
 def f1(p: float, r: float) -> float:
@@ -74,12 +83,60 @@ def measure_latency(model: torch.nn.Module, imgsz: int, batch: int, runs: int, w
             "latency_input_channels": int(x.shape[1])}
 
 
+class KeepStatsMixin:
+    """Put before a ``DetectionValidator`` (subclass): also keeps, per image and in validation
+    order, the stats ultralytics' ``update_metrics`` hands to ``DetMetrics.update_stats`` (one
+    dict per image; ultralytics clears its own copy after computing the metrics)."""
+
+    def init_metrics(self, model: torch.nn.Module) -> None:
+        super().init_metrics(model)
+        self.kept_images: list[str] = []
+        self.kept_stats: list[dict[str, np.ndarray]] = []
+
+    def update_metrics(self, preds: list[dict[str, torch.Tensor]], batch: dict[str, Any]) -> None:
+        before = len(self.metrics.stats["tp"])
+        super().update_metrics(preds, batch)
+        added = self.metrics.stats
+        if len(added["tp"]) - before != len(preds):
+            raise RuntimeError(f"ultralytics added {len(added['tp']) - before} stats for {len(preds)} images")
+        self.kept_images += [Path(batch["im_file"][si]).name for si in range(len(preds))]
+        self.kept_stats += [{k: added[k][before + si] for k in KEPT} for si in range(len(preds))]
+
+    def image_stats(self) -> ImageStats:
+        return ImageStats.from_images(self.kept_images, self.kept_stats)
+
+
+@lru_cache(maxsize=None)
+def keep_stats(validator: type | None = None) -> type:
+    """``validator`` (a ``DetectionValidator`` subclass, e.g. ``LamValidator``; None: ultralytics'
+    own) with ``KeepStatsMixin`` in front."""
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    base = validator or DetectionValidator
+    if not issubclass(base, DetectionValidator):
+        raise TypeError(f"{base.__name__} is not a DetectionValidator subclass")
+    return type(f"Keep{base.__name__}", (KeepStatsMixin, base), {})
+
+
+def validate_keeping_stats(yolo: YOLO, validator: type | None = None, **val_args) -> tuple[Any, ImageStats]:
+    """``yolo.val(**val_args)`` with ``validator`` (see ``keep_stats``): its metrics and the
+    per-image stats, checked to reproduce ultralytics' mAP50."""
+    validators = []
+    yolo.add_callback("on_val_end", validators.append)
+    res = yolo.val(validator=keep_stats(validator), **val_args)
+    stats = validators[-1].image_stats()
+    if abs(map50(stats) - float(res.box.map50)) > 1e-9:
+        raise RuntimeError(f"kept per-image stats give mAP50 {map50(stats):.6f}, ultralytics {res.box.map50:.6f}")
+    return res, stats
+
+
 def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, conf: float,
                       iou: float, device: str, latency: dict, out_dir: Path, plots_dir: Path,
                       validator=None) -> dict:
     """Validate ``weights`` on ``split`` of ``data_yaml``: ultralytics' PNG plots go to ``out_dir``,
     the CSV plot data (DVC plots) to ``plots_dir``. ``validator``: a ``DetectionValidator``
-    subclass (LAGNet: ``LamValidator``), else ultralytics' own."""
+    subclass (LAGNet: ``LamValidator``), else ultralytics' own. The per-image stats go to
+    ``out_dir/predictions.npz``."""
     out_dir, plots_dir = Path(out_dir).resolve(), Path(plots_dir).resolve()
     for d in (out_dir, plots_dir):
         if d.exists():
@@ -87,9 +144,10 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
     plots_dir.mkdir(parents=True)
     yolo = YOLO(str(weights))
     names = yolo.names
-    res = yolo.val(validator=validator, data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou,
-                   device=device, plots=True, project=str(out_dir.parent), name=out_dir.name,
-                   exist_ok=True, verbose=False)
+    res, stats = validate_keeping_stats(yolo, validator, data=str(data_yaml), split=split, imgsz=imgsz, batch=batch,
+                                        conf=conf, iou=iou, device=device, plots=True, project=str(out_dir.parent),
+                                        name=out_dir.name, exist_ok=True, verbose=False)
+    stats.save(out_dir / PREDICTIONS)
     box = res.box
     p, r = float(box.mp), float(box.mr)
     per_class = {names[i]: 0.0 for i in range(len(names))}

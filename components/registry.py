@@ -1,7 +1,8 @@
 """MLflow model registry: ONNX model versions of ``defect-detector`` and the aliases that serve them.
 
 Everything goes through MLflow's public API (``mlflow.onnx.log_model``, ``register_model``,
-``MlflowClient.set_registered_model_alias``). The gate is one pure function (``decide``); the
+``MlflowClient.set_registered_model_alias``). The gate is one pure function (``decide``: by a
+fixed ``margin``, or by the paired-bootstrap interval of the mAP50 gain, ``components.bootstrap``); the
 alias update is serialised by a lock so two promotions at once cannot interleave their
 read-compare-write (``registry_lock``: a file lock beside the local store; with a tracking
 *server*, point ``promote.lock_file`` at a path every promoting machine shares).
@@ -17,6 +18,7 @@ from typing import Iterator
 import numpy as np
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+GATES = ("margin", "bootstrap")
 
 
 @dataclass(frozen=True)
@@ -26,18 +28,33 @@ class Decision:
     champion: float | None
     margin: float
     reason: str
+    gate: str = "margin"
+    gain: dict | None = None   # bootstrap gate: components.bootstrap.paired_bootstrap(champion, candidate)
 
 
-def decide(candidate: float, champion: float | None, margin: float) -> Decision:
-    """``champion`` when there is none yet or the candidate beats it by at least ``margin`` on
-    the same test images, else ``challenger``."""
+def decide(candidate: float, champion: float | None, margin: float, gate: str = "margin",
+           gain: dict | None = None) -> Decision:
+    """``champion`` when there is none yet, or when the candidate beats the champion on the same
+    test images: by at least ``margin`` (``gate="margin"``), or with the lower bound of the
+    paired-bootstrap 95 % interval of its mAP50 gain (``gain``) above 0 (``gate="bootstrap"``);
+    else ``challenger``."""
+    if gate not in GATES:
+        raise ValueError(f"promote.gate must be one of {', '.join(GATES)}, got {gate!r}")
     if champion is None:
-        return Decision(CHAMPION, candidate, None, margin, "no champion yet")
+        return Decision(CHAMPION, candidate, None, margin, "no champion yet", gate, gain)
+    if gate == "bootstrap":
+        if gain is None:
+            raise ValueError("the bootstrap gate needs the paired-bootstrap gain over the champion")
+        lo, hi = gain["ci95"]
+        interval = f"mAP50 gain {gain['mAP50']:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] ({gain['resamples']} resamples)"
+        if lo > 0:
+            return Decision(CHAMPION, candidate, champion, margin, f"{interval}: lower bound > 0", gate, gain)
+        return Decision(CHALLENGER, candidate, champion, margin, f"{interval}: lower bound <= 0", gate, gain)
     if candidate >= champion + margin:
         return Decision(CHAMPION, candidate, champion, margin,
-                        f"{candidate:.4f} >= champion {champion:.4f} + margin {margin}")
+                        f"{candidate:.4f} >= champion {champion:.4f} + margin {margin}", gate, gain)
     return Decision(CHALLENGER, candidate, champion, margin,
-                    f"{candidate:.4f} < champion {champion:.4f} + margin {margin}")
+                    f"{candidate:.4f} < champion {champion:.4f} + margin {margin}", gate, gain)
 
 
 @contextmanager

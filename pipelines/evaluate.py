@@ -1,15 +1,18 @@
-"""Evaluation flows (DVC stages ``evaluate@<model>``): test-split metrics, plots, speed."""
+"""Evaluation flows (DVC stages ``evaluate@<model>``): test-split metrics, plots, speed, and for
+every detector but the baseline its mAP50 gain over the baseline with a paired-bootstrap 95 %
+interval (``gain_vs_baseline``, from both detectors' per-image stats on the same test images)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
+from components.bootstrap import ImageStats, paired_bootstrap
 from components.config import section
 from components.data.views import load_split, write_yolo_data_yaml
-from components.evaluate import evaluate_detector
+from components.evaluate import PREDICTIONS, evaluate_detector
 
 from .train import model_data_yaml, uses_lam
 from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, numeric, read_params, split_file, stage_run
@@ -23,6 +26,14 @@ def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: 
     return evaluate_detector(Path(weights), Path(data_yaml), cfg["split"], imgsz, cfg["batch"],
                              cfg["conf"], cfg["iou"], cfg["device"], cfg["latency"], Path(out_dir),
                              Path(plots_dir), validator=LamValidator if lam else None)
+
+
+@task(name="gain-vs-baseline", **COMPUTE)
+def gain_task(baseline_stats: str, model_stats: str, resamples: int, seed: int) -> dict:
+    """mAP50 gain of the model over the baseline, paired bootstrap over the test images."""
+    gain = paired_bootstrap(ImageStats.load(baseline_stats), ImageStats.load(model_stats), resamples, seed)
+    return {**gain, **{k: round(gain[k], 4) for k in ("mAP50", "mAP50_a", "mAP50_b")},
+            "ci95": [round(v, 4) for v in gain["ci95"]]}
 
 
 @flow(name="evaluate")
@@ -39,6 +50,9 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
     plots_dir = Path(section(params, "paths.plots")) / model
     report_dir = Path(section(params, "paths.reports")) / model
     cfg = section(params, "evaluate")
+    baseline_stats = Path(section(params, "paths.reports")) / "baseline" / PREDICTIONS
+    if model != "baseline" and not baseline_stats.is_file():
+        raise FileNotFoundError(f"{baseline_stats} not found: run `dvc repro evaluate@baseline` first")
     with stage_run(f"evaluate:{model}", params, ["evaluate", "data.name", "split"], dataset_hash(ds),
                    {"model": model, "train_run_id": train_info["mlflow_run_id"]}) as run:
         work = Path(section(params, "paths.work")) / f"evaluate-{model}"
@@ -46,9 +60,18 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
         metrics = evaluate_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], str(report_dir),
                                 str(plots_dir), uses_lam(model, params))
         metrics["model"] = model
+        logged = numeric(metrics, "test.")
+        if model != "baseline":
+            boot = cfg["bootstrap"]
+            gain = gain_task(str(baseline_stats), str(report_dir / PREDICTIONS), boot["resamples"], boot["seed"])
+            metrics["gain_vs_baseline"] = gain
+            logged.update(gain_vs_baseline_mAP50=gain["mAP50"], gain_ci95_lo=gain["ci95"][0],
+                          gain_ci95_hi=gain["ci95"][1])
+            get_run_logger().info("%s mAP50 gain over the baseline: %+.4f, 95%% CI [%+.4f, %+.4f] (%d resamples)",
+                                  model, gain["mAP50"], *gain["ci95"], gain["resamples"])
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
         metrics_file.write_text(json.dumps(metrics, indent=2))
-        log_outputs(run, metrics=numeric(metrics, "test."),
+        log_outputs(run, metrics=logged,
                     artifacts=[(str(metrics_file), None), (str(plots_dir), "plots"),
                                (str(report_dir), "plots")])
     return metrics

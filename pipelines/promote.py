@@ -10,7 +10,10 @@
    version of ``promote.registered_model`` tagged with dataset hash, git commit, params hash,
    metrics and the source model.
 5. Under the registry lock: re-score the current ``champion`` on the same test split and move
-   ``champion`` to the new version only if it wins by ``promote.margin``; else it becomes
+   ``champion`` to the new version only if it wins (``promote.gate``): by ``promote.margin``
+   (``margin``), or with the lower bound of the paired-bootstrap 95 % interval of its mAP50
+   gain over the re-scored champion above 0 (``bootstrap``; both ONNX scorings keep their
+   per-image stats, ``evaluate.bootstrap`` sets resamples and seed); else it becomes
    ``challenger``. The decision is a version tag and ``reports/promotion.json``.
 """
 
@@ -22,11 +25,12 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from components.bootstrap import ImageStats, paired_bootstrap
 from components.config import git_commit, params_hash, section
 from components.data.views import load_split, write_yolo_data_yaml
 from components.export import letterbox_batch
-from components.registry import (CHAMPION, alias_version, client, decide, download_onnx, log_onnx_model, register,
-                                 registry_lock, set_alias)
+from components.registry import (CHAMPION, GATES, alias_version, client, decide, download_onnx, log_onnx_model,
+                                 register, registry_lock, set_alias)
 from components.tracking import tracking_uri
 
 from .common import COMPUTE, TRANSIENT, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
@@ -41,14 +45,28 @@ def choose(metrics: dict[str, dict], metric: str) -> str:
 
 
 @task(name="onnx-test-score", **COMPUTE)
-def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, split: str) -> dict:
+def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, split: str, keep: str | None = None) -> dict:
+    """Test metrics of an ONNX file; ``keep``: also write its per-image stats there (``.npz``)."""
+    from components.evaluate import validate_keeping_stats
     from components.yolo import YOLO
 
+    args = dict(data=data_yaml, split=split, imgsz=imgsz, batch=1, device="cpu", rect=False, plots=False,
+                verbose=False)
     with tempfile.TemporaryDirectory() as tmp:
-        res = YOLO(onnx_path, task="detect").val(data=data_yaml, split=split, imgsz=imgsz, batch=1, device="cpu", rect=False,
-                                                 plots=False, verbose=False, project=tmp, name="val")
+        yolo = YOLO(onnx_path, task="detect")
+        if keep:
+            res, stats = validate_keeping_stats(yolo, None, **args, project=tmp, name="val")
+            stats.save(keep)
+        else:
+            res = yolo.val(**args, project=tmp, name="val")
     return {"mAP50": float(res.box.map50), "mAP50-95": float(res.box.map), "precision": float(res.box.mp),
             "recall": float(res.box.mr)}
+
+
+@task(name="paired-bootstrap", **COMPUTE)
+def bootstrap_gain(champion_stats: str, candidate_stats: str, resamples: int, seed: int) -> dict:
+    """mAP50 gain of the candidate over the re-scored champion, paired bootstrap over the test images."""
+    return paired_bootstrap(ImageStats.load(champion_stats), ImageStats.load(candidate_stats), resamples, seed)
 
 
 @task(name="register-onnx", **TRANSIENT)
@@ -65,6 +83,12 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
     log = get_run_logger()
     cfg = section(params, "promote")
     metric = cfg["metric"]
+    gate = cfg.get("gate", "margin")
+    if gate not in GATES:
+        raise ValueError(f"promote.gate must be one of {', '.join(GATES)}, got {gate!r}")
+    if gate == "bootstrap" and metric != "mAP50":
+        raise ValueError(f"promote.gate bootstrap compares mAP50: set promote.metric to mAP50, not {metric}")
+    boot = section(params, "evaluate.bootstrap") if gate == "bootstrap" else None
     mdir = Path(section(params, "paths.metrics"))
     metrics = {m: json.loads((mdir / f"{m}.json").read_text()) for m in cfg["candidates"]
                if (mdir / f"{m}.json").is_file()}
@@ -79,11 +103,15 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
     split = load_split(split_file(params))
     data_yaml = write_yolo_data_yaml(ds, split, Path(section(params, "paths.work")) / "promote")
     out = Path(section(params, "paths.reports")) / "promotion.json"
-    with stage_run("promote", params, ["promote", "export", "evaluate.split"], dataset_hash(ds),
-                   {"candidate": best, "train_run_id": info["mlflow_run_id"]}) as run:
+    used = ["promote", "export", "evaluate.split"] + (["evaluate.bootstrap"] if boot else [])
+    with (stage_run("promote", params, used, dataset_hash(ds),
+                    {"candidate": best, "train_run_id": info["mlflow_run_id"]}) as run,
+          tempfile.TemporaryDirectory() as kept):
+        # the bootstrap gate pairs both ONNX scorings image by image: they keep their per-image stats
+        keep = {k: str(Path(kept) / f"{k}.npz") if boot else None for k in ("candidate", "champion")}
         exported = export_flow(best, params_file)                 # raises on a failed parity check
         onnx_path = exported["onnx"]
-        cand = onnx_score(onnx_path, str(data_yaml), imgsz, split_name)
+        cand = onnx_score(onnx_path, str(data_yaml), imgsz, split_name, keep["candidate"])
         tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),
                 "params_hash": params_hash({k: section(params, k) for k in ("train", "loss", best)}),
                 "train_run_id": info["mlflow_run_id"], "imgsz": imgsz,
@@ -92,22 +120,27 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
         version = register_task(uri, run.run_id, onnx_path, str(image), imgsz, name, tags)
         with registry_lock(cfg["lock_file"]):
             champ = alias_version(uri, name, CHAMPION)
-            champ_score = None
+            champ_score = gain = None
             if champ is not None:
                 with tempfile.TemporaryDirectory() as tmp:
                     champ_onnx = download_onnx(uri, f"models:/{name}/{champ.version}", tmp)
                     champ_imgsz = int(champ.tags.get("imgsz", imgsz))
-                    champ_score = onnx_score(str(champ_onnx), str(data_yaml), champ_imgsz, split_name)[metric]
-            d = decide(cand[metric], champ_score, cfg["margin"])
+                    champ_score = onnx_score(str(champ_onnx), str(data_yaml), champ_imgsz, split_name,
+                                             keep["champion"])[metric]
+                if boot:
+                    gain = bootstrap_gain(keep["champion"], keep["candidate"], boot["resamples"], boot["seed"])
+            d = decide(cand[metric], champ_score, cfg["margin"], gate, gain)
             set_alias(uri, name, d.alias, version)
             client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
         result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
                   "candidate": cand, "champion_before": None if champ is None else str(champ.version),
-                  "champion_score": champ_score, "margin": cfg["margin"], "onnx": onnx_path,
-                  "parity": {k: v for k, v in exported.items() if k != "onnx"}}
+                  "champion_score": champ_score, "gate": gate, "margin": cfg["margin"], "gain": gain,
+                  "onnx": onnx_path, "parity": {k: v for k, v in exported.items() if k != "onnx"}}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
-        log_outputs(run, metrics={f"test.{k}": v for k, v in cand.items()},
-                    artifacts=[(str(out), None)], tags={"registered_version": version, "alias": d.alias})
+        tags = {"registered_version": version, "alias": d.alias, "gate": gate}
+        if gain is not None:
+            tags.update(gain_mAP50=round(gain["mAP50"], 4), gain_ci95=f"[{gain['ci95'][0]:.4f}, {gain['ci95'][1]:.4f}]")
+        log_outputs(run, metrics={f"test.{k}": v for k, v in cand.items()}, artifacts=[(str(out), None)], tags=tags)
         log.info("%s v%s -> %s (%s)", name, version, d.alias, d.reason)
     return result
