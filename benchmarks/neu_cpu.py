@@ -5,7 +5,8 @@ to ``benchmarks/results/neu_cpu/runs/<run>.json``; ``--table`` renders ``results
     python -m benchmarks.neu_cpu --run dasc-gate --model dasc --set dasc.gate=zero
     python -m benchmarks.neu_cpu --lams-from baseline               # LAMs of every image
     python -m benchmarks.neu_cpu --run lagnet_s --model lagnet --set lagnet.lam_norm=image_max
-    python -m benchmarks.neu_cpu --table
+    python -m benchmarks.neu_cpu --evaluate --run baseline --model baseline --trained-on "..." --train-csv F
+    python -m benchmarks.neu_cpu --table baseline=RUN dasc=RUN lagnet_s=RUN
 
 Protocol: params.yaml + ``profiles/neu-cpu.yaml`` (+ ``--set`` overrides, recorded in the run):
 NEU-DET from ``../shared/datasets/neu-det``, 8:2 stratified train:test split (seed 0) with a
@@ -140,6 +141,58 @@ def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: st
     return out
 
 
+def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | None, trained_on: str,
+                 train_csv: Path | None) -> dict:
+    """Evaluate ``name``'s best weights (trained here or on another machine) on val and test; the
+    per-image test stats (for the paired bootstrap) go to ``runs/<name>-test.npz``."""
+    import csv
+    import shutil
+
+    from components.evaluate import PREDICTIONS, evaluate_detector
+    from components.lam_data import LamValidator, lam_data_yaml, served_lam_validator
+
+    params = protocol_params(sets)
+    params["lam"]["baseline_run"] = lams_from
+    ds, split = dataset(params, src)
+    work = WORK / name
+    weights = work / "train" / "weights" / "best.pt"
+    if not weights.is_file():
+        raise SystemExit(f"{weights} missing")
+    data_yaml = write_yolo_data_yaml(ds, split, work / "data")
+    lam = uses_lam(model, params)
+    if lam:
+        data_yaml = lam_data_yaml(data_yaml, lam_dir(params))
+    ev = section(params, "evaluate")
+    out = {"run": name, "model": model, "overrides": sets, "lams_from": lams_from, "trained_on": trained_on,
+           "weights": "best epoch on val", "machine": machine(), "command": cli()}
+    if train_csv and train_csv.is_file():
+        rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(train_csv.open())]
+        out.update(epochs_run=len(rows), train_seconds=round(float(rows[-1]["time"]), 1),
+                   epoch_s=round(float(rows[-1]["time"]) / len(rows), 2))
+        shutil.copy(train_csv, RUNS / f"{name}-results.csv") if train_csv.resolve() != (
+            RUNS / f"{name}-results.csv").resolve() else None
+    validator = None
+    if lam:     # score what is served: the LAM computed in the graph from the RGB batch
+        g = section(params, "lam")
+        validator = served_lam_validator(WORK / lams_from / "train" / "weights" / "best.pt", g["alpha"], g["beta"],
+                                         g["normalize"], g["quantile"])
+        out["lam_source"] = "in-graph (as served)"
+    for part in ("val", "test"):
+        out[part] = evaluate_detector(weights, data_yaml, part, section(params, "train.imgsz"), ev["batch"],
+                                      ev["conf"], ev["iou"], "cpu", ev["latency"], work / f"eval-{part}",
+                                      work / f"plots-{part}", validator=validator)
+    if lam:     # the same weights on the LAM files (the training path), for the skew
+        out["test_on_lam_files"] = evaluate_detector(weights, data_yaml, "test", section(params, "train.imgsz"),
+                                                     ev["batch"], ev["conf"], ev["iou"], "cpu", ev["latency"],
+                                                     work / "eval-test-files", work / "plots-test-files",
+                                                     validator=LamValidator)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(work / "eval-test" / PREDICTIONS, RUNS / f"{name}-test.npz")
+    (RUNS / f"{name}.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps({"run": name, "val_mAP50": out["val"]["mAP50"], "test_mAP50": out["test"]["mAP50"]}))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="run name (results/neu_cpu/runs/<run>.json)")
@@ -148,12 +201,21 @@ def main() -> None:
     ap.add_argument("--lams-from", help="the baseline run whose LAMs LAGNet reads (made with --make-lams)")
     ap.add_argument("--make-lams", action="store_true", help="make the LAMs of every image (--lams-from run)")
     ap.add_argument("--no-eval", action="store_true", help="train only (evaluate later with --evaluate)")
+    ap.add_argument("--evaluate", action="store_true", help="evaluate --run's best weights on val and test")
+    ap.add_argument("--trained-on", default="this machine", help="where --evaluate's weights were trained")
+    ap.add_argument("--train-csv", type=Path, help="--evaluate: the run's ultralytics results.csv")
+    ap.add_argument("--table", nargs="*", metavar="ROLE=RUN", help="baseline=RUN dasc=RUN lagnet_s=RUN")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--neu", type=Path, default=NEU, help="NEU-DET folder (IMAGES/, ANNOTATIONS/)")
     a = ap.parse_args()
-    if not (a.neu / "ANNOTATIONS").is_dir():
+    if a.table is None and not (a.neu / "ANNOTATIONS").is_dir():
         raise SystemExit(f"NEU-DET not found at {a.neu}")
-    if a.make_lams:
+    if a.table is not None:
+        from .neu_cpu_table import table
+        table(dict(x.split("=", 1) for x in a.table))
+    elif a.evaluate:
+        evaluate_run(a.run, a.model, parse_sets(a.set), a.neu, a.lams_from, a.trained_on, a.train_csv)
+    elif a.make_lams:
         make_lams(a.lams_from, parse_sets(a.set), a.neu, a.device)
     elif a.run:
         if not a.model:

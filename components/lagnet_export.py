@@ -10,7 +10,9 @@ on it); the batch is dynamic.
 
 The LAM inside the graph is blended at the network's input resolution, the training LAMs were
 blended at the image's own resolution and then letterboxed: the two differ by interpolation
-order only (``benchmarks/lam_throughput.py`` and the tests measure the effect on boxes).
+order only. ``evaluate lagnet`` scores the served path (``lam_data.ServedLamValidator`` computes
+the LAM of every validation batch with this same ``LamMap``), so its figures are the exported
+model's; ``benchmarks/neu_cpu.py --served-check`` measures files vs served boxes on NEU-DET.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from .lam import LamMap, head_output
 class LagnetPipeline(nn.Module):
     """``baseline`` (3-channel YOLO) + ``lagnet`` (6-channel LAGNet): RGB in, detections out."""
 
-    def __init__(self, baseline: nn.Module, lagnet: nn.Module, alpha: float = 0.5, beta: float = 0.5):
+    def __init__(self, baseline: nn.Module, lagnet: nn.Module, alpha: float = 0.5, beta: float = 0.5,
+                 normalize: str = "none", quantile: float = 0.99):
         super().__init__()
-        self.lam = LamMap(baseline, alpha, beta)
+        self.lam = LamMap(baseline, alpha, beta, normalize, quantile)
         self.lagnet = lagnet
         self.stride = lagnet.stride
         self.names = getattr(lagnet, "names", None)
@@ -41,13 +44,13 @@ class LagnetPipeline(nn.Module):
 
 
 def load_pipeline(baseline_weights: str | Path, lagnet_weights: str | Path, alpha: float = 0.5,
-                  beta: float = 0.5) -> LagnetPipeline:
+                  beta: float = 0.5, normalize: str = "none", quantile: float = 0.99) -> LagnetPipeline:
     """Both checkpoints, fused (Conv+BN) and in eval mode, as one module."""
     from .yolo import YOLO
 
     base = YOLO(str(baseline_weights)).model.float().fuse().eval()
     lag = YOLO(str(lagnet_weights)).model.float().fuse().eval()
-    return LagnetPipeline(base, lag, alpha, beta).eval()
+    return LagnetPipeline(base, lag, alpha, beta, normalize, quantile).eval()
 
 
 def export_pipeline(pipe: LagnetPipeline, out: str | Path, imgsz: int, opset: int) -> Path:

@@ -133,6 +133,39 @@ class LamValidator(DetectionValidator):
                                  fraction=fraction)
 
 
+class ServedLamValidator(LamValidator):
+    """``LamValidator`` that scores what is served: the LAM channels of every batch are replaced by
+    the LAM the one-graph model computes (``components.lam.LamMap``: the baseline on the same
+    letterboxed RGB batch, at the network's input resolution, normalised and JET-coded as
+    configured), so ``evaluate lagnet`` measures the exported pipeline, not the LAM files. Use
+    ``served_lam_validator`` to bind the baseline."""
+
+    lam_map = None                                  # a components.lam.LamMap, bound by the factory
+
+    def preprocess(self, batch):
+        import torch
+
+        batch = super().preprocess(batch)
+        img = batch["img"]
+        rgb = img[:, :3]
+        lam_map = self.lam_map.to(img.device)
+        with torch.inference_mode():
+            lam = lam_map(rgb.float()).to(img.dtype)
+        batch["img"] = torch.cat([rgb, lam], 1)
+        return batch
+
+
+def served_lam_validator(baseline_weights: str | Path, alpha: float = 0.5, beta: float = 0.5,
+                         normalize: str = "none", quantile: float = 0.99) -> type[ServedLamValidator]:
+    """A ``ServedLamValidator`` class whose LAMs come from ``baseline_weights`` (fused, eval)."""
+    from .lam import LamMap
+    from .yolo import YOLO
+
+    base = YOLO(str(baseline_weights)).model.float().fuse().eval()
+    lam_map = LamMap(base, alpha, beta, normalize, quantile).eval()
+    return type("ServedLamValidator", (ServedLamValidator,), {"lam_map": lam_map, "__module__": __name__})
+
+
 class LamTrainerMixin:
     """Put before a ``DetectionTrainer`` subclass: RGB + LAM datasets and ``LamValidator``."""
 

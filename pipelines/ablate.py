@@ -130,8 +130,10 @@ def ablate_lagnet_flow(rows: list[str] | None = None, epochs: int | None = None,
                        dataset_hash(ds), tags) as run:
             info = train_task(str(model_yaml), str(data_yaml), str(row_dir / "train"), train_args, device,
                               seed, iou_loss, run, toggles.lam)
+            served = {**section(params, "lam"), "baseline": str(Path(section(params, "paths.models")) / "baseline"
+                                                                / "weights" / "best.pt")} if toggles.lam else None
             m = evaluate_task(info["best"], str(data_yaml), ev, train_args["imgsz"], str(row_dir / "eval"),
-                              str(row_dir / "eval-plots"), toggles.lam)
+                              str(row_dir / "eval-plots"), served)
             log_outputs(run, metrics=numeric(m, "test."))
         results[row] = {"lam": toggles.lam, "scem": toggles.scem, "k": k, "n": n, "metrics": m,
                         "mlflow_run_id": run.run_id, "paper_mAP": paper}

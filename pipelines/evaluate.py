@@ -20,12 +20,18 @@ from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, numeric, re
 
 @task(name="evaluate-detector", **COMPUTE)
 def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: str, plots_dir: str,
-                  lam: bool = False) -> dict:
-    from components.lam_data import LamValidator
+                  lam: dict | None = None) -> dict:
+    """``lam``: for LAGNet, the LAM params plus ``baseline`` (weights): the LAM of every test batch is
+    computed in the graph from the RGB image, as the served one-graph model does."""
+    validator = None
+    if lam:
+        from components.lam_data import served_lam_validator
 
+        validator = served_lam_validator(lam["baseline"], lam["alpha"], lam["beta"], lam["normalize"],
+                                         lam["quantile"])
     return evaluate_detector(Path(weights), Path(data_yaml), cfg["split"], imgsz, cfg["batch"],
                              cfg["conf"], cfg["iou"], cfg["device"], cfg["latency"], Path(out_dir),
-                             Path(plots_dir), validator=LamValidator if lam else None)
+                             Path(plots_dir), validator=validator)
 
 
 @task(name="gain-vs-baseline", **COMPUTE)
@@ -53,12 +59,18 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
     baseline_stats = Path(section(params, "paths.reports")) / "baseline" / PREDICTIONS
     if model != "baseline" and not baseline_stats.is_file():
         raise FileNotFoundError(f"{baseline_stats} not found: run `dvc repro evaluate@baseline` first")
-    with stage_run(f"evaluate:{model}", params, ["evaluate", "data.name", "split"], dataset_hash(ds),
+    used = ["evaluate", "data.name", "split"] + (["lam"] if uses_lam(model, params) else [])
+    with stage_run(f"evaluate:{model}", params, used, dataset_hash(ds),
                    {"model": model, "train_run_id": train_info["mlflow_run_id"]}) as run:
         work = Path(section(params, "paths.work")) / f"evaluate-{model}"
         data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work))
+        lam = None
+        if uses_lam(model, params):
+            lam = {**section(params, "lam"),
+                   "baseline": str(Path(section(params, "paths.models")) / "baseline" / "weights" / "best.pt")}
         metrics = evaluate_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], str(report_dir),
-                                str(plots_dir), uses_lam(model, params))
+                                str(plots_dir), lam)
+        metrics["lam_source"] = "in-graph (as served)" if lam else None
         metrics["model"] = model
         logged = numeric(metrics, "test.")
         if model != "baseline":

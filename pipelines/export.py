@@ -40,7 +40,7 @@ def lagnet_export_task(baseline: str, weights: str, out: str, imgsz: int, cfg: d
                        images: list[str]) -> dict:
     from components.lagnet_export import export_pipeline, load_pipeline, pipeline_parity
 
-    pipe = load_pipeline(baseline, weights, lam["alpha"], lam["beta"])
+    pipe = load_pipeline(baseline, weights, lam["alpha"], lam["beta"], lam["normalize"], lam["quantile"])
     path = export_pipeline(pipe, out, imgsz, cfg["opset"])
     return {"onnx": str(path), **pipeline_parity(pipe, path, letterbox_batch(images, imgsz))}
 

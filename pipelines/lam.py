@@ -41,6 +41,9 @@ def lam_dir(params: dict) -> Path:
     return Path(section(params, "paths.lams")) / section(params, "data.name")
 
 
+CONTRAST = ("conf_in", "conf_out", "norm_in", "norm_out", "jet_in", "jet_out")
+
+
 @task(name="make-lams", **COMPUTE)
 def lam_task(weights: str, images: list[str], out_dir: str, imgsz: int, cfg: dict,
              boxes: dict[str, list]) -> dict:
@@ -49,7 +52,8 @@ def lam_task(weights: str, images: list[str], out_dir: str, imgsz: int, cfg: dic
     model = YOLO(weights).model
     with tqdm(total=len(images), desc=f"LAMs ({Path(weights).parent.parent.name})", unit="img") as bar:
         return make_lams(model, [Path(p) for p in images], Path(out_dir), imgsz, cfg["batch"], cfg["device"],
-                         cfg["alpha"], cfg["beta"], bar.update, {k: np.asarray(v) for k, v in boxes.items()})
+                         cfg["alpha"], cfg["beta"], bar.update, {k: np.asarray(v) for k, v in boxes.items()},
+                         cfg["normalize"], cfg["quantile"])
 
 
 @task(name="train-fold-baseline", **COMPUTE)
@@ -112,12 +116,12 @@ def lam_flow(params_file: str = "params.yaml") -> dict:
         stats = {}
         for s in SPLITS:
             rows = [made[path_of[n]] for n in split[s] if "conf_in" in made[path_of[n]]]
-            if rows:
+            if rows:   # the LAM's contrast: raw / normalised confidence and JET luminance, in vs out of boxes
                 stats[s] = {"images": len(split[s]),
-                            "conf_in": round(float(np.nanmean([r["conf_in"] for r in rows])), 4),
-                            "conf_out": round(float(np.nanmean([r["conf_out"] for r in rows])), 4)}
+                            **{k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in CONTRAST}}
         info = {"mode": cfg["mode"], "folds": cfg["folds"] if cfg["mode"] == "out_of_fold" else None,
                 "images": len(made), "imgsz": imgsz, "alpha": cfg["alpha"], "beta": cfg["beta"],
+                "normalize": cfg["normalize"], "quantile": cfg["quantile"],
                 "baseline_weights": str(weights), "baseline_run_id": base_info["mlflow_run_id"],
                 "seconds": round(seconds, 1), "per_split": stats}
         (tmp / "lam_info.json").write_text(json.dumps(info, indent=1))
@@ -132,9 +136,10 @@ def lam_flow(params_file: str = "params.yaml") -> dict:
         grid = lam_grid(samples, report / "lam_grid.png") if samples else None
         metrics = {"images": len(made), "seconds": seconds, "images_per_s": len(made) / max(seconds, 1e-9)}
         for s, v in stats.items():
-            metrics[f"conf_in.{s}"], metrics[f"conf_out.{s}"] = v["conf_in"], v["conf_out"]
+            metrics.update({f"{k}.{s}": v[k] for k in CONTRAST})
         log_outputs(run, metrics=metrics, artifacts=[(str(out / "lam_info.json"), None)] +
                     ([(str(grid), "plots")] if grid else []))
         for s, v in stats.items():
-            log.info("LAM %s: mean confidence %.3f inside boxes, %.3f outside", s, v["conf_in"], v["conf_out"])
+            log.info("LAM %s: mean confidence %.3f inside boxes, %.3f outside; JET luminance %.3f vs %.3f",
+                     s, v["conf_in"], v["conf_out"], v["jet_in"], v["jet_out"])
     return info

@@ -139,3 +139,57 @@ def test_opencv_unletterbox_equals_the_torch_one():
     b = unletterbox_np(conf[0].numpy(), (100, 200), 0.8, (0.0, 40.0))
     assert a.shape == b.shape == (100, 200)
     assert np.abs(a - b).max() < 1e-4
+
+
+def test_normalize_confidence_against_hand_computed_values():
+    from components.lam import normalize_confidence
+
+    conf = torch.tensor([[[0.0, 0.1], [0.2, 0.4]], [[0.0, 0.0], [0.0, 0.0]]])
+    assert normalize_confidence(conf, "none") is conf
+    got = normalize_confidence(conf, "image_max")
+    assert got[0].flatten().tolist() == pytest.approx([0.0, 0.25, 0.5, 1.0])
+    assert got[1].abs().sum().item() == 0.0                   # an empty map stays empty
+    # 100 values 0.00..0.99; q = 0.95 -> k = ceil(0.05 * 100) = 5th largest = 0.95
+    ramp = (torch.arange(100.0) / 100).reshape(1, 10, 10)
+    got = normalize_confidence(ramp, "quantile", 0.95).flatten()
+    assert got[19].item() == pytest.approx(0.19 / 0.95) and got[95:].tolist() == [1.0] * 5
+    with pytest.raises(ValueError, match="normalize"):
+        normalize_confidence(conf, "softmax")
+
+
+@pytest.mark.parametrize("normalize", ["none", "image_max"])
+def test_lam_file_equals_the_in_graph_lam(tmp_path, normalize):
+    """The LAM file the training path reads and the LAM the served graph computes are the same
+    map (normalised, coded and blended in the same order) up to the file's 8-bit rounding."""
+    from components.lam import LamMap, make_lams
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((64, 64, 3)) * 120).astype(np.uint8)
+    img[16:40, 8:56] += 120                                   # a bright band: high confidence there
+    f = tmp_path / "im.png"
+    cv2.imwrite(str(f), img)
+    made = make_lams(_LevelZeroBrightness(), [f], tmp_path / "lams", 64, 1, normalize=normalize)
+    from_file = cv2.imread(str(made[str(f)]["lam"]))[..., ::-1].transpose(2, 0, 1) / 255.0
+    x = torch.from_numpy(img[..., ::-1].transpose(2, 0, 1).copy()).float()[None] / 255.0
+    in_graph = LamMap(_LevelZeroBrightness(), normalize=normalize)(x)[0].numpy()
+    assert np.abs(from_file - in_graph).max() <= 0.5 / 255 + 1e-6
+    if normalize == "image_max":                              # the stretch reached the colour coding
+        lm = LamMap(_LevelZeroBrightness(), normalize=normalize)
+        assert lm.confidence(x).max().item() == pytest.approx(1.0) and lm.raw_confidence(x).max().item() < 0.9
+
+
+def test_served_validator_feeds_lagnet_what_the_pipeline_feeds_it():
+    from types import SimpleNamespace
+
+    from components.lam import LamMap
+    from components.lam_data import ServedLamValidator
+
+    cls = type("V", (ServedLamValidator,), {"lam_map": LamMap(_LevelZeroBrightness(), normalize="image_max")})
+    v = object.__new__(cls)
+    v.device, v.args = torch.device("cpu"), SimpleNamespace(quantize=32, half=False)
+    rgb = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    stale = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)       # whatever the LAM files said
+    out = v.preprocess({"img": torch.cat([rgb, stale], 1)})["img"]
+    x = rgb.float() / 255
+    expected = torch.cat([x, LamMap(_LevelZeroBrightness(), normalize="image_max")(x)], 1)
+    assert torch.equal(out, expected)

@@ -1,0 +1,127 @@
+"""``results/neu_cpu.{json,md}`` from the evaluated runs of ``benchmarks/neu_cpu.py``: every
+detector beside the baseline with its test mAP50 gain and a paired-bootstrap 95 % interval (2000
+resamples of the 360 test images, ultralytics' AP per resample), params, GFLOPs, CPU FPS
+measured back to back in this process (so the ratios are fair), and the papers' figures.
+
+    python -m benchmarks.neu_cpu --table baseline=base-mosaic dasc=dasc-gate-local lagnet_s=cpu-lagnet-s \\
+        control=base-s1-mosaic
+``control``: the baseline trained with another seed, the same comparison: how large a "gain"
+training noise alone makes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from .common import RESULTS, cli, machine, write
+from .neu_cpu import PROFILE, RUNS, WORK
+
+CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+NAMES = {"baseline": "YOLO11n (ours)", "dasc": "DASC-YOLO-n (ours)", "lagnet_s": "LAGNet-s (ours)",
+         "control": "YOLO11n, seed 1 (control)"}
+# dasc-yolo.md Table 4 (NEU-DET; large models, 640 px, the paper's protocol) and Table 3 (n scale,
+# its leather set: params, FPS); lagnet.md Table 1 (NEU-DET, 640 px, 500 epochs, RTX 4090)
+PAPERS = {
+    "YOLO11 (DASC-YOLO paper, Table 4)": {"mAP50": 75.6, "crazing": 49.8, "inclusion": 76.7, "patches": 93.7,
+                                          "pitted_surface": 85.2, "rolled-in_scale": 64.3, "scratches": 84.2},
+    "DASC-YOLO (paper, Table 4)": {"mAP50": 79.2, "crazing": 55.7, "inclusion": 79.6, "patches": 94.9,
+                                   "pitted_surface": 84.9, "rolled-in_scale": 68.5, "scratches": 91.8,
+                                   "params_M": 3.02, "fps": 70.3},
+    "YOLOv5 (LAGNet paper, Table 1)": {"mAP50": 76.2, "crazing": 38.4, "inclusion": 82.0, "patches": 94.8,
+                                       "pitted_surface": 83.3, "rolled-in_scale": 64.5, "scratches": 94.0,
+                                       "params_M": 46.1, "fps": 109.3},
+    "LAGNet-s (paper, Table 1)": {"mAP50": 84.9, "crazing": 63.6, "inclusion": 85.3, "patches": 94.4,
+                                  "pitted_surface": 90.9, "rolled-in_scale": 80.5, "scratches": 95.5,
+                                  "params_M": 8.9, "fps": 73.6},
+}
+TARGETS = {"dasc": 0.691, "lagnet_s": 0.733}      # issue 10 (CPU protocol)
+
+
+def _fps(runs: dict[str, dict]) -> dict[str, dict]:
+    """CPU latency of every detector, one after the other in this process, 1 torch thread, batch 1;
+    LAGNet also as the served graph (baseline -> LAM -> LAGNet)."""
+    import torch
+
+    from components.evaluate import measure_latency
+    from components.lagnet_export import load_pipeline
+    from components.yolo import YOLO
+
+    torch.set_num_threads(1)
+    imgsz = yaml.safe_load(PROFILE.read_text())["train.imgsz"]
+    out = {}
+    for role, r in runs.items():
+        w = WORK / r["run"] / "train" / "weights" / "best.pt"
+        model = YOLO(str(w)).model.float().fuse().eval()
+        out[role] = measure_latency(model, imgsz, 1, 50, 10, "cpu")
+        if r["model"] == "lagnet":
+            base = WORK / r["lams_from"] / "train" / "weights" / "best.pt"
+            pipe = load_pipeline(base, w).eval()
+            out[role + "_pipeline"] = measure_latency(pipe, imgsz, 1, 50, 10, "cpu")
+    return out
+
+
+def table(roles: dict[str, str]) -> Path:
+    from components.bootstrap import ImageStats, paired_bootstrap
+
+    if "baseline" not in roles:
+        raise SystemExit("--table needs baseline=RUN")
+    runs = {role: json.loads((RUNS / f"{run}.json").read_text()) for role, run in roles.items()}
+    stats = {role: ImageStats.load(RUNS / f"{run}-test.npz") for role, run in roles.items()}
+    fps = _fps(runs)
+    profile = yaml.safe_load(PROFILE.read_text())
+    models = {}
+    for role, r in runs.items():
+        t = r["test"]
+        m = {"run": r["run"], "trained_on": r["trained_on"], "overrides": r["overrides"],
+             "mAP50": t["mAP50"], "mAP50-95": t["mAP50-95"], "precision": t["precision"], "recall": t["recall"],
+             "val_mAP50": r["val"]["mAP50"], "per_class_ap50": t["per_class_AP50"], "params": t["params"],
+             "gflops": t["GFLOPs"], "gflops_at_imgsz": t["GFLOPs_at_imgsz"], "fps": fps[role]["fps"],
+             "fps_setting": f"CPU, batch 1, {fps[role]['latency_threads']} thread, eager PyTorch, fused",
+             "epoch_s": r.get("epoch_s"), "epochs_run": r.get("epochs_run")}
+        if role + "_pipeline" in fps:
+            m["fps_served_pipeline"] = fps[role + "_pipeline"]["fps"]
+        if role != "baseline":
+            g = paired_bootstrap(stats["baseline"], stats[role], 2000, 0)
+            m["gain_vs_baseline"] = {"mAP50": round(g["mAP50"], 4), "ci95": [round(v, 4) for v in g["ci95"]],
+                                     "p_le_0": round(g["p_le_0"], 4), "resamples": g["resamples"],
+                                     "images": g["images"]}
+        models[role] = m
+    protocol = {"dataset": "NEU-DET", "split": "8:2", "val": "10 % of the images, carved from the training part",
+                "seed": profile["split.seed"], "imgsz": profile["train.imgsz"], "epochs": profile["train.epochs"],
+                "profile": {k: v for k, v in profile.items() if k.startswith(("train.", "split.", "lagnet."))},
+                "weights": "best epoch on val; test used for nothing but these figures",
+                "test_images": len(stats["baseline"])}
+    commands = [r["command"] for r in runs.values()] + [cli()]
+    payload = {"protocol": protocol, "models": models, "papers": PAPERS, "targets_mAP50": TARGETS,
+               "fps_detail": fps, "machine": machine(), "commands": commands, "command": "; ".join(commands)}
+    rows = []
+    for role, m in models.items():
+        g = m.get("gain_vs_baseline")
+        rows.append({"model": NAMES.get(role, role), "mAP50": round(100 * m["mAP50"], 1),
+                     "gain vs baseline [95 % CI]": (f"{100 * g['mAP50']:+.1f} [{100 * g['ci95'][0]:+.1f}, "
+                                                    f"{100 * g['ci95'][1]:+.1f}]") if g else "",
+                     "val mAP50": round(100 * m["val_mAP50"], 1), "mAP50-95": round(100 * m["mAP50-95"], 1),
+                     **{c: round(100 * m["per_class_ap50"][c], 1) for c in CLASSES},
+                     "params": f"{m['params'] / 1e6:.2f}M", "GFLOPs@640": m["gflops"],
+                     "FPS (CPU b1)": m["fps"] if "fps_served_pipeline" not in m else
+                     f"{m['fps']} ({m['fps_served_pipeline']} with LAM)",
+                     "epoch s": m["epoch_s"], "trained on": m["trained_on"]})
+    for name, p in PAPERS.items():
+        rows.append({"model": name, "mAP50": p["mAP50"], **{c: p[c] for c in CLASSES},
+                     "params": f"{p['params_M']}M" if "params_M" in p else "", "FPS (CPU b1)":
+                     f"{p['fps']} (GPU)" if "fps" in p else ""})
+    cols = ["model", "mAP50", "gain vs baseline [95 % CI]", "val mAP50", "mAP50-95", *CLASSES, "params",
+            "GFLOPs@640", "FPS (CPU b1)", "epoch s", "trained on"]
+    notes = (f"Notes: test AP50 in % on {protocol['test_images']} test images, best epoch on the validation "
+             "images. Gain: paired bootstrap of the test images (2000 resamples, ultralytics' AP recomputed per "
+             "resample); an interval containing 0 is no evidence of a gain. The control row is the baseline "
+             "trained with seed 1: the gain training noise alone produces. Paper rows: 640 px, their own "
+             "protocols and (DASC-YOLO Table 4) large models; their FPS are GPU figures.")
+    write("neu_cpu", payload, rows, cols,
+          f"NEU-DET, CPU protocol (imgsz {protocol['imgsz']}, {protocol['epochs']} epochs, seed 0, 8:2)", notes)
+    md = RESULTS / "neu_cpu.md"
+    print(md.read_text())
+    return md
