@@ -193,6 +193,63 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
     return out
 
 
+def served_check(name: str, lams_from: str, sets: dict, src: Path, conf: float = 0.25,
+                 limit: int | None = None) -> dict:
+    """On every NEU-DET test image: the exported one-graph model (ONNX Runtime) vs the PyTorch
+    pipeline it was exported from (what ``evaluate lagnet`` scores), and the served LAM vs the LAM
+    files the model was trained on, both as boxes after NMS at ``conf`` (same count per image,
+    matched IoU). Written to ``runs/<name>-served.json``."""
+    import numpy as np
+    import torch
+    from ultralytics.data.augment import LetterBox
+    from ultralytics.utils.nms import non_max_suppression
+
+    from components.export import letterbox_batch
+    from components.lagnet_export import box_agreement, export_pipeline, load_pipeline, pipeline_parity
+    from components.lam_data import lam_path
+
+    params = protocol_params(sets)
+    params["lam"]["baseline_run"] = lams_from
+    ds, split = dataset(params, src)
+    m = load_manifest(ds)
+    path_of = {e["name"]: str(ds / e["image"]) for e in m["images"]}
+    images = [path_of[n] for n in split["test"]][:limit]
+    imgsz, g = section(params, "train.imgsz"), section(params, "lam")
+    pipe = load_pipeline(WORK / lams_from / "train" / "weights" / "best.pt",
+                         WORK / name / "train" / "weights" / "best.pt", g["alpha"], g["beta"], g["normalize"],
+                         g["quantile"])
+    onnx_path = export_pipeline(pipe, WORK / name / "pipeline.onnx", imgsz, section(params, "export.opset"))
+    import cv2
+
+    lb = LetterBox((imgsz, imgsz), auto=False)
+    out = {"run": name, "images": len(images), "conf": conf, "imgsz": imgsz, "onnx_vs_pytorch": None}
+    parities, served, files = [], [], []
+    for i in range(0, len(images), 32):
+        chunk = images[i:i + 32]
+        x = letterbox_batch(chunk, imgsz)
+        parities.append(pipeline_parity(pipe, onnx_path, x, conf=conf))
+        lams = np.stack([lb(image=cv2.imread(str(lam_path(lam_dir(params), p))))[..., ::-1].transpose(2, 0, 1)
+                         for p in chunk]).astype(np.float32) / 255.0
+        with torch.inference_mode():
+            xt = torch.from_numpy(x)
+            served += non_max_suppression(pipe(xt), conf, 0.7)
+            y = pipe.lagnet(torch.cat([xt, torch.from_numpy(lams)], 1))
+            files += non_max_suppression(y[0] if isinstance(y, (list, tuple)) else y, conf, 0.7)
+    n = sum(p["images"] for p in parities)
+    ious = [p["min_matched_iou"] for p in parities if p["min_matched_iou"] is not None]
+    out["onnx_vs_pytorch"] = {"images": n, "same_count": sum(p["same_count"] for p in parities),
+                              "boxes": sum(p["boxes"] for p in parities),
+                              "unmatched": sum(p["unmatched"] for p in parities),
+                              "min_matched_iou": min(ious) if ious else None,
+                              "max_rel_diff": max(p["max_rel_diff"] for p in parities),
+                              "provider": parities[0]["provider"]}
+    out["served_vs_lam_files"] = box_agreement(served, files)
+    out["command"] = cli()
+    (RUNS / f"{name}-served.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="run name (results/neu_cpu/runs/<run>.json)")
@@ -205,6 +262,8 @@ def main() -> None:
     ap.add_argument("--trained-on", default="this machine", help="where --evaluate's weights were trained")
     ap.add_argument("--train-csv", type=Path, help="--evaluate: the run's ultralytics results.csv")
     ap.add_argument("--table", nargs="*", metavar="ROLE=RUN", help="baseline=RUN dasc=RUN lagnet_s=RUN")
+    ap.add_argument("--served-check", action="store_true",
+                    help="LAGNet --run: ONNX one-graph vs PyTorch pipeline, served vs file LAMs, all test images")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--neu", type=Path, default=NEU, help="NEU-DET folder (IMAGES/, ANNOTATIONS/)")
     a = ap.parse_args()
@@ -213,6 +272,8 @@ def main() -> None:
     if a.table is not None:
         from .neu_cpu_table import table
         table(dict(x.split("=", 1) for x in a.table))
+    elif a.served_check:
+        served_check(a.run, a.lams_from, parse_sets(a.set), a.neu)
     elif a.evaluate:
         evaluate_run(a.run, a.model, parse_sets(a.set), a.neu, a.lams_from, a.trained_on, a.train_csv)
     elif a.make_lams:

@@ -1,0 +1,103 @@
+"""The ledger of every NEU-DET CPU-protocol attempt (issue 10): what changed, its figures, and
+whether it was kept. Figures are read from the files the runs wrote (ultralytics' results.csv of
+every run, complete or cut off; ``runs/<run>.json`` of the evaluated ones); only the change and the
+decision are written here.
+
+    python -m benchmarks.neu_cpu_attempts      # -> results/neu_cpu/attempts.{md,json}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from components.report import write_table
+
+from .common import RESULTS, cli
+from .neu_cpu import RUNS
+
+DEVICE = RESULTS / "neu_cpu" / "device"
+# (label, results.csv, evaluated run or None, planned epochs, change, decision)
+ATTEMPTS = [
+    ("base-s0", "call1/base-s0.results.csv", "base-s0", 60,
+     "YOLO11n, no mosaic (the protocol measured before this issue), seed 0", "reference"),
+    ("base-s1", "call1/base-s1.results.csv", "base-s1", 60,
+     "the same, seed 1", "reference: seed-to-seed spread"),
+    ("base-mosaic", "call1/base-mosaic.results.csv", "base-mosaic", 60,
+     "mosaic 1.0, closed for the last 10 epochs (ultralytics' default, both papers use it)",
+     "kept for every detector (chosen on val); the protocol baseline"),
+    ("base-s1-mosaic", "call2/base-s1.results.csv", "base-s1-mosaic", 60,
+     "protocol baseline, seed 1", "control: the gain training noise alone makes"),
+    ("dasc-paper (call 1)", None, None, 60, "DASC-YOLO-n, the paper's blocks",
+     "failed at build: string YAML args are evaluated by ultralytics' parser (fixed: int args)"),
+    ("dasc-gate-local (call 1)", "call1/dasc-gate-local.results.csv", None, 60,
+     "zero-gated blocks + CSA local context, no mosaic",
+     "valid model (the 'local' string survives ultralytics' parser), but without mosaic and cut off by the "
+     "call's time limit; superseded by the call 2 run"),
+    ("dasc-paper", "call2/dasc-paper.results.csv", None, 60, "DASC-YOLO-n, the paper's blocks, protocol",
+     "cut off by the device time limit at the last logged epoch; no weights"),
+    ("dasc-gate", "call2/dasc-gate.results.csv", None, 60,
+     "zero-initialised residual gate on every inserted block (network starts as YOLO11)",
+     "cut off by the device time limit; no weights"),
+    ("dasc-gate-local", "call2/dasc-gate-local.results.csv", "dasc-gate-local", 60,
+     "zero gates + CSA global branch pooled over a 7x7 window (spatial context)",
+     "complete; not ahead of the baseline (see neu_cpu.md): not made the default"),
+    ("base-e36", "call3/base-e36.results.csv", "base-e36", 36, "protocol baseline, 36 epochs",
+     "reference for the 36-epoch comparisons"),
+    ("lag-none-e36", "call3/lag-none-e36.results.csv", None, 36, "LAGNet-s, LAM eq. (1) (normalize none)",
+     "cut off by the device time limit; compared with image_max at the same epoch"),
+    ("lag-imax-e36", "call3/lag-imax-e36.results.csv", None, 36, "LAGNet-s, LAM normalize image_max",
+     "cut off at the same point; no difference to none at equal epochs: default stays none (the paper's)"),
+    ("cpu-dasc-paper-e36", "cpu-dasc-paper-e36", "cpu-dasc-paper-e36", 36, "DASC-YOLO-n paper blocks, 36 epochs, CPU",
+     "36-epoch comparison with base-e36"),
+    ("cpu-lagnet-s-e36", "cpu-lagnet-s-e36", "cpu-lagnet-s-e36", 36, "LAGNet-s (C3 neck, width 48), 36 epochs, CPU",
+     "36-epoch comparison with base-e36"),
+]
+
+
+# pairs cut off at different epochs are compared at the last epoch both logged
+COMPARE_AT = {"lag-none-e36": 31, "lag-imax-e36": 31}
+
+
+def _curve(path: Path) -> list[float]:
+    rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(path.open())]
+    return [float(r["metrics/mAP50(B)"]) for r in rows]
+
+
+def main() -> None:
+    rows, payload = [], {"attempts": [], "command": cli()}
+    for label, csv_rel, run, planned, change, decision in ATTEMPTS:
+        csv_path = DEVICE / csv_rel if csv_rel and csv_rel.endswith(".csv") else (
+            RUNS / f"{csv_rel}-results.csv" if csv_rel else None)
+        curve = _curve(csv_path) if csv_path and csv_path.is_file() else []
+        ev = json.loads((RUNS / f"{run}.json").read_text()) if run and (RUNS / f"{run}.json").is_file() else None
+        if csv_rel and not curve and not ev:
+            continue                                            # not run (yet)
+        rec = {"attempt": label, "change": change, "decision": decision, "epochs_logged": len(curve),
+               "epochs_planned": planned, "last_val_mAP50": round(curve[-1], 4) if curve else None,
+               "val_mAP50": ev["val"]["mAP50"] if ev else None, "test_mAP50": ev["test"]["mAP50"] if ev else None,
+               "source": str(csv_path.relative_to(RESULTS)) if curve else None}
+        at = COMPARE_AT.get(label)
+        if at and len(curve) >= at:
+            rec[f"val_mAP50_epoch{at}"] = round(curve[at - 1], 4)
+        payload["attempts"].append(rec)
+        rows.append({"attempt": label, "change": change,
+                     "epochs": f"{len(curve)}/{planned}" if curve else f"0/{planned}",
+                     "val mAP50 (last logged epoch)": round(100 * curve[-1], 1) if curve else "",
+                     "val mAP50 at a common epoch": (f"{100 * curve[at - 1]:.1f} (epoch {at})"
+                                                     if at and len(curve) >= at else ""),
+                     "val mAP50 (best.pt)": round(100 * ev["val"]["mAP50"], 1) if ev else "",
+                     "test mAP50": round(100 * ev["test"]["mAP50"], 1) if ev else "", "decision": decision})
+    cols = ["attempt", "change", "epochs", "val mAP50 (last logged epoch)", "val mAP50 at a common epoch",
+            "val mAP50 (best.pt)", "test mAP50",
+            "decision"]
+    md, _ = write_table(RESULTS / "neu_cpu" / "attempts", "NEU-DET CPU protocol: every attempt",
+                        f"Command: `{cli()}`. Validation: 180 images carved from the training part; test: 360 "
+                        "images, used for no decision. Runs marked 'cut off' stopped at the device's time "
+                        "limit: their last logged epoch is shown for the record only.", rows, cols, payload)
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()
