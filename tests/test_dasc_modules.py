@@ -124,3 +124,46 @@ def test_protonet_similarity_is_cosine_over_tau():
     fore, back = m.masks(x)
     assert torch.allclose(back, s.softmax(1)[:, :1], atol=1e-6)
     assert s.abs().max() <= 1 / 0.1 + 1e-4               # |cosine| <= 1
+
+
+def test_zero_gated_dasc_yolo_starts_as_the_yolo11_it_extends():
+    """dasc.gate=zero: with YOLO11n's weights copied into the shared layers, DASC-YOLO-n's output
+    equals YOLO11n's exactly (every inserted block is the identity at init); without the gate the
+    paper's blocks change it."""
+    from components.models.dasc_yolo import DascToggles, dasc_yolo_cfg
+    from components.models.detect import DefectDetectionModel
+
+    inserted = (ResCBAM, CBAM, SCConv, CSA, ProtoNet)
+    def head_inputs(model, x):           # the P3/P4/P5 features Detect receives
+        got = []
+        h = model.model[-1].register_forward_pre_hook(lambda m, inp: got.append([t.clone() for t in inp[0]]))
+        with torch.no_grad():
+            model(x)
+        h.remove()
+        return got[0]
+
+    torch.manual_seed(0)
+    base = DefectDetectionModel("yolo11n.yaml", nc=6, verbose=False).eval()
+    x = torch.rand(1, 3, 128, 128)
+    ref = head_inputs(base, x)
+    for gate, same in (("zero", True), ("none", False)):
+        dasc = DefectDetectionModel(dasc_yolo_cfg("n", 6, DascToggles(gate=gate, csa_context="local")), nc=6,
+                                    verbose=False).eval()
+        shared = [m for m in dasc.model if not isinstance(m, inserted)]
+        assert len(shared) == len(base.model)
+        for a, b in zip(shared, base.model):
+            a.load_state_dict(b.state_dict())
+        out = head_inputs(dasc, x)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out, ref)) is same
+
+
+def test_csa_local_context_varies_over_space_and_global_does_not():
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 12, 12)
+    for local, varies in ((0, False), (7, True)):
+        m = CSA(16, local=local).eval()
+        fg = m.glob(torch.nn.functional.avg_pool2d(x, 7, 1, 3, count_include_pad=False)) if local else \
+            m.glob(torch.nn.functional.adaptive_avg_pool2d(x, 1)).expand(-1, -1, 12, 12)
+        assert (fg.flatten(2).std(2).max().item() > 1e-4) is varies
+    with pytest.raises(ValueError, match="odd"):
+        CSA(16, local=4)
