@@ -108,7 +108,8 @@ def _lam(a: argparse.Namespace) -> int:
     info = lam_flow(a.params)
     print(f"LAMs ({info['mode']}): {info['images']} images in {info['seconds']} s")
     for s, v in info["per_split"].items():
-        print(f"  {s}: mean confidence {v['conf_in']} inside boxes, {v['conf_out']} outside")
+        print(f"  {s}: mean confidence {v['conf_in']} inside boxes, {v['conf_out']} outside; "
+              f"JET luminance {v['jet_in']} vs {v['jet_out']}")
     return 0
 
 
@@ -116,7 +117,8 @@ def _tune(a: argparse.Namespace) -> int:
     from .tune import tune_flow
 
     r = tune_flow(a.model, a.trials, a.params)
-    print(f"{r['study']}: best val mAP50 {r['best_value']:.4f} (trial {r['best_trial']}) with {r['overrides']}; "
+    print(f"{r['study']}: best val mAP50 {r['best_value']:.4f} (trial {r['best_trial']}, {r['best_params']}); "
+          f"default {r['default_value']}; decision: {r['decision']}, applied {r['overrides'] or 'nothing'}; "
           f"trials {r['trials']}, {r['epochs_spent']} epochs spent")
     return 0
 

@@ -108,7 +108,8 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
     tags = {"model": model, "iou_loss": iou_loss, "warm_start": init_what if init else f"none ({init_what})",
             "resumed": resume}
     if tuned_info:
-        tags.update(tuned_study=tuned_info["study"], tuned_overrides=json.dumps(tuned_info["overrides"]))
+        tags.update(tuned_study=tuned_info["study"], tuned_overrides=json.dumps(tuned_info["overrides"]),
+                    tuned_decision=tuned_info.get("decision", "tuned"))
     log.info("%s: %s%s", model, f"warm start from {init_what}" if init else f"cold start ({init_what})",
              "; resuming the interrupted run" if resume else "")
     with stage_run(f"train:{model}", params, used, ds_hash, tags) as run:

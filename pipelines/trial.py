@@ -3,7 +3,9 @@
 ultralytics does not give memory back between trainings in one process, so every trial is a
 fresh interpreter. It joins the study in the shared storage, trains the detector with the
 trial's overrides of params.yaml for ``tune.epochs`` epochs, reports the validation mAP50 after
-every epoch (``trial.report``) and stops when the study's pruner says so. It logs one MLflow run,
+every epoch (``trial.report``) and stops when the study's pruner says so (never during the first
+``tune.warmup_epochs`` epochs, never for the default trial: it is the reference the study's
+decision compares with). It logs one MLflow run,
 a child of the study's run, and writes its result JSON. Exit codes: 0 done, 3 pruned, else failed.
 """
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from components.data.views import load_split, write_yolo_data_yaml
     from components.tracking import start_stage_run
     from components.train import train_detector
-    from components.tune import apply, open_study
+    from components.tune import apply, is_default, open_study, should_prune
 
     from .common import dataset_dir, dataset_hash, split_file, trainer_args
     from .train import model_cfg, model_data_yaml, uses_lam
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = json.loads(a.overrides)
     params = apply(base, overrides)
     tcfg = section(params, "tune")
-    study = open_study(a.study, storage_url(params), tcfg["seed"], tcfg["pruner"], tcfg["epochs"])
+    study = open_study(a.study, storage_url(params), tcfg["seed"], tcfg["pruner"], tcfg["epochs"],
+                       tcfg["warmup_epochs"])
     trial = optuna.trial.Trial(study, int(a.trial_id))
     model = a.model
     ds = dataset_dir(params)
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     run = start_stage_run(f"trial:{model}:{trial.number}", section(params, "tracking"),
                           {"trial": overrides, "train": args, model: section(params, model)},
                           {"mlflow.parentRunId": a.parent_run, "optuna_study": a.study,
-                           "optuna_trial": trial.number, "model": model, "dataset_hash": dataset_hash(ds)})
+                           "optuna_trial": trial.number, "optuna_default": is_default(trial), "model": model,
+                           "dataset_hash": dataset_hash(ds)})
     best = {"value": None}
 
     def on_epoch(epoch, metrics):
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return
         value = float(metrics.get("metrics/mAP50(B)", 0.0))
         trial.report(value, epoch)
-        if trial.should_prune():
+        if should_prune(trial):
             raise _Pruned(f"pruned at epoch {epoch} (val mAP50 {value:.4f})")
 
     try:

@@ -5,8 +5,12 @@ This process is one *worker*: it asks the study for trials and runs each in its 
 more machines with ``OPTUNA_STORAGE`` pointing at one PostgreSQL database and they share the
 study (Optuna's RDB storage hands out trials). A failed trial is recorded as FAIL with its reason
 and the study goes on. One MLflow run per study (``tune:<model>``), every trial a child run.
-At the end the best overrides go to ``<paths.models>/tuned/<model>.json`` and the study plots
-(optimisation history, parameter importances) to MLflow and ``<paths.reports>/tune/<model>/``.
+The study's first trial is params.yaml's own point (the default, enqueued by the worker that
+creates the study). At the end ``<paths.models>/tuned/<model>.json`` gets the decision
+(``components.tune.decide``): the best trial's overrides if they beat the default by more than
+``tune.min_gain`` and reach ``tune.min_score``, else no overrides (params.yaml as it is); the
+study plots (optimisation history, parameter importances) go to MLflow and
+``<paths.reports>/tune/<model>/``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from components.config import params_hash, section
-from components.tune import finished, open_study, started, suggest
+from components.tune import decide, default_point, default_trial, finished, full, open_study, suggest
 
 from .common import dataset_dir, dataset_hash, log_outputs, read_params, stage_run
 from .trial import PRUNED
@@ -59,9 +63,10 @@ def study_name(params: dict, model: str, ds_hash: str | None) -> str:
     """``<tune.study>-<model>-<fingerprint>``: a new study whenever the data, the search space,
     the trial budget or the detector's params change (a DVC rerun of ``tune_<model>`` never
     continues a study made for other data), while every worker started on the same data and
-    params joins the same one."""
+    params joins the same one. The decision rule (``min_gain``, ``min_score``) is not part of it: a
+    changed rule decides again on the finished study."""
     used = {k: section(params, k) for k in ("tune", "train", "loss", model)}
-    used["tune"] = {k: v for k, v in used["tune"].items() if k not in ("storage", "parallel")}
+    used["tune"] = {k: v for k, v in used["tune"].items() if k not in ("storage", "parallel", "min_gain", "min_score")}
     return f"{section(params, 'tune.study')}-{model}-{params_hash({'params': used, 'data': ds_hash})[:8]}"
 
 
@@ -72,7 +77,7 @@ def _run_trial(study, study_name_: str, model: str, space: dict, params_file: st
     import optuna
 
     with lock:                                   # one ask at a time from this worker's threads
-        if started(study) >= n:
+        if full(study, n):
             return False
         trial = study.ask()
         overrides = suggest(trial, space)
@@ -110,7 +115,9 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
         raise ValueError(f"tune.space has no entry for '{model}'")
     ds = dataset_dir(params)
     name = study_name(params, model, dataset_hash(ds))
-    study = open_study(name, storage_url(params), cfg["seed"], cfg["pruner"], cfg["epochs"])
+    default = default_point(space, params)
+    study = open_study(name, storage_url(params), cfg["seed"], cfg["pruner"], cfg["epochs"], cfg["warmup_epochs"],
+                       default=default)
     parallel = max(1, int(cfg["parallel"]))
     with stage_run(f"tune:{model}", params, ["tune", "train", "loss", model], dataset_hash(ds),
                    {"optuna_study": name, "model": model}) as run:
@@ -127,24 +134,38 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
         if not complete:
             raise RuntimeError(f"study {name}: no trial completed ({finished(study)} finished)")
         best = study.best_trial
-        overrides = suggest(optuna.trial.FixedTrial(best.params), space)
+        best_params = suggest(optuna.trial.FixedTrial(best.params), space)
+        ref = default_trial(study)
+        default_value = ref.value if ref else None
+        use_best, decision = decide(default_value, best.value, float(cfg["min_gain"]), float(cfg["min_score"]))
+        overrides = best_params if use_best else {}
+        log.info("study %s: best val mAP50 %.4f (trial %d), default %s: %s", name, best.value, best.number,
+                 "n/a" if default_value is None else f"{default_value:.4f}", decision)
         counts = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
-        result = {"model": model, "study": name, "best_value": best.value, "best_trial": best.number,
-                  "overrides": overrides, "trials": counts,
-                  "epochs_spent": sum(len(t.intermediate_values) for t in study.trials)}
+        result = {"model": model, "study": name, "decision": decision, "overrides": overrides,
+                  "default_value": default_value, "best_value": best.value,
+                  "gain": None if default_value is None else best.value - default_value,
+                  "min_gain": float(cfg["min_gain"]), "min_score": float(cfg["min_score"]),
+                  "best_trial": best.number, "best_params": best_params,
+                  "default_trial": ref.number if ref else None,
+                  "default_params": suggest(optuna.trial.FixedTrial(default), space),
+                  "trials": counts, "epochs_spent": sum(len(t.intermediate_values) for t in study.trials)}
         out = Path(section(params, "paths.models")) / "tuned" / f"{model}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
         plots = _plots(study, Path(section(params, "paths.reports")) / "tune" / model)
-        log_outputs(run, metrics={"best_value": best.value, **{f"trials.{k}": v for k, v in counts.items()},
+        refs = {} if default_value is None else {"default_value": default_value, "gain": result["gain"]}
+        log_outputs(run, metrics={"best_value": best.value, **refs, **{f"trials.{k}": v for k, v in counts.items()},
                                   "epochs_spent": result["epochs_spent"]},
                     artifacts=[(str(out), None)] + [(str(p), "plots") for p in plots],
-                    tags={"best_params": json.dumps(overrides)})
+                    tags={"decision": decision, "overrides": json.dumps(overrides),
+                          "best_params": json.dumps(best_params)})
     return result
 
 
 def load_tuned(path: str | Path, model: str) -> dict:
-    """The best overrides a ``tune_<model>`` stage wrote, checked to belong to ``model``."""
+    """What a ``tune_<model>`` stage wrote (``overrides``: the decision's, ``{}`` when the defaults
+    were kept), checked to belong to ``model``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no tuned params at {path}: run `dvc repro tune_{model}` (defectops tune {model})")

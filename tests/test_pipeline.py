@@ -120,13 +120,18 @@ def test_dvc_repro_end_to_end(project):
     assert d["GFLOPs"] > m["GFLOPs"] and 0 <= d["mAP50"] <= 1
     info = json.loads((root / "models" / "dasc" / "train_info.json").read_text())
     assert (root / "models" / "dasc" / info["model_cfg"]).is_file()
-    # ---- the final trainings read their tune stage's best params
+    # ---- the final trainings read their tune stage's decision: 1-epoch trials are noise, the
+    # defaults (the study's first trial) are kept
     tuned = json.loads((root / "models" / "tuned" / "dasc.json").read_text())
-    assert info["tuned"] == tuned["overrides"] and info["iou_loss"] == tuned["overrides"]["loss.iou"]
+    assert tuned["overrides"] == {} and tuned["decision"].startswith("default (")
+    assert info["tuned"] == {} and info["iou_loss"] == "ciou"
+    assert tuned["default_trial"] == 0 and tuned["default_params"] == {"dasc.protonet_k": 4, "loss.iou": "ciou"}
+    assert set(tuned["best_params"]) == {"dasc.protonet_k", "loss.iou"}
+    assert tuned["best_value"] >= tuned["default_value"]
     assert sum(tuned["trials"].values()) == 2 and tuned["study"].startswith("defectops-dasc-")
     assert (root / "reports" / "tune" / "dasc" / "history.png").is_file()
     lag_tuned = json.loads((root / "models" / "tuned" / "lagnet.json").read_text())
-    assert set(lag_tuned["overrides"]) == {"lagnet.k", "lagnet.n", "loss.iou"}
+    assert set(lag_tuned["best_params"]) == {"lagnet.k", "lagnet.n", "loss.iou"} and lag_tuned["overrides"] == {}
 
     # ---- LAM stage: one map per image, aligned in size, sample grid; LAGNet trained on RGB + LAM
     lams = sorted((root / "data" / "lams" / "synth").glob("*.png"))
@@ -454,7 +459,9 @@ def test_tune_records_failed_trials_and_goes_on(project):
         assert (t.state.name == "FAIL") == (t.params["iou"] == "no-such-loss")
         if t.state.name == "FAIL":
             assert "loss.iou" in t.user_attrs["fail_reason"]
-    assert best["overrides"]["loss.iou"] == "ciou" and best["overrides"]["dasc.protonet_k"] in (2, 4, 8)
+    assert best["best_params"]["loss.iou"] == "ciou" and best["best_params"]["dasc.protonet_k"] in (2, 4, 8)
+    assert best["default_trial"] == 0 and study.trials[0].params == {"protonet_k": 4, "iou": "ciou"}
+    assert best["overrides"] == {} and best["decision"].startswith("default (")   # 1-epoch trials: noise
     assert "best val mAP50" in out
     assert (root / "reports-tune" / "tune" / "dasc" / "history.png").is_file()
     parent = next(r for r in runs(project) if r.info.run_name == "tune:dasc" and r.data.tags["optuna_study"] == best["study"])
@@ -492,6 +499,7 @@ def test_two_workers_share_one_postgresql_study(project):
     numbers = sorted(t.number for t in study.trials)
     assert numbers == list(range(len(numbers))) and 4 <= len(numbers) <= 5   # a race may add one, never lose one
     assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert sum(bool(t.user_attrs.get("default")) for t in study.trials) == 1     # enqueued once by the creator
     parents = [r for r in runs(project) if r.info.run_name == "tune:baseline" and r.data.tags.get("optuna_study") == study_name]
     assert len(parents) == 2
     ids = {p.info.run_id for p in parents}
