@@ -20,11 +20,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# PROFILE="a b": dvc exp run -S key=value for every override in profiles/a.yaml, then b.yaml (a later
+# profile wins on a shared key); profile_args prints them shell-quoted (a list value holds spaces),
+# hence the eval; a bad profile stops here.
 run: $(STAMP)
 ifeq ($(PROFILE),)
 	$(BIN)/dvc repro
 else
-	$(BIN)/dvc exp run $$($(BIN)/python -m pipelines.profile_args profiles/$(PROFILE).yaml)
+	args=; for p in $(PROFILE); do a=$$($(BIN)/python -m pipelines.profile_args profiles/$$p.yaml) || exit 1; \
+	  args="$$args $$a"; done; eval "$(BIN)/dvc exp run $$args"
 endif
 	$(BIN)/dvc metrics show
 
