@@ -3,10 +3,11 @@ detector beside the baseline with its test mAP50 gain and a paired-bootstrap 95 
 resamples of the 360 test images, ultralytics' AP per resample), params, GFLOPs, CPU FPS
 measured back to back in this process (so the ratios are fair), and the papers' figures.
 
-    python -m benchmarks.neu_cpu --table baseline=base-mosaic dasc=dasc-gate-local lagnet_s=cpu-lagnet-s \\
-        control=base-s1-mosaic
+    python -m benchmarks.neu_cpu --table baseline=base-mosaic dasc=dasc-gate-local control=base-s1-mosaic \\
+        lagnet_s=cpu-lagnet-s-e36@base-e36
 ``control``: the baseline trained with another seed, the same comparison: how large a "gain"
-training noise alone makes.
+training noise alone makes. ``ROLE=RUN@REF``: the gain of RUN is measured against the baseline run
+REF (trained with the same epochs as RUN) instead of the main baseline.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .neu_cpu import PROFILE, RUNS, WORK
 
 CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 NAMES = {"baseline": "YOLO11n (ours)", "dasc": "DASC-YOLO-n (ours)", "lagnet_s": "LAGNet-s (ours)",
-         "control": "YOLO11n, seed 1 (control)"}
+         "control": "YOLO11n, seed 1 (control)", "baseline_e36": "YOLO11n (ours), 36 epochs"}
 # dasc-yolo.md Table 4 (NEU-DET; large models, 640 px, the paper's protocol) and Table 3 (n scale,
 # its leather set: params, FPS); lagnet.md Table 1 (NEU-DET, 640 px, 500 epochs, RTX 4090)
 PAPERS = {
@@ -68,8 +69,12 @@ def table(roles: dict[str, str]) -> Path:
 
     if "baseline" not in roles:
         raise SystemExit("--table needs baseline=RUN")
+    refs = {role: run.split("@")[1] if "@" in run else roles["baseline"] for role, run in roles.items()}
+    roles = {role: run.split("@")[0] for role, run in roles.items()}
     runs = {role: json.loads((RUNS / f"{run}.json").read_text()) for role, run in roles.items()}
     stats = {role: ImageStats.load(RUNS / f"{run}-test.npz") for role, run in roles.items()}
+    ref_runs = {r: json.loads((RUNS / f"{r}.json").read_text()) for r in set(refs.values())}
+    ref_stats = {r: ImageStats.load(RUNS / f"{r}-test.npz") for r in set(refs.values())}
     fps = _fps(runs)
     profile = yaml.safe_load(PROFILE.read_text())
     models = {}
@@ -80,14 +85,17 @@ def table(roles: dict[str, str]) -> Path:
              "val_mAP50": r["val"]["mAP50"], "per_class_ap50": t["per_class_AP50"], "params": t["params"],
              "gflops": t["GFLOPs"], "gflops_at_imgsz": t["GFLOPs_at_imgsz"], "fps": fps[role]["fps"],
              "fps_setting": f"CPU, batch 1, {fps[role]['latency_threads']} thread, eager PyTorch, fused",
-             "epoch_s": r.get("epoch_s"), "epochs_run": r.get("epochs_run")}
+             "epoch_s": r.get("epoch_s"), "epochs_run": r.get("epochs_run"),
+             "epochs": r.get("params_used", {}).get("train", {}).get("epochs") or r.get("epochs_run")}
         if role + "_pipeline" in fps:
             m["fps_served_pipeline"] = fps[role + "_pipeline"]["fps"]
         if role != "baseline":
-            g = paired_bootstrap(stats["baseline"], stats[role], 2000, 0)
+            ref = refs[role]
+            g = paired_bootstrap(ref_stats[ref], stats[role], 2000, 0)
             m["gain_vs_baseline"] = {"mAP50": round(g["mAP50"], 4), "ci95": [round(v, 4) for v in g["ci95"]],
                                      "p_le_0": round(g["p_le_0"], 4), "resamples": g["resamples"],
-                                     "images": g["images"]}
+                                     "images": g["images"], "baseline_run": ref,
+                                     "baseline_mAP50": ref_runs[ref]["test"]["mAP50"]}
         models[role] = m
     protocol = {"dataset": "NEU-DET", "split": "8:2", "val": "10 % of the images, carved from the training part",
                 "seed": profile["split.seed"], "imgsz": profile["train.imgsz"], "epochs": profile["train.epochs"],
@@ -100,9 +108,11 @@ def table(roles: dict[str, str]) -> Path:
     rows = []
     for role, m in models.items():
         g = m.get("gain_vs_baseline")
-        rows.append({"model": NAMES.get(role, role), "mAP50": round(100 * m["mAP50"], 1),
+        rows.append({"model": NAMES.get(role, role), "epochs": m["epochs"], "mAP50": round(100 * m["mAP50"], 1),
                      "gain vs baseline [95 % CI]": (f"{100 * g['mAP50']:+.1f} [{100 * g['ci95'][0]:+.1f}, "
-                                                    f"{100 * g['ci95'][1]:+.1f}]") if g else "",
+                                                    f"{100 * g['ci95'][1]:+.1f}]"
+                                                    + (f" vs {g['baseline_run']}" if g["baseline_run"] != roles[
+                                                        "baseline"] else "")) if g else "",
                      "val mAP50": round(100 * m["val_mAP50"], 1), "mAP50-95": round(100 * m["mAP50-95"], 1),
                      **{c: round(100 * m["per_class_ap50"][c], 1) for c in CLASSES},
                      "params": f"{m['params'] / 1e6:.2f}M", "GFLOPs@640": m["gflops"],
@@ -113,7 +123,7 @@ def table(roles: dict[str, str]) -> Path:
         rows.append({"model": name, "mAP50": p["mAP50"], **{c: p[c] for c in CLASSES},
                      "params": f"{p['params_M']}M" if "params_M" in p else "", "FPS (CPU b1)":
                      f"{p['fps']} (GPU)" if "fps" in p else ""})
-    cols = ["model", "mAP50", "gain vs baseline [95 % CI]", "val mAP50", "mAP50-95", *CLASSES, "params",
+    cols = ["model", "epochs", "mAP50", "gain vs baseline [95 % CI]", "val mAP50", "mAP50-95", *CLASSES, "params",
             "GFLOPs@640", "FPS (CPU b1)", "epoch s", "trained on"]
     notes = (f"Notes: test AP50 in % on {protocol['test_images']} test images, best epoch on the validation "
              "images. Gain: paired bootstrap of the test images (2000 resamples, ultralytics' AP recomputed per "
