@@ -5,29 +5,78 @@ ultralytics' ONNX backend does the letterbox, the inference and the NMS (nothing
 here); the execution provider is chosen deliberately: CUDA only when torch sees a GPU *and*
 onnxruntime offers the CUDA provider, otherwise the CPU provider alone (no fallback error spam).
 Each image gives a JSON record (class, confidence, box in original pixels) and an annotated copy.
+
+A file that cannot be read or decoded (corrupt, truncated, not an image) gets a record with a
+one-line ``error`` instead and the batch goes on. A model that cannot be found or loaded (a
+missing file, no such registered model / alias / version, an unreachable registry) raises
+:class:`ModelError`, whose message is one line that says what to do. The outputs are written
+atomically (temporary file, then ``os.replace``): an interrupted batch leaves the previous
+``detections.json`` and no half-written image.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+NOT_PROMOTED = "run `dvc repro` (or `defectops promote`) first"
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(Exception):
+    """The model cannot be found or loaded; the message is one line that says what to do."""
+
+
+class ImageError(Exception):
+    """One input file cannot be read as an image; the message is the one-line reason."""
+
+
+def one_line(e: BaseException | str, limit: int = 300) -> str:
+    """An exception (or text) as one line: whitespace collapsed, cut at ``limit`` characters."""
+    s = " ".join(str(e).split()) or type(e).__name__
+    return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
 def expand(paths: list[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their images (recursively, sorted)."""
+    """Files as given (each is predicted or gets an error record, whatever its type), folders
+    expanded to the image files in them (by suffix, recursively, sorted; hidden files and folders
+    skipped), so the labels or notes beside the images of a dataset folder are not errors; an
+    image file that does not decode still gets an error record."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                          and not any(part.startswith(".") for part in f.relative_to(p).parts))
         elif p.is_file():
             out.append(p)
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")
     return out
+
+
+def read_image(f: Path) -> np.ndarray:
+    """The image as a BGR array (what ultralytics takes), or :class:`ImageError` with the reason."""
+    try:
+        data = Path(f).read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read the file: {e.strerror or one_line(e)}") from e
+    if not data:
+        raise ImageError("empty file")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        suffix = Path(f).suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            raise ImageError(f"corrupt or truncated {suffix[1:]} image (OpenCV cannot decode it)")
+        raise ImageError(f"not an image ({suffix or 'no suffix'}; OpenCV cannot decode it)")
+    return img
 
 
 def device_for_onnx() -> str:
@@ -37,15 +86,97 @@ def device_for_onnx() -> str:
     return "0" if ort_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
 
+# ---- the model: a local file or a registry URI
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store URI (relative or absolute), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _unreachable(uri: str, e: BaseException) -> ModelError:
+    msg, full = one_line(e, 200), str(e).lower()
+    for cause in ("Connection refused", "Name or service not known", "Temporary failure in name resolution",
+                  "timed out", "unable to open database file", "Max retries exceeded"):
+        if cause.lower() in full:
+            msg = cause
+            break
+    return ModelError(f"cannot reach the MLflow registry at {uri} ({msg}): start the tracking server, or point "
+                      f"MLFLOW_TRACKING_URI / tracking.uri at the right one")
+
+
+def check_registered(uri: str, model: str) -> None:
+    """Check that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` exists in the registry at
+    ``uri`` (without creating a store): :class:`ModelError` with what to do, else None."""
+    from mlflow.exceptions import MlflowException
+
+    from .registry import client
+
+    rest = model[len("models:/"):].strip("/")
+    name, alias, version = rest, None, None
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+    elif "/" in rest:
+        name, version = rest.split("/", 1)
+    if not name:
+        raise ModelError(f"{model}: not a registry URI; use models:/NAME@ALIAS or models:/NAME/VERSION")
+    db = _sqlite_file(uri)
+    if db is not None and not db.is_file():
+        raise ModelError(f"no MLflow registry at {uri} ({db} does not exist): {NOT_PROMOTED}")
+    c = client(uri)
+    try:
+        rm = c.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            try:
+                names = sorted(m.name for m in c.search_registered_models(max_results=20))
+            except Exception:
+                names = []
+            has = f" (registered: {', '.join(names)})" if names else ""
+            raise ModelError(f"no registered model '{name}' in the registry at {uri}{has}: {NOT_PROMOTED}") from e
+        raise _unreachable(uri, e) from e
+    except Exception as e:                      # sqlalchemy / requests errors that MLflow does not wrap
+        raise _unreachable(uri, e) from e
+    if alias is not None:
+        aliases = dict(getattr(rm, "aliases", None) or {})
+        if alias not in aliases:
+            has = f" (its aliases: {', '.join(f'{k} -> v{v}' for k, v in sorted(aliases.items()))})" if aliases else ""
+            raise ModelError(f"no model '{name}' with alias '{alias}' in the registry at {uri}{has}: {NOT_PROMOTED}")
+    elif version is not None and version.isdigit():
+        try:
+            c.get_model_version(name, version)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise _unreachable(uri, e) from e
+            have = sorted(int(mv.version) for mv in c.search_model_versions(f"name='{name}'"))
+            hint = f"latest is v{have[-1]}" if have else "it has no versions yet"
+            raise ModelError(f"no version {version} of model '{name}' in the registry at {uri} ({hint}): use an "
+                             f"existing version or alias (models:/{name}@champion), or {NOT_PROMOTED}") from e
+
+
 def resolve_model(model: str, uri: str, cache: Path) -> Path:
-    """A local ``.onnx`` path, or an MLflow model URI downloaded into ``cache``."""
-    if model.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+    """A local ``.onnx`` path, or an MLflow model URI downloaded into ``cache``; :class:`ModelError`
+    (one line, what to do) when there is no such model."""
+    if model.startswith(MODEL_URI_SCHEMES):
         from .registry import download_onnx
 
-        return download_onnx(uri, model, cache)
+        if model.startswith("models:/"):
+            check_registered(uri, model)
+        try:
+            return download_onnx(uri, model, cache)
+        except ModelError:
+            raise
+        except Exception as e:
+            raise ModelError(f"cannot download {model} from the registry at {uri}: {one_line(e)}") from e
     p = Path(model)
-    if p.suffix != ".onnx" or not p.is_file():
-        raise FileNotFoundError(f"{model}: not an .onnx file nor an MLflow model URI (models:/NAME@ALIAS)")
+    if not p.exists():
+        raise ModelError(f"no model file {model}: give a .onnx file (e.g. exports/<model>/best.onnx, written by "
+                         f"`dvc repro`) or a registry URI such as models:/defect-detector@champion")
+    if p.suffix.lower() != ".onnx" or not p.is_file():
+        raise ModelError(f"{model}: not an .onnx file; give a .onnx file or a registry URI such as "
+                         f"models:/defect-detector@champion")
     return p
 
 
@@ -59,31 +190,76 @@ def export_imgsz(onnx_path: Path) -> list[int] | None:
     return list(ast.literal_eval(meta["imgsz"])) if "imgsz" in meta else None
 
 
-def predict(onnx_path: Path, images: list[Path], out_dir: Path, conf: float, iou: float, imgsz: int | None = None,
-            progress=None) -> dict:
-    """Detections for every image -> ``out_dir/detections.json`` and ``out_dir/annotated/``."""
-    from .yolo import YOLO
+class Detector:
+    """An ONNX detector loaded for ultralytics' predictor (:class:`ModelError` if it cannot be)."""
 
+    def __init__(self, onnx_path: Path, imgsz: int | None = None):
+        from .yolo import YOLO
+
+        self.path = Path(onnx_path)
+        try:
+            self.imgsz = imgsz or export_imgsz(self.path)
+            self.yolo = YOLO(str(self.path), task="detect")
+            self.device = device_for_onnx()
+            size = self.imgsz if isinstance(self.imgsz, int) else (self.imgsz or [64])[0]
+            self._predict(np.zeros((size, size, 3), np.uint8), 0.5, 0.7)      # loads the session now
+        except Exception as e:
+            raise ModelError(f"cannot load {self.path} as an ONNX detector ({one_line(e)}): give a model "
+                             f"exported by `defectops export` / `dvc repro`") from e
+        session = getattr(getattr(self.yolo.predictor.model, "backend", None), "session", None)
+        self.provider = session.get_providers()[0] if session is not None else "unknown"
+
+    def _predict(self, img: np.ndarray, conf: float, iou: float):
+        kw = {"imgsz": self.imgsz} if self.imgsz else {}
+        return self.yolo.predict(img, conf=conf, iou=iou, device=self.device, verbose=False, **kw)[0]
+
+    def __call__(self, img: np.ndarray, conf: float, iou: float):
+        return self._predict(img, conf, iou)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """``path`` holds either its old content or all of ``data``, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def predict(onnx_path: Path | Detector, images: list[Path], out_dir: Path, conf: float, iou: float,
+            imgsz: int | None = None, progress=None) -> dict:
+    """Detections for every image -> ``out_dir/detections.json`` and ``out_dir/annotated/``.
+    A file that cannot be read or predicted gets ``{"image": ..., "error": "<reason>"}``."""
+    det = onnx_path if isinstance(onnx_path, Detector) else Detector(onnx_path, imgsz)
     out_dir = Path(out_dir)
     (out_dir / "annotated").mkdir(parents=True, exist_ok=True)
-    yolo = YOLO(str(onnx_path), task="detect")
-    device = device_for_onnx()
-    imgsz = imgsz or export_imgsz(onnx_path)
-    records, provider = [], None
+    records, used = [], set()
     for f in images:
-        kw = {"imgsz": imgsz} if imgsz else {}
-        r = yolo.predict(str(f), conf=conf, iou=iou, device=device, verbose=False, **kw)[0]
-        if provider is None:
-            session = getattr(getattr(yolo.predictor.model, "backend", None), "session", None)
-            provider = session.get_providers()[0] if session is not None else "unknown"
-        names = r.names
-        dets = [{"class": names[int(c)], "class_id": int(c), "confidence": round(float(s), 4),
-                 "box_xyxy": [round(float(v), 1) for v in b]}
-                for b, s, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist())]
-        records.append({"image": str(f), "detections": dets})
-        cv2.imwrite(str(out_dir / "annotated" / f"{f.stem}.jpg"), r.plot())
+        try:
+            r = det(read_image(f), conf, iou)
+            names = r.names
+            dets = [{"class": names[int(c)], "class_id": int(c), "confidence": round(float(s), 4),
+                     "box_xyxy": [round(float(v), 1) for v in b]}
+                    for b, s, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist())]
+            stem, k = Path(f).stem, 1
+            while stem in used:                         # a/x.jpg and b/x.png: annotated x.jpg, x-1.jpg
+                stem, k = f"{Path(f).stem}-{k}", k + 1
+            used.add(stem)
+            ok, buf = cv2.imencode(".jpg", r.plot())
+            ann = out_dir / "annotated" / f"{stem}.jpg"
+            if ok:
+                _write_atomic(ann, buf.tobytes())
+            records.append({"image": str(f), "detections": dets, "annotated": str(ann) if ok else None})
+        except ImageError as e:
+            records.append({"image": str(f), "error": str(e)})
+        except Exception as e:                          # this image only; the batch goes on
+            log.debug("prediction failed on %s", f, exc_info=True)
+            records.append({"image": str(f), "error": f"prediction failed: {type(e).__name__}: {one_line(e)}"})
         if progress is not None:
             progress(1)
-    result = {"model": str(onnx_path), "provider": provider, "conf": conf, "iou": iou, "images": records}
-    (out_dir / "detections.json").write_text(json.dumps(result, indent=1))
+    failed = sum("error" in r for r in records)
+    result = {"model": str(det.path), "provider": det.provider, "conf": conf, "iou": iou,
+              "failed": failed, "images": records}
+    _write_atomic(out_dir / "detections.json", json.dumps(result, indent=1).encode())
     return result

@@ -116,6 +116,25 @@ def alias_version(uri: str, name: str, alias: str):
         return None
 
 
+def champion_version(uri: str, name: str) -> str | None:
+    """The version the ``champion`` alias of ``name`` points to in the registry at ``uri``, or None
+    (no such model, or no champion yet). Other errors (an unreachable server) raise."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client(uri).get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):    # no model / no alias
+            return None
+        raise
+
+
+def latest_version(uri: str, name: str) -> str | None:
+    """The highest registered version of ``name`` in the registry at ``uri``, or None."""
+    versions = client(uri).search_model_versions(f"name='{name}'")
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
 def set_alias(uri: str, name: str, alias: str, version: str) -> None:
     client(uri).set_registered_model_alias(name, alias, str(version))
 

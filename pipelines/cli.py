@@ -1,12 +1,14 @@
 """``defectops``: the command line. Each subcommand runs one Prefect flow.
 
-Exit codes: 0 ok, 1 the work failed (e.g. nothing usable to import), 2 bad usage/config.
+Exit codes: 0 ok, 1 the work failed (e.g. nothing usable to import), 2 bad usage/config (or, for
+``predict``, no such model), 3 ``predict``: some input files could not be read as images.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 
 from components.config import ConfigError, load_params, section
 
@@ -136,27 +138,68 @@ def _promote(a: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _quiet_registry():
+    """While a model is looked up: an unreachable registry answers after a few retries, not after
+    MLflow's default of minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES in the environment wins), and
+    MLflow's / urllib3's chatter stays out of the one-line error."""
+    import logging
+    import os
+
+    key, had = "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in os.environ
+    os.environ.setdefault(key, "2")
+    levels = {n: logging.getLogger(n).level for n in ("mlflow", "alembic", "urllib3")}
+    for n, level in (("mlflow", logging.WARNING), ("alembic", logging.WARNING), ("urllib3", logging.ERROR)):
+        logging.getLogger(n).setLevel(level)
+    try:
+        yield
+    finally:
+        if not had:
+            os.environ.pop(key, None)
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
 def _predict(a: argparse.Namespace) -> int:
+    """Exit 0: every image predicted; 3: some file(s) could not be read (an ``error`` record each
+    in detections.json, the count on stderr); 2: no such model / alias / version, or no registry."""
+    import logging
     from pathlib import Path
 
-    from tqdm import tqdm
-
-    from components.predict import expand, predict, resolve_model
+    from components.predict import Detector, ModelError, expand, predict, resolve_model
     from components.tracking import tracking_uri
 
     params = load_params(a.params)
     cfg = section(params, "predict")
     images = expand(a.paths)
     if not images:
-        print("error: no images found", file=sys.stderr)
+        print("error: no files found", file=sys.stderr)
         return 2
-    onnx = resolve_model(a.model, tracking_uri(section(params, "tracking")), Path(".cache/models"))
+    try:
+        with _quiet_registry():
+            onnx = resolve_model(a.model, tracking_uri(section(params, "tracking")), Path(".cache/models"))
+        detector = Detector(onnx)
+    except ModelError as e:
+        logging.getLogger(__name__).debug("cannot load the model %s", a.model, exc_info=True)
+        if getattr(a, "verbose", False):
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
     out = Path(a.out or cfg["out"])
     with tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2) as bar:
-        r = predict(onnx, images, out, a.conf if a.conf is not None else cfg["conf"], cfg["iou"], progress=bar.update)
-    n = sum(len(i["detections"]) for i in r["images"])
-    print(f"{a.model} ({onnx.name}, ONNX Runtime {r['provider']}): {len(images)} image(s), {n} detection(s) -> "
-          f"{out / 'detections.json'}, {out / 'annotated'}/")
+        r = predict(detector, images, out, a.conf if a.conf is not None else cfg["conf"], cfg["iou"],
+                    progress=bar.update)
+    n = sum(len(i.get("detections", [])) for i in r["images"])
+    print(f"{a.model} ({onnx.name}, ONNX Runtime {r['provider']}): {len(images) - r['failed']} image(s), "
+          f"{n} detection(s) -> {out / 'detections.json'}, {out / 'annotated'}/")
+    if r["failed"]:
+        print(f"error: {r['failed']} of {len(images)} file(s) failed (unreadable, corrupt or not images): see the "
+              f"\"error\" entries in {out / 'detections.json'}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -246,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_promote)
     pd = sub.add_parser("predict", help="run an ONNX model (file or models:/NAME@ALIAS) on images/folders",
                         epilog="Writes <out>/detections.json and <out>/annotated/. The MLflow store is "
-                        "tracking.uri (MLFLOW_TRACKING_URI wins).")
+                        "tracking.uri (MLFLOW_TRACKING_URI wins). A file that cannot be read as an image "
+                        "gets an \"error\" entry and the rest are predicted; exit 3 if any failed, 2 if the "
+                        "model, alias, version or registry is not found.")
     pd.add_argument("--model", required=True, help="models:/defect-detector@champion, models:/NAME/VERSION or a .onnx")
     pd.add_argument("paths", nargs="+", help="images and/or folders of images")
     pd.add_argument("--out", default=None, help="output folder (default: predict.out)")

@@ -13,7 +13,10 @@
    check the hash, delete the original), with the quarantine report beside them.
 4. **Retrain, evaluate, promote**: ``dvc repro`` of the whole pipeline: DVC reruns what the new
    data made stale (trainings warm-start from the champion, ``retrain.warm_start``), and the
-   ``promote`` stage's gate decides ``champion`` or ``challenger`` on the fixed test split.
+   ``promote`` stage's gate decides ``champion`` or ``challenger`` on the fixed test split. Whether
+   a new version was registered / became champion is read from the registry (the ``champion``
+   alias and the latest version before and after, through the tracking URI in use), never from
+   git-tracked reports, which on a fresh clone describe someone else's registry.
 
 Every step is idempotent and checks the world, not a journal: a crash anywhere loses no inbox
 file (they leave the inbox only once their dataset version is committed) and a rerun finishes
@@ -28,6 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -35,6 +39,8 @@ from prefect import flow, get_run_logger, task
 from components.config import section
 from components.data.importers import ImportError_
 from components.data.increments import BATCH_FILE, batch_id, file_sha256, inbox_files, increment_dirs, ingest
+from components.registry import CHAMPION, champion_version, client, latest_version
+from components.tracking import tracking_uri
 
 from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, stage_run
 
@@ -173,16 +179,19 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
         else:
             log.info("inbox %s: nothing new", inbox)
 
-        # 4. retrain what the new data made stale, evaluate, promote through the gate
+        # 4. retrain what the new data made stale, evaluate, promote through the gate; what the
+        #    promote step did is read from the registry (not from git-tracked reports)
         promo = Path(section(params, "paths.reports")) / "promotion.json"
-        promo_before = json.loads(promo.read_text()).get("version") if promo.is_file() else None
+        uri, name = tracking_uri(section(params, "tracking")), section(params, "promote.registered_model")
+        reg_before, started = registry_state(uri, name), time.time()
         dvc("repro")
+        reg_after = registry_state(uri, name)
         result["dataset_hash"] = dataset_hash(ds)
-        result["promotion"] = json.loads(promo.read_text()) if promo.is_file() else None
-        new_version = result["promotion"] is not None and result["promotion"]["version"] != promo_before
-        result["status"] = ("retrained" if new_version else
-                            "dataset updated" if result["dataset_hash"] != before else "up to date")
-        if cfg["git_commit"] and new_version:
+        result.update(champion_before=reg_before["champion"], champion=reg_after["champion"])
+        decided = retrain_status(reg_before, reg_after, before, result["dataset_hash"])
+        result["status"] = decided["status"]
+        result["promotion"] = (promotion_of(uri, name, decided["version"], promo, started) if decided["version"] else None)
+        if cfg["git_commit"] and decided["version"]:
             p = result["promotion"]
             outs = ["dvc.lock", section(params, "paths.metrics"), section(params, "paths.plots"),
                     str(Path(section(params, "paths.models")) / "tuned"), str(promo)]
@@ -190,6 +199,48 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
                                                       f" v{p['version']} ({p['alias']})")
         _finish(run, params, result)
     return result
+
+
+def registry_state(uri: str, name: str) -> dict:
+    """What the retrain compares before and after ``dvc repro``: the version the ``champion`` alias
+    points to and the highest registered version of ``name`` (None when there is none)."""
+    return {"champion": champion_version(uri, name), "latest": latest_version(uri, name)}
+
+
+def retrain_status(reg_before: dict, reg_after: dict, hash_before: str | None, hash_after: str | None) -> dict:
+    """The retrain's outcome from the registry before and after the promote step:
+    ``retrained`` when a new version was registered (champion or challenger) or the champion
+    moved, with that ``version`` (the one whose outputs get a model commit); else ``dataset
+    updated`` when the dataset changed, else ``up to date`` (``version`` None)."""
+    def num(v):
+        return int(v) if v is not None else 0
+
+    version = None
+    if num(reg_after.get("latest")) > num(reg_before.get("latest")):
+        version = str(reg_after["latest"])                          # a new version, whatever its alias
+    elif reg_after.get("champion") is not None and reg_after.get("champion") != reg_before.get("champion"):
+        version = str(reg_after["champion"])                        # an existing version became champion
+    if version is not None:
+        status = "retrained"
+    else:
+        status = "dataset updated" if hash_after != hash_before else "up to date"
+    return {"status": status, "version": version,
+            "new_champion": reg_after.get("champion") != reg_before.get("champion")}
+
+
+def promotion_of(uri: str, name: str, version: str, report: Path, since: float = 0.0) -> dict:
+    """The promotion of ``version``: the promote stage's report when it was written (after
+    ``since``) about that version, else what the registry says (source model, alias, the
+    ``promotion`` tag)."""
+    if report.is_file() and report.stat().st_mtime >= since:
+        r = json.loads(report.read_text())
+        if str(r.get("version")) == str(version):
+            return r
+    mv = client(uri).get_model_version(name, str(version))
+    aliases = list(getattr(mv, "aliases", None) or [])
+    alias = CHAMPION if CHAMPION in aliases else (aliases[0] if aliases else None)
+    return {"model": mv.tags.get("model"), "version": str(version), "alias": alias,
+            "reason": mv.tags.get("promotion", "")}
 
 
 def _finish(run, params: dict, result: dict) -> None:
