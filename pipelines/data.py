@@ -16,17 +16,33 @@ from components.data.synth import SynthConfig, write_synth_dataset
 
 from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
 
+# The `data` stage (dvc.yaml) depends on this folder (and on the `data` params): a source under it
+# is re-imported by `dvc repro` when its files change. A source anywhere else (`../shared/...`, an
+# absolute path) is not watched by DVC, which re-imports it only when a `data.*` param changes; such
+# an import records a fingerprint of the source (`source_hash` in summary.json and on the MLflow run).
+WATCHED = Path("data/raw")
+
+
+def watched_by_dvc(src: str | Path) -> bool:
+    """Whether ``src`` (relative to the working directory, the repository root under DVC) lies
+    inside the folder the `data` stage depends on."""
+    path, watched = Path(src).expanduser().resolve(), (Path.cwd() / WATCHED).resolve()
+    return path == watched or watched in path.parents
+
 
 def _report(run, ds: Path, summary: dict) -> None:
     log_outputs(run, metrics={k: summary[k] for k in ("images", "boxes", "quarantined")},
                 artifacts=[(str(ds / f), "dataset") for f in
                            ("summary.json", "quarantine.json", "quarantine.md", "dataset.yaml")],
-                tags={"dataset_hash": summary["content_hash"]})
+                tags={"dataset_hash": summary["content_hash"],
+                      **{k: summary[k] for k in ("source_hash",) if k in summary}})
 
 
 @task(name="import-dataset", **COMPUTE)
-def import_task(src: str, name: str, root: str, fmt: str, clip_px: float, classes: list | None) -> dict:
-    return import_dataset(src, name, root, fmt, clip_px, classes)
+def import_task(src: str, name: str, root: str, fmt: str, clip_px: float, classes: list | None,
+                fingerprint: bool = False, opts: dict | None = None) -> dict:
+    """``opts``: near_dup_bits, min_class_boxes, follow_symlinks (importers.import_dataset)."""
+    return import_dataset(src, name, root, fmt, clip_px, classes, fingerprint_source=fingerprint, **(opts or {}))
 
 
 @task(name="synthesise-dataset", **COMPUTE)
@@ -40,12 +56,24 @@ def synth_task(cfg: dict, root: str, name: str) -> dict:
 def import_flow(src: str, name: str, root: str, fmt: str, params_file: str = "params.yaml") -> dict:
     """Validate and import ``src`` into ``root/name``; bad samples are quarantined with reasons."""
     params = read_params(params_file)
+    unwatched = not watched_by_dvc(src)
     with stage_run(f"data-import:{name}", params, ["data"], extra_tags={"source": src}) as run:
+        opts = {k: section(params, f"data.{k}") for k in ("near_dup_bits", "min_class_boxes", "follow_symlinks")}
         summary = import_task(src, name, root, fmt, section(params, "data.clip_px"),
-                              section(params, "data.classes"))
+                              section(params, "data.classes"), unwatched, opts)
         _report(run, Path(root) / name, summary)
-    get_run_logger().info("imported %s: %d images, %d boxes, %d quarantined", name,
-                          summary["images"], summary["boxes"], summary["quarantined"])
+    log = get_run_logger()
+    log.info("imported %s: %d images, %d boxes, %d quarantined; %d source groups (largest %d, %d "
+             "near-duplicate pairs)", name, summary["images"], summary["boxes"], summary["quarantined"],
+             summary["groups"]["count"], summary["groups"]["largest"], summary["near_duplicate_pairs"])
+    for w in summary["warnings"]:
+        if w.startswith("class '"):                 # importers: a rare discovered class
+            log.warning("%s", w)
+    if unwatched:
+        log.warning("source %s is outside %s/, so DVC does not watch its files (source_hash %s, %d files, "
+                    "in summary.json): after changing them run `dvc repro -f -s data` (then `dvc repro`), "
+                    "or `dvc add` a copy under %s/ and point data.source at it", src, WATCHED,
+                    summary["source_hash"][:12], summary["source_files"], WATCHED)
     return summary
 
 
@@ -70,6 +98,9 @@ def prepare_flow(params_file: str = "params.yaml") -> dict:
     else:
         summary = import_flow(src, name, root, section(params, "data.format"), params_file)
     merged = merge_task(root, name, section(params, "data.increments"))
+    if merged and "source_hash" in summary:      # the merged summary keeps the source's fingerprint
+        merged.update({k: summary[k] for k in ("source_hash", "source_files")})
+        (Path(root) / name / "summary.json").write_text(json.dumps(merged, indent=2))
     if merged:
         get_run_logger().info("merged increments %s: %d images in all", merged["increments"], merged["images"])
         with stage_run(f"data-merge:{name}", params, ["data"], merged["content_hash"],
@@ -84,10 +115,12 @@ def split_task(ds: str, cfg: dict) -> dict:
     """The base images are split as always; increment images (``batch`` in the manifest) go to
     train/val only, so the test split stays fixed as new samples arrive."""
     manifest = load_manifest(Path(ds))
+    bits = manifest.get("near_dup_bits")     # the data stage's data.near_dup_bits
     base = [e for e in manifest["images"] if "batch" not in e]
     new = [e for e in manifest["images"] if "batch" in e]
-    result = make_split(base, manifest["classes"], cfg["test_ratio"], cfg["val_ratio"], cfg["seed"], cfg["folds"])
-    return add_increments(result, new, manifest["classes"])
+    result = make_split(base, manifest["classes"], cfg["test_ratio"], cfg["val_ratio"], cfg["seed"], cfg["folds"],
+                        near_dup_bits=bits)
+    return add_increments(result, new, manifest["classes"], base=base, near_dup_bits=bits)
 
 
 @task(name="merge-increments", **COMPUTE)
@@ -104,8 +137,13 @@ def split_flow(params_file: str = "params.yaml") -> dict:
         result = split_task(str(ds), section(params, "split"))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
-        log_outputs(run, metrics={f"{k}_images": result["counts"][k]["images"]
-                                  for k in ("train", "val", "test")}, artifacts=[(str(out), None)])
-    get_run_logger().info("split %s: %s", ds.name,
-                          {k: result["counts"][k]["images"] for k in ("train", "val", "test")})
+        log_outputs(run, metrics={**{f"{k}_images": result["counts"][k]["images"] for k in ("train", "val", "test")},
+                                  "leakage": result["leakage"]}, artifacts=[(str(out), None)])
+    log = get_run_logger()
+    log.info("split %s: %s, %d source groups, leakage %d", ds.name,
+             {k: result["counts"][k]["images"] for k in ("train", "val", "test")},
+             result["groups"]["count"], result["leakage"])
+    if result.get("held_out"):
+        log.warning("%d new image(s) left out of train/val: near-copies of test images (%s)",
+                    len(result["held_out"]), ", ".join(result["held_out"][:5]))
     return result

@@ -42,7 +42,7 @@ from components.data.increments import BATCH_FILE, batch_id, file_sha256, inbox_
 from components.registry import CHAMPION, champion_version, client, latest_version
 from components.tracking import tracking_uri
 
-from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, stage_run
+from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
 
 ARCHIVED = "ARCHIVED"          # marker in archive/<batch>/ once every inbox file of the batch is there
 
@@ -80,9 +80,11 @@ def _batch_files(d: Path) -> dict[str, str]:
 
 @task(name="ingest-batch", **COMPUTE)
 def ingest_task(inbox: str, files: dict[str, str], batch: str, staging: str, existing: str, fmt: str,
-                clip_px: float) -> dict:
+                clip_px: float, test: list[str] | None = None, follow_symlinks: str = "never") -> dict:
+    """``test``: the current split's test images (near-copies of those are refused; None: every base
+    image counts as a possible test image)."""
     shutil.rmtree(Path(staging) / batch, ignore_errors=True)
-    return ingest(Path(inbox), files, batch, Path(staging), Path(existing), fmt, clip_px)
+    return ingest(Path(inbox), files, batch, Path(staging), Path(existing), fmt, clip_px, test, follow_symlinks)
 
 
 @task(name="archive-batch", **COMPUTE)
@@ -142,8 +144,11 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
             log.info("inbox: %d new file(s) -> batch %s", len(files), batch)
             if not (increments / batch).is_dir():
                 try:
+                    split_path = split_file(params)
+                    test = json.loads(split_path.read_text())["test"] if split_path.is_file() else None
                     s = ingest_task(str(inbox), files, batch, str(staging), str(ds),
-                                    section(params, "data.format"), section(params, "data.clip_px"))
+                                    section(params, "data.format"), section(params, "data.clip_px"), test,
+                                    section(params, "data.follow_symlinks"))
                 except ImportError_ as e:            # nothing usable: report, archive, no new version
                     log.warning("%s", e)
                     archive_batch(str(inbox), str(archive), batch, files, str(staging / batch))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,137 @@ def test_never_replaces_a_folder_it_did_not_create(bad_voc, tmp_path):
     import_dataset(bad_voc, "ok", tmp_path / "out", "voc", clip_px=2, classes=["dent", "scratch"])
     s = import_dataset(bad_voc, "ok", tmp_path / "out", "voc", clip_px=2, classes=["dent", "scratch"])
     assert s["images"] == 5
+
+
+# ----------------------------------------------------------------------------- symlinks, file names, classes
+
+def _opened(monkeypatch) -> list[str]:
+    """Record every file the importer opens (Path.read_*, open(), ElementTree)."""
+    import builtins
+    import io
+
+    seen: list[str] = []
+    real_open, real_io_open = builtins.open, io.open
+
+    def spy(real):
+        def wrapper(file, *a, **k):
+            if not isinstance(file, int):
+                seen.append(os.fsdecode(file))
+            return real(file, *a, **k)
+        return wrapper
+
+    monkeypatch.setattr(builtins, "open", spy(real_open))
+    monkeypatch.setattr(io, "open", spy(real_io_open))
+    return seen
+
+
+@pytest.fixture()
+def linked_voc(tmp_path) -> Path:
+    """good.jpg; in_link.jpg -> ../extra/inner.jpg (inside the source); out_link.jpg -> a valid image
+    outside; out_xml.xml -> an annotation outside; IMAGES/linked_dir -> a folder outside."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    img, ann = src / "IMAGES", src / "ANNOTATIONS"
+    ann.mkdir(parents=True)
+    for stem, seed in (("good", 1), ("out_xml", 2)):
+        make_image(img / f"{stem}.jpg", seed=seed)
+    make_image(src / "extra" / "inner.jpg", seed=3)
+    make_image(outside / "secret.jpg", seed=4)
+    make_image(outside / "folder" / "deep.jpg", seed=5)
+    (outside / "secret.xml").write_text(voc_xml("out_xml.jpg", [("dent", 5, 5, 20, 20)]))
+    (img / "in_link.jpg").symlink_to("../extra/inner.jpg")
+    (img / "out_link.jpg").symlink_to(outside / "secret.jpg")
+    (img / "linked_dir").symlink_to(outside / "folder", target_is_directory=True)
+    (ann / "out_xml.xml").symlink_to(outside / "secret.xml")
+    for stem in ("good", "in_link", "out_link", "deep"):
+        (ann / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", [("dent", 5, 5, 20, 20)]))
+    return src
+
+
+def test_symlinks_are_quarantined_and_never_read(linked_voc, tmp_path, monkeypatch):
+    opened = _opened(monkeypatch)
+    s = import_dataset(linked_voc, "links", tmp_path / "out", "voc", clip_px=2)
+    reasons = _reasons(tmp_path / "out" / "links")
+    assert reasons["IMAGES/out_link.jpg"] == "symlink"
+    assert reasons["IMAGES/in_link.jpg"] == "symlink"
+    assert reasons["IMAGES/linked_dir"] == "symlink"
+    assert reasons["ANNOTATIONS/out_xml.xml"] == "symlink"
+    assert reasons["IMAGES/out_xml.jpg"] == "image without annotation (its annotation is a symlink)"
+    assert s["images"] == 1                                         # good.jpg only
+    outside = str(tmp_path / "outside")
+    assert opened and not [p for p in opened if os.path.realpath(p).startswith(outside)]
+    assert not [p for p in opened if "extra" in p]                  # nor the inside target, by default
+
+
+def test_follow_symlinks_inside_only(linked_voc, tmp_path, monkeypatch):
+    opened = _opened(monkeypatch)
+    s = import_dataset(linked_voc, "links", tmp_path / "out", "voc", clip_px=2, follow_symlinks="inside")
+    reasons = _reasons(tmp_path / "out" / "links")
+    assert "IMAGES/in_link.jpg" not in reasons and s["images"] == 2   # good + the inside link
+    assert reasons["IMAGES/out_link.jpg"] == "symlink to outside the source"
+    assert reasons["IMAGES/linked_dir"] == "symlink to outside the source"
+    assert reasons["ANNOTATIONS/out_xml.xml"] == "symlink to outside the source"
+    assert not [p for p in opened if os.path.realpath(p).startswith(str(tmp_path / "outside"))]
+    with pytest.raises(ImportError_, match="follow_symlinks"):
+        import_dataset(linked_voc, "links", tmp_path / "out", "voc", clip_px=2, follow_symlinks="yes")
+
+
+def test_yolo_symlinked_label_and_data_yaml(tmp_path):
+    src, outside = tmp_path / "rf", tmp_path / "outside"
+    (src / "train" / "labels").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "data.yaml").write_text(yaml.safe_dump({"names": ["crack"]}))
+    (outside / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    for stem in ("a", "b"):
+        make_image(src / "train" / "images" / f"{stem}.jpg", seed=ord(stem))
+    (src / "train" / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (src / "train" / "labels" / "a.txt").symlink_to(outside / "a.txt")
+    make_image(outside / "c.jpg", seed=3)
+    (src / "train" / "images" / "c.jpg").symlink_to(outside / "c.jpg")    # its own label is real
+    (src / "train" / "labels" / "c.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (src / "data.yaml").symlink_to(outside / "data.yaml")
+    with pytest.raises(ImportError_, match="symlink"):
+        import_dataset(src, "rf", tmp_path / "out", "yolo", clip_px=2)
+    (src / "data.yaml").unlink()
+    (src / "data.yaml").write_text(yaml.safe_dump({"names": ["crack"]}))
+    s = import_dataset(src, "rf", tmp_path / "out", "yolo", clip_px=2)
+    assert _reasons(tmp_path / "out" / "rf") == {"train/images/a.jpg": "symlink: its annotation train/labels/a.txt",
+                                                 "train/images/c.jpg": "symlink"}
+    assert s["images"] == 1
+
+
+def test_non_utf8_file_names_never_crash(tmp_path):
+    src = tmp_path / "src"
+    img, ann = os.fsencode(src / "IMAGES"), os.fsencode(src / "ANNOTATIONS")
+    os.makedirs(ann)
+    make_image(src / "IMAGES" / "good.jpg", seed=1)
+    (src / "ANNOTATIONS" / "good.xml").write_text(voc_xml("good.jpg", [("dent", 5, 5, 20, 20)]))
+    for stem, seed in ((b"bad\xff", 2), (b"ok\xfe", 3)):
+        with open(os.path.join(img, stem + b".jpg"), "wb") as f:
+            f.write(make_image(tmp_path / "tmp" / f"{seed}.jpg", seed=seed))
+    with open(os.path.join(ann, b"ok\xfe.xml"), "w") as f:           # bad\xff.jpg has no annotation
+        f.write(voc_xml("ok.jpg", [("dent", 5, 5, 20, 20)]))
+    s = import_dataset(src, "names", tmp_path / "out", "voc", clip_px=2)
+    out = tmp_path / "out" / "names"
+    assert s["images"] == 2 and s["quarantined"] == 1
+    assert _reasons(out) == {"IMAGES/bad\\xff.jpg": "image without annotation"}
+    assert "`IMAGES/bad\\xff.jpg`" in (out / "quarantine.md").read_text(encoding="utf-8")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(e["source"] for e in manifest["images"]) == ["IMAGES/good.jpg", "IMAGES/ok\\xfe.jpg"]
+    assert all(n.isascii() for n in os.listdir(out / "images"))
+
+
+def test_discovered_classes_are_counted_and_rare_ones_warned(tmp_path):
+    src = tmp_path / "src"
+    (src / "ANNOTATIONS").mkdir(parents=True)
+    for i in range(6):
+        make_image(src / "IMAGES" / f"s{i}.jpg", seed=i)
+        objs = [("dent", 5, 5, 20, 20)] + ([("rust", 30, 10, 40, 30)] if i == 5 else [])
+        (src / "ANNOTATIONS" / f"s{i}.xml").write_text(voc_xml(f"s{i}.jpg", objs))
+    s = import_dataset(src, "cls", tmp_path / "out", "voc", clip_px=2, min_class_boxes=5)
+    assert s["classes"] == ["dent", "rust"] and s["boxes_per_class"] == {"dent": 6, "rust": 1}
+    assert s["rare_classes"] == {"rust": 1}
+    assert [w for w in s["warnings"] if "'rust'" in w and "min_class_boxes" in w]
+    assert "rust" in (tmp_path / "out" / "cls" / "quarantine.md").read_text()
+    fixed = import_dataset(src, "cls2", tmp_path / "out", "voc", clip_px=2, classes=["dent", "rust"],
+                           min_class_boxes=5)
+    assert "rare_classes" not in fixed and not fixed["warnings"]

@@ -133,3 +133,76 @@ def test_archiving_a_batch_survives_a_crash_half_way(tmp_path, base, monkeypatch
     rt.archive_batch.fn(str(inbox), str(archive), "b1", files, None)
     assert inbox_files(inbox) == {} and (archive / "b1" / rt.ARCHIVED).is_file()
     assert {rel: file_sha256(archive / "b1" / "files" / rel) for rel in files} == files
+
+
+def _photo(path: Path, seed: int, aug: str = "") -> None:
+    """A smooth, distinct 64x48 'photo'; ``aug``: flip and/or bright for a near-copy of it."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    img = np.clip(cv2.resize(rng.normal(128, 45, (6, 8)), (64, 48), interpolation=cv2.INTER_CUBIC), 0, 255)
+    img = img[:, ::-1] if "flip" in aug else img
+    img = np.clip(img * 1.15, 0, 255) if "bright" in aug else img
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.ascontiguousarray(img).astype(np.uint8))
+
+
+def test_ingest_refuses_near_copies_of_test_images_and_groups_the_rest(tmp_path):
+    import os
+
+    from components.data.importers import import_dataset
+
+    src = tmp_path / "src"
+    for k in range(20):
+        _photo(src / "IMAGES" / f"p{k}.jpg", k)
+        (src / "ANNOTATIONS").mkdir(exist_ok=True)
+        (src / "ANNOTATIONS" / f"p{k}.xml").write_text(voc_xml(f"p{k}.jpg", [("dent", 5, 5, 30, 25)]))
+    import_dataset(src, "photos", tmp_path / "datasets", "voc", clip_px=2)
+    base = tmp_path / "datasets" / "photos"
+    m = load_manifest(base)
+    bits = m["near_dup_bits"]
+    split0 = make_split(m["images"], m["classes"], 0.3, 0.2, 0, 0, near_dup_bits=bits)
+    t, v = split0["test"][0], split0["val"][0]
+
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    _photo(inbox / "images" / "copy_of_test.jpg", int(t[1:]), "flip bright")
+    _photo(inbox / "images" / "copy_of_val.jpg", int(v[1:]), "flip")
+    _photo(inbox / "images" / "new.jpg", 100)
+    _photo(outside / "secret.jpg", 101)
+    (inbox / "images" / "link.jpg").symlink_to(outside / "secret.jpg")
+    with open(os.path.join(os.fsencode(inbox / "images"), b"bad\xff.jpg"), "wb") as f:   # no annotation
+        f.write((inbox / "images" / "new.jpg").read_bytes()[::-1])
+    (inbox / "annotations").mkdir()
+    for stem in ("copy_of_test", "copy_of_val", "new", "link"):
+        (inbox / "annotations" / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", [("dent", 5, 5, 30, 25)]))
+    files = inbox_files(inbox)
+    assert "images/link.jpg" not in files                           # never hashed (read), never archived
+    b = batch_id(files)                                             # any file name
+
+    s = ingest(inbox, files, b, tmp_path / "inc", base, "voc", 2, test=split0["test"])
+    q = {r["source"]: r["reason"] for r in json.loads((tmp_path / "inc" / b / "quarantine.json").read_text())}
+    assert q["images/copy_of_test.jpg"].startswith(f"near-copy of test image '{t}'")
+    assert q["images/link.jpg"] == "symlink"
+    assert q["annotations/link.xml"] == "annotation without image (its image is a symlink)"
+    assert q["images/bad\\xff.jpg"] == "image without annotation"
+    assert "images/bad\\xff.jpg" in (tmp_path / "inc" / b / "quarantine.md").read_text(encoding="utf-8")
+    assert s["images"] == 2                                        # copy_of_val and new
+
+    # without the test split's names, any base image may be a test image: its near-copy is refused too
+    with pytest.raises(ImportError_):
+        ingest(inbox, {k: v for k, v in files.items() if "copy_of_val" in k}, "b111111111111", tmp_path / "inc2",
+               base, "voc", 2)
+    q2 = json.loads((tmp_path / "inc2" / "b111111111111" / "quarantine.json").read_text())
+    reason = next(r["reason"] for r in q2 if r["source"] == "images/copy_of_val.jpg")
+    assert reason.startswith("near-copy of dataset image")
+
+    merge(base.parent, "photos", tmp_path / "inc")
+    m1 = load_manifest(base)
+    base_entries = [e for e in m1["images"] if "batch" not in e]
+    new = [e for e in m1["images"] if "batch" in e]
+    split1 = add_increments(make_split(base_entries, m1["classes"], 0.3, 0.2, 0, 0, near_dup_bits=bits), new,
+                            m1["classes"], base=base_entries, near_dup_bits=bits)
+    assert split1["test"] == split0["test"] and split1["leakage"] == 0 and split1["held_out"] == []
+    where = {n: p for p in ("train", "val", "test") for n in split1[p]}
+    assert where[f"{b}_copy_of_val"] == where[v] == "val"          # grouped with its original

@@ -6,8 +6,9 @@ from collections import Counter
 
 import pytest
 
+from components.data.canonical import NEAR_DUP_BITS
 from components.data.importers import import_dataset
-from components.data.split import dominant_class, make_split
+from components.data.split import add_increments, dominant_class, leakage, make_split, roboflow_source, source_groups
 
 
 def _entries(n_per_class: dict[int, int], dup_pairs: int = 0) -> list[dict]:
@@ -103,3 +104,131 @@ def test_neu_det_8_2_split(neu_det, tmp_path):
     assert all(abs(v - 60) <= 3 for v in per_class.values()), per_class
     where = {n: p for p in ("train", "test") for n in s[p]}
     assert where["patches_101"] == where["patches_105"]
+    # NEU-DET's own copies of one photo (a quarter turn, another exposure) share a split too
+    s = make_split(manifest["images"], manifest["classes"], 0.2, 0.0, seed=0, folds=0,
+                   near_dup_bits=manifest["near_dup_bits"])
+    where = {n: p for p in ("train", "test") for n in s[p]}
+    assert s["leakage"] == 0 and s["groups"]["largest"] == 2 and s["near_duplicate_pairs"] >= 9
+    for a, b in [("scratches_232", "scratches_247"), ("scratches_27", "scratches_295"),
+                 ("inclusion_188", "inclusion_210")]:
+        assert where[a] == where[b]
+
+
+# ----------------------------------------------------------------------------- source groups
+
+def _photo(path, seed: int, aug: str = "") -> None:
+    """A smooth, distinct 'photo' (96x96), optionally as an augmented copy of itself."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.normal(128, 45, (8, 8)), (96, 96), interpolation=cv2.INTER_CUBIC)
+    img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255)
+    if "flip" in aug:
+        img = img[:, ::-1]
+    if "vflip" in aug:
+        img = img[::-1]
+    if "turn" in aug:
+        img = np.rot90(img)
+    if "bright" in aug:
+        img = np.clip(img * 1.15, 0, 255)
+    if "crop" in aug:
+        img = cv2.resize(img[2:94, 3:95], (96, 96))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.ascontiguousarray(img).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+@pytest.fixture()
+def roboflow_export(tmp_path):
+    """Roboflow-style export: augmented copies of one source photo spread over train/valid/test."""
+    import yaml
+
+    src = tmp_path / "rf"
+    src.mkdir()
+    (src / "data.yaml").write_text(yaml.safe_dump({"names": ["crack", "hole"]}))
+    files = {
+        ("train", "p0_jpg.rf.a1.jpg"): (0, ""), ("test", "p0_jpg.rf.b2.jpg"): (0, "flip"),
+        ("train", "p1_jpg.rf.c3.jpg"): (1, ""), ("valid", "p1_jpg.rf.d4.jpg"): (1, "bright"),
+        ("test", "p1_jpg.rf.e5.jpg"): (1, "turn crop"),
+        ("train", "p2_jpg.rf.f6.jpg"): (2, ""), ("test", "p2_jpg.rf.g7.jpg"): (99, ""),  # same name only
+        ("train", "p3.jpg"): (3, ""), ("test", "p3_copy.jpg"): (3, "vflip bright"),        # same photo only
+        **{(("train", "valid", "test")[k % 3], f"p{k}.jpg"): (k, "") for k in range(4, 10)},
+    }
+    for (part, name), (seed, aug) in files.items():
+        _photo(src / part / "images" / name, seed, aug)
+        (src / part / "labels").mkdir(parents=True, exist_ok=True)
+        (src / part / "labels" / name.replace(".jpg", ".txt")).write_text(f"{seed % 2} 0.5 0.5 0.3 0.3\n")
+    return src
+
+
+def test_roboflow_copies_and_near_duplicates_are_one_group(roboflow_export, tmp_path):
+    import json
+
+    s = import_dataset(roboflow_export, "rf", tmp_path / "out", "yolo", clip_px=2)
+    assert s["images"] == 15 and s["quarantined"] == 0
+    assert s["groups"] == {"count": 10, "largest": 3}
+    assert s["near_duplicate_pairs"] == 5           # p0 flip, p1 x3 (brightness, turn + crop), p3
+    manifest = json.loads((tmp_path / "out" / "rf" / "manifest.json").read_text())
+    assert manifest["near_dup_bits"] == NEAR_DUP_BITS and all(len(e["phash"]) == 8 for e in manifest["images"])
+    groups, _ = source_groups(manifest["images"], manifest["near_dup_bits"])
+    by_source = sorted(sorted(next(e["source"].split("/")[-1] for e in manifest["images"] if e["name"] == n)
+                              for n in g) for g in groups if len(g) > 1)
+    assert by_source == [["p0_jpg.rf.a1.jpg", "p0_jpg.rf.b2.jpg"],
+                         ["p1_jpg.rf.c3.jpg", "p1_jpg.rf.d4.jpg", "p1_jpg.rf.e5.jpg"],
+                         ["p2_jpg.rf.f6.jpg", "p2_jpg.rf.g7.jpg"], ["p3.jpg", "p3_copy.jpg"]]
+    leaky_seeds = 0
+    for seed in range(20):
+        split = make_split(manifest["images"], manifest["classes"], 0.3, 0.2, seed, 0,
+                           near_dup_bits=manifest["near_dup_bits"])
+        where = {n: p for p in ("train", "val", "test") for n in split[p]}
+        assert all(len({where[n] for n in g}) == 1 for g in groups)
+        assert split["leakage"] == 0 and split["groups"] == s["groups"]
+        # without perceptual hashes, p3 and its copy are two groups: they straddle, and leakage sees it
+        plain = make_split(manifest["images"], manifest["classes"], 0.3, 0.2, seed, 0)
+        plain_groups, _ = source_groups(manifest["images"], manifest["near_dup_bits"])
+        leaky_seeds += leakage(plain, plain_groups) > 0
+    assert leaky_seeds > 0
+
+
+def _h(bits_set: set[int]) -> str:
+    """A 256-bit hash (64 hex digits) with the given bits set."""
+    return f"{sum(1 << b for b in bits_set):064x}"
+
+
+def test_source_groups_union_of_pixels_names_and_hashes():
+    far = [_h(set(range(k, 256, 7))) for k in range(7)]           # > 30 bits from each other and the rest
+    far_c = [_h(set(range(k, 256, 11))) for k in range(7)]
+    entries = [
+        {"name": "a", "source": "train/images/x_jpg.rf.1.jpg", "pixel_sha256": "p1", "phash": [_h({1, 2})] + far},
+        {"name": "b", "source": "test/images/x_jpg.rf.2.jpg", "pixel_sha256": "p2",
+         "phash": [_h(set(range(200, 250)))] * 8},
+        {"name": "c", "source": "c.jpg", "pixel_sha256": "p3", "phash": far_c[:4] + [_h({1, 2, 3, 4})] + far_c[4:]},
+        {"name": "d", "source": "d.jpg", "pixel_sha256": "p3", "phash": [_h(set(range(100, 150)))] * 8},
+        {"name": "e", "source": "e.jpg", "pixel_sha256": "p5", "phash": [_h(set(range(0, 256, 2)))] * 8},
+    ]
+    assert roboflow_source("train/images/x_jpg.rf.1.jpg") == "x_jpg" and roboflow_source("c.jpg") is None
+    groups, pairs = source_groups(entries, near_dup_bits=2)       # c's 5th variant is 2 bits from a
+    assert groups == [["a", "b", "c", "d"], ["e"]] and pairs == 1
+    groups, pairs = source_groups(entries, near_dup_bits=1)
+    assert groups == [["a", "b"], ["c", "d"], ["e"]] and pairs == 0
+    assert source_groups(entries, None)[0] == [["a", "b"], ["c", "d"], ["e"]]
+    result = {"train": ["a", "c"], "val": ["d"], "test": ["b", "e"]}
+    assert leakage(result, [["a", "b"], ["c", "d"], ["e"]]) == 1
+
+
+def test_increments_follow_their_group_and_never_join_test():
+    base = [{"name": f"c0_{i:03d}", "source": f"s{i}.jpg", "pixel_sha256": f"{i:012x}", "boxes": [[0, 0, 0, 5, 5]]}
+            for i in range(30)]
+    result = make_split(base, ["a"], 0.3, 0.2, seed=0, folds=3)
+    t, v = result["test"][0], result["val"][0]
+    new = [{"name": "n_test", "source": "b/t.jpg", "pixel_sha256": base[int(t[3:])]["pixel_sha256"], "batch": "b",
+            "boxes": [[0, 0, 0, 5, 5]]},
+           {"name": "n_val", "source": "b/v.jpg", "pixel_sha256": base[int(v[3:])]["pixel_sha256"], "batch": "b",
+            "boxes": [[0, 0, 0, 5, 5]]},
+           {"name": "n_free", "source": "b/f.jpg", "pixel_sha256": "fff000000000", "batch": "b", "boxes": []}]
+    out = add_increments(result, new, ["a"], base=base)
+    assert out["held_out"] == ["n_test"] and "n_test" not in out["train"] + out["val"]
+    assert "n_val" in out["val"]
+    assert [i for i, f in enumerate(out["kfold"]) if "n_val" in f["val"]] == \
+        [i for i, f in enumerate(out["kfold"]) if v in f["val"]]
+    assert "n_free" in out["train"] + out["val"] and out["leakage"] == 0

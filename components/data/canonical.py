@@ -6,8 +6,10 @@ Layout under ``ROOT/NAME``::
     labels/<stem>.txt      YOLO format: ``class cx cy w h`` normalised to [0, 1]
     dataset.yaml           class names in order
     manifest.json          one entry per image: source, sha256 of the file, sha256 of the
-                           decoded pixels, size, boxes; plus the dataset content hash
-    summary.json           images, boxes, classes, quarantined, per-class box counts, content_hash
+                           decoded pixels, perceptual hashes (``phash``), size, boxes; plus the
+                           dataset content hash and the near-duplicate threshold ``near_dup_bits``
+    summary.json           images, boxes, classes, quarantined, per-class box counts, content_hash,
+                           source groups (``groups``, ``near_duplicate_pairs``: split.source_groups)
     quarantine.json        every rejected sample with its reason (also quarantine.md)
 
 The dataset is written to a temporary sibling folder and renamed into place, so a crash
@@ -28,6 +30,16 @@ from pathlib import Path
 
 import yaml
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+# Perceptual hash: imagehash's pHash at 16x16 = 256 bits, of the image and of its 7 flips and
+# quarter turns. Two images are near-duplicates when some variant pair differs in at most
+# ``near_dup_bits`` bits (data.near_dup_bits; measured by benchmarks/near_dup.py).
+PHASH_SIZE = 16
+NEAR_DUP_BITS = 80
+_DIHEDRAL = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90,
+             Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,
+             Image.Transpose.TRANSVERSE)
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,17 @@ def decode_image(data: bytes) -> tuple[int, int, str]:
     return rgb.width, rgb.height, sha256_bytes(rgb.tobytes())
 
 
+def perceptual_hashes(data: bytes) -> list[str]:
+    """pHash (imagehash, ``PHASH_SIZE`` squared bits, hex) of the image and of its flipped and rotated
+    variants (``_DIHEDRAL`` order): a flipped or rotated copy has one of them close to the original's."""
+    import imagehash
+
+    with Image.open(io.BytesIO(data)) as im:   # pHash's own 4x thumbnail, made once for the 8 variants
+        small = im.convert("L").resize((4 * PHASH_SIZE,) * 2, Image.Resampling.LANCZOS)
+    return [str(imagehash.phash(small if t is None else small.transpose(t), hash_size=PHASH_SIZE))
+            for t in _DIHEDRAL]
+
+
 def content_hash(entries: list[dict], class_names: list[str]) -> str:
     """Hash of what a model sees: class names, image bytes and labels, order-independent."""
     h = hashlib.sha256(json.dumps(class_names).encode())
@@ -103,8 +126,14 @@ def content_hash(entries: list[dict], class_names: list[str]) -> str:
 
 def write_dataset(root: Path, name: str, class_names: list[str], samples: list[Sample],
                   rejections: list[Rejection], source: str, fmt: str,
-                  warnings: list[str] | None = None, extra_summary: dict | None = None) -> dict:
-    """Write the canonical dataset atomically; return its summary (plus ``extra_summary``)."""
+                  warnings: list[str] | None = None, extra_summary: dict | None = None,
+                  near_dup_bits: int | None = None) -> dict:
+    """Write the canonical dataset atomically; return its summary (plus ``extra_summary``).
+    Samples without ``phash`` in ``extra`` get their perceptual hashes here; the summary reports
+    the source groups at ``near_dup_bits`` (None, as for generated data: pixel and Roboflow-name
+    groups only), which the manifest records for the split."""
+    from .split import source_groups
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -117,7 +146,9 @@ def write_dataset(root: Path, name: str, class_names: list[str], samples: list[S
         (tmp / "labels").mkdir()
         entries = []
         per_class = [0] * len(class_names)
-        for s in samples:
+        for s in tqdm(samples, desc="write", unit="img", leave=False):
+            if "phash" not in s.extra:
+                s.extra["phash"] = perceptual_hashes(s.data)
             (tmp / "images" / f"{s.name}{s.ext}").write_bytes(s.data)
             lines = [b.yolo_line(s.width, s.height) for b in s.boxes]
             (tmp / "labels" / f"{s.name}.txt").write_text("".join(l + "\n" for l in lines))
@@ -132,6 +163,7 @@ def write_dataset(root: Path, name: str, class_names: list[str], samples: list[S
                 **s.extra,
             })
         chash = content_hash(entries, class_names)
+        groups, near_pairs = source_groups(entries, near_dup_bits)
         summary = {
             "name": name, "source": source, "format": fmt,
             "images": len(samples), "boxes": sum(per_class),
@@ -140,12 +172,15 @@ def write_dataset(root: Path, name: str, class_names: list[str], samples: list[S
             "quarantined": len(rejections),
             "content_hash": chash,
             "warnings": list(warnings or []),
+            "groups": {"count": len(groups), "largest": max(map(len, groups), default=0)},
+            "near_duplicate_pairs": near_pairs,
             **(extra_summary or {}),
         }
         (tmp / "dataset.yaml").write_text(yaml.safe_dump(
             {"names": dict(enumerate(class_names)), "nc": len(class_names)}, sort_keys=False))
         (tmp / "manifest.json").write_text(json.dumps(
-            {"content_hash": chash, "classes": list(class_names), "images": entries}, indent=1))
+            {"content_hash": chash, "classes": list(class_names), "near_dup_bits": near_dup_bits,
+             "images": entries}, indent=1))
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
         write_quarantine_report(tmp, rejections, summary["warnings"])
         os.chmod(tmp, 0o755)
@@ -163,14 +198,22 @@ def write_dataset(root: Path, name: str, class_names: list[str], samples: list[S
     return summary
 
 
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name (``os.fsdecode``'s surrogates) shown as
+    ``\\xNN`` escapes, so any name can be written to a UTF-8 report."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def write_quarantine_report(folder: Path, rejections: list[Rejection], warnings: list[str]) -> None:
-    rows = [asdict(r) for r in rejections]
+    rows = [{k: printable(v) for k, v in asdict(r).items()} for r in rejections]
     (folder / "quarantine.json").write_text(json.dumps(rows, indent=1))
     md = ["| source | reason |", "|---|---|"] + [
-        f"| `{r.source}` | {r.reason.replace('|', '/')} |" for r in rejections]
+        f"| `{r['source']}` | {r['reason'].replace('|', '/')} |" for r in rows]
+    warnings = [printable(w) for w in warnings]
     (folder / "quarantine.md").write_text(
         f"# Quarantine: {len(rejections)} rejected sample(s)\n\n" + "\n".join(md) + "\n"
-        + (f"\n## Warnings (kept)\n\n" + "".join(f"- {w}\n" for w in warnings) if warnings else ""))
+        + (f"\n## Warnings (kept)\n\n" + "".join(f"- {w}\n" for w in warnings) if warnings else ""),
+        encoding="utf-8")
 
 
 def load_manifest(dataset_dir: Path) -> dict:

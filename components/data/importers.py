@@ -13,14 +13,19 @@ What is quarantined (the whole sample, so no defect is silently left unlabelled)
 * duplicate samples: the same decoded pixels *and* the same boxes as an earlier sample (in
   sorted source order). The same pixels with a *different* annotation (NEU-DET has one such
   pair: patches_101/patches_105) are kept, listed as a warning, and grouped by the splitter so
-  identical images never straddle splits.
+  identical images never straddle splits (as are Roboflow copies and perceptual near-duplicates);
+* symlinks (files or folders): reason ``symlink``, the target never opened; with
+  ``follow_symlinks="inside"`` a link that resolves inside the source is read like a file.
 
-The source folder is only read, never written.
+The source folder is only read, never written, and nothing outside it is read. Any file name
+works: undecodable bytes are shown as ``\\xNN`` in the reports (``canonical.printable``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -30,12 +35,14 @@ from typing import Iterable
 import yaml
 from tqdm import tqdm
 
-from .canonical import Box, Rejection, Sample, decode_image, sha256_bytes, write_dataset
+from .canonical import (NEAR_DUP_BITS, Box, Rejection, Sample, decode_image, printable, sha256_bytes,
+                        write_dataset)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 GC10_CLASSES = ["1_chongkong", "2_hanfeng", "3_yueyawan", "4_shuiban", "5_youban", "6_siban",
                 "7_yiwu", "8_yahen", "9_zhehen", "10_yaozhed"]
 FORMATS = ("auto", "voc", "yolo")
+FOLLOW = ("never", "inside")                       # data.follow_symlinks
 
 
 class ImportError_(ValueError):
@@ -64,7 +71,47 @@ class ReadResult:
 # --------------------------------------------------------------------------- helpers
 
 def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
+    return printable(path.relative_to(root).as_posix())
+
+
+def _link(path: Path, root: Path, follow: str) -> str | None:
+    """Why ``path`` (under the resolved ``root``) must not be read: a symlink on its way from
+    ``root``, unless ``follow`` is "inside" and it resolves inside ``root``; None when it may be
+    read. Only the links are read (``realpath``), never what they point to."""
+    real = Path(os.path.realpath(path))
+    if real == path:
+        return None
+    if follow == "inside":
+        return None if real.is_relative_to(root) else "symlink to outside the source"
+    return "symlink"
+
+
+def _files(top: Path, root: Path, follow: str, rejections: list[Rejection],
+           links: list[Path] | None = None) -> list[Path]:
+    """Regular files under ``top`` (sorted); a symlinked file or folder that may not be followed
+    (``_link``) is quarantined instead (and added to ``links``), and nothing under it is listed."""
+    why = _link(top, root, follow)
+    if why:
+        rejections.append(Rejection(_rel(top, root), why))
+        return []
+    out, seen = [], set()
+    for folder, dirs, names in os.walk(top, followlinks=follow == "inside"):
+        if os.path.realpath(folder) in seen:      # a link back up the tree: walked once
+            dirs.clear()
+            continue
+        seen.add(os.path.realpath(folder))
+        for n in sorted(dirs + names):
+            p = Path(folder, n)
+            why = _link(p, root, follow)
+            if why:
+                rejections.append(Rejection(_rel(p, root), why))
+                if links is not None:
+                    links.append(p)
+                if n in dirs:
+                    dirs.remove(n)
+            elif n in names and p.is_file():
+                out.append(p)
+    return sorted(out)
 
 
 def _is_image(path: Path) -> bool:
@@ -119,6 +166,7 @@ def _parse_voc(xml_path: Path) -> tuple[str | None, list[tuple[str, float, float
 
 def _voc_items(root: Path, xml_paths: list[Path], images: list[Path], rejections: list[Rejection]
                ) -> list[RawItem]:
+    linked = {Path(r.source).stem for r in rejections if r.reason.startswith("symlink")}
     by_stem: dict[str, list[Path]] = {}
     for p in images:
         by_stem.setdefault(p.stem, []).append(p)
@@ -133,7 +181,8 @@ def _voc_items(root: Path, xml_paths: list[Path], images: list[Path], rejections
         # match by the XML's own stem first, then by <filename> (NEU: may lack the extension)
         candidates = by_stem.get(xp.stem) or (by_stem.get(Path(filename).stem) if filename else None)
         if not candidates:
-            rejections.append(Rejection(_rel(xp, root), "annotation without image"))
+            rejections.append(Rejection(_rel(xp, root), "annotation without image"
+                                        + (" (its image is a symlink)" if xp.stem in linked else "")))
             continue
         img = candidates[0]
         if len(candidates) > 1 and filename:
@@ -142,7 +191,8 @@ def _voc_items(root: Path, xml_paths: list[Path], images: list[Path], rejections
         items.append(RawItem(img, _rel(img, root), list(objects), problem))
     for p in images:
         if p not in used:
-            rejections.append(Rejection(_rel(p, root), "image without annotation"))
+            rejections.append(Rejection(_rel(p, root), "image without annotation"
+                                        + (" (its annotation is a symlink)" if p.stem in linked else "")))
     return items
 
 
@@ -158,15 +208,15 @@ def _split_files(files: Iterable[Path], root: Path, rejections: list[Rejection])
     return images
 
 
-def read_voc(root: Path) -> ReadResult:
+def read_voc(root: Path, follow: str = "never") -> ReadResult:
     rejections: list[Rejection] = []
     lable = _find_dir(root, "lable", "label")
     numbered = [d for d in root.iterdir() if d.is_dir() and re.fullmatch(r"\d+", d.name)]
     if lable is not None and numbered:
         # GC10-DET: images in class-numbered folders 1..10, XMLs in lable/
-        files = sorted(f for d in numbered for f in d.rglob("*") if f.is_file())
+        files = sorted(f for d in numbered for f in _files(d, root, follow, rejections))
         images = _split_files(files, root, rejections)
-        xmls = sorted(lable.rglob("*.xml"))
+        xmls = [p for p in _files(lable, root, follow, rejections) if p.suffix.lower() == ".xml"]
         return ReadResult(list(GC10_CLASSES), _voc_items(root, xmls, images, rejections),
                           rejections, "voc-gc10")
     ann = _find_dir(root, "annotations", "annotation", "xml", "xmls")
@@ -174,19 +224,21 @@ def read_voc(root: Path) -> ReadResult:
     if ann is None or img_dir is None:
         raise ImportError_(f"{root}: not a VOC layout (need IMAGES/ + ANNOTATIONS/ as NEU-DET, "
                            "or class-numbered image folders + lable/ as GC10-DET)")
-    xmls = sorted(p for p in ann.rglob("*") if p.is_file())
+    xmls = _files(ann, root, follow, rejections)
     for p in xmls:
         if p.suffix.lower() != ".xml" and not p.name.startswith("."):
             rejections.append(Rejection(_rel(p, root), "not an XML annotation"))
     xmls = [p for p in xmls if p.suffix.lower() == ".xml"]
-    images = _split_files(sorted(p for p in img_dir.rglob("*") if p.is_file()), root, rejections)
+    images = _split_files(_files(img_dir, root, follow, rejections), root, rejections)
     return ReadResult(None, _voc_items(root, xmls, images, rejections), rejections, "voc")
 
 
 # --------------------------------------------------------------------------- YOLO
 
-def _yolo_names(root: Path) -> list[str]:
+def _yolo_names(root: Path, follow: str) -> list[str]:
     for cand in sorted(root.glob("*.yaml")) + sorted(root.glob("*.yml")):
+        if _link(cand, root, follow):
+            raise ImportError_(f"{cand}: a symlink, not read (data.follow_symlinks: {follow})")
         try:
             data = yaml.safe_load(cand.read_text())
         except yaml.YAMLError as e:
@@ -230,8 +282,8 @@ def _parse_yolo_label(path: Path, width: int, height: int) -> list[tuple[int, fl
     return objects
 
 
-def read_yolo(root: Path) -> ReadResult:
-    names = _yolo_names(root)
+def read_yolo(root: Path, follow: str = "never") -> ReadResult:
+    names = _yolo_names(root, follow)
     rejections: list[Rejection] = []
     image_dirs = sorted(d for d in root.rglob("images") if d.is_dir())
     if not image_dirs:
@@ -239,18 +291,22 @@ def read_yolo(root: Path) -> ReadResult:
     items = []
     for d in image_dirs:
         labels = d.parent / "labels"
-        files = sorted(p for p in d.rglob("*") if p.is_file())
-        images = _split_files(files, root, rejections)
-        seen = set()
+        links: list[Path] = []
+        images = _split_files(_files(d, root, follow, rejections, links), root, rejections)
+        seen = {labels / p.relative_to(d).with_suffix(".txt") for p in links}   # reported as symlinks
         for img in images:
             lab = labels / img.relative_to(d).with_suffix(".txt")
             seen.add(lab)
+            why = _link(lab, root, follow)
+            if why:
+                rejections.append(Rejection(_rel(img, root), f"{why}: its annotation {_rel(lab, root)}"))
+                continue
             if not lab.is_file():
                 rejections.append(Rejection(_rel(img, root), "image without annotation"))
                 continue
             items.append(RawItem(img, _rel(img, root), [], label_file=lab))
-        if labels.is_dir():
-            for lab in sorted(labels.rglob("*.txt")):
+        if labels.is_dir():        # linked labels were reported with their images above
+            for lab in (p for p in _files(labels, root, follow, []) if p.suffix == ".txt"):
                 if lab not in seen:
                     rejections.append(Rejection(_rel(lab, root), "annotation without image"))
     return ReadResult(names, items, rejections, "yolo")
@@ -342,15 +398,46 @@ def _validate(read: ReadResult, clip_px: float, classes: list[str] | None
     return names, samples, rejections, warnings
 
 
+def source_fingerprint(src: str | Path) -> dict:
+    """``source_hash``: sha256 over every file of the folder (relative path and content, sorted),
+    and ``source_files``. What the dataset was imported from, for a source DVC does not watch."""
+    src = Path(src)
+    digest, n = hashlib.sha256(), 0
+    for f in sorted((p for p in src.rglob("*") if p.is_file() or p.is_symlink()), key=lambda p: _rel(p, src)):
+        data = os.fsencode(os.readlink(f)) if f.is_symlink() else f.read_bytes()  # a link: its text, not its target
+        digest.update(f"{_rel(f, src)}\0{sha256_bytes(data)}\n".encode())
+        n += 1
+    return {"source_hash": digest.hexdigest(), "source_files": n}
+
+
+def rare_classes(names: list[str], samples: list[Sample], min_boxes: int) -> dict[str, int]:
+    """Classes with fewer than ``min_boxes`` boxes (``{name: boxes}``): with a discovered class
+    list, usually a typo or a stray label."""
+    counts = [0] * len(names)
+    for s in samples:
+        for b in s.boxes:
+            counts[b.cls] += 1
+    return {n: k for n, k in zip(names, counts) if k < min_boxes}
+
+
 def import_dataset(src: str | Path, name: str, root: str | Path, fmt: str, clip_px: float,
-                   classes: list[str] | None = None) -> dict:
+                   classes: list[str] | None = None, fingerprint_source: bool = False,
+                   near_dup_bits: int | None = NEAR_DUP_BITS, min_class_boxes: int = 0,
+                   follow_symlinks: str = "never") -> dict:
     """Import ``src`` into ``root/name``; return the summary. Raises ImportError_ when the
-    source is unusable or no valid sample remains (the report is still written)."""
+    source is unusable or no valid sample remains (the report is still written).
+    ``fingerprint_source`` adds :func:`source_fingerprint` of the source to the summary.
+    Without ``classes``, a class with fewer than ``min_class_boxes`` boxes is a warning
+    (``rare_classes`` in the summary). ``near_dup_bits``: canonical.write_dataset;
+    ``follow_symlinks``: "never" or "inside" (module docstring)."""
     src = Path(src).expanduser()
     if not src.is_dir():
-        raise ImportError_(f"source folder not found: {src}")
+        raise ImportError_(f"source folder not found: {src}"
+                           + ("" if src.is_absolute() else f" (relative to {Path.cwd()})"))
     if fmt not in FORMATS:
         raise ImportError_(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if follow_symlinks not in FOLLOW:
+        raise ImportError_(f"data.follow_symlinks must be one of {', '.join(FOLLOW)}, got '{follow_symlinks}'")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ImportError_(f"dataset name '{name}' must be letters, digits, '_', '-', '.'")
     src = src.resolve()
@@ -358,14 +445,21 @@ def import_dataset(src: str | Path, name: str, root: str | Path, fmt: str, clip_
     if dest_root == src or src in dest_root.parents:
         raise ImportError_("the destination must not be inside the source folder")
     fmt = detect_format(src) if fmt == "auto" else fmt
-    read = read_voc(src) if fmt == "voc" else read_yolo(src)
+    read = read_voc(src, follow_symlinks) if fmt == "voc" else read_yolo(src, follow_symlinks)
     names, samples, rejections, warnings = _validate(read, clip_px, classes)
+    extra = source_fingerprint(src) if fingerprint_source else {}
+    if not classes:
+        extra["rare_classes"] = rare_classes(names, samples, min_class_boxes)
+        warnings += [f"class '{c}' has only {k} box(es), fewer than data.min_class_boxes ({min_class_boxes}): "
+                     "a typo or a stray label? (kept; data.classes fixes the class list)"
+                     for c, k in extra["rare_classes"].items()]
     try:  # a source inside the project is recorded relative to it, so the dataset hash is portable
         shown = src.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         shown = str(src)
-    summary = write_dataset(dest_root, name, names, samples, rejections, source=shown,
-                            fmt=read.layout, warnings=warnings)
+    summary = write_dataset(dest_root, name, names, samples, rejections, source=printable(shown),
+                            fmt=read.layout, warnings=warnings, extra_summary=extra,
+                            near_dup_bits=near_dup_bits)
     if not samples:
         raise ImportError_(f"nothing usable in {src}: all {len(rejections)} sample(s) quarantined; "
                            f"see {dest_root / name / 'quarantine.md'}")

@@ -3,7 +3,10 @@
 A batch dropped into the inbox (VOC or YOLO layout) is validated by the same importer as any
 dataset (``importers``: unreadable images, bad boxes, unknown classes... quarantined with their
 reasons); on top of that a sample whose pixels already exist in the dataset is quarantined (it
-could sit in the test split, and a copy in train would leak it). What is left becomes one
+could sit in the test split, and a copy in train would leak it), and so is a near-copy of a test
+image (the same Roboflow source name, or a perceptual near-duplicate at the dataset's
+``near_dup_bits``: split.source_groups); other near-copies are grouped with their originals by
+the split. Symlinks in the inbox are quarantined, never followed out. What is left becomes one
 canonical dataset ``<increments>/<batch id>`` (sample names prefixed with the batch id), written
 atomically; the batch id is a hash of the inbox files, so a rerun after a crash finds the same
 batch. ``merge`` appends every increment to the base dataset (the ``data`` stage); the split keeps
@@ -18,20 +21,23 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Iterable
 
-from .canonical import Box, Rejection, Sample, load_manifest, write_dataset
-from .importers import ImportError_, _validate, detect_format, read_voc, read_yolo
+from .canonical import Box, Rejection, Sample, load_manifest, perceptual_hashes, write_dataset
+from .importers import FOLLOW, ImportError_, _validate, detect_format, read_voc, read_yolo
+from .split import hash_array, hash_distances, roboflow_source
 
 BATCH_FILE = "batch.json"          # inside an increment: the inbox files it was made from
 
 
 def inbox_files(inbox: Path) -> dict[str, str]:
-    """Every regular file under ``inbox`` (hidden files and folders skipped): ``{path relative
-    to the inbox: sha256}``, sorted by path. Hashed once; everything downstream uses these."""
+    """Every regular file under ``inbox`` (hidden files and folders skipped; symlinks too: never
+    read, they stay in the inbox and are reported by ``ingest``): ``{path relative to the inbox:
+    sha256}``, sorted by path. Hashed once; everything downstream uses these."""
     inbox = Path(inbox)
     if not inbox.is_dir():
         return {}
-    files = sorted(p for p in inbox.rglob("*") if p.is_file()
+    files = sorted(p for p in inbox.rglob("*") if p.is_file() and not p.is_symlink()
                    and not any(part.startswith(".") for part in p.relative_to(inbox).parts))
     return {p.relative_to(inbox).as_posix(): file_sha256(p) for p in files}
 
@@ -48,7 +54,7 @@ def batch_id(files: dict[str, str]) -> str:
     """Content id of a batch: hash of (relative path, sha256) of its files."""
     h = hashlib.sha256()
     for rel in sorted(files):
-        h.update(f"{rel}|{files[rel]}\n".encode())
+        h.update(f"{rel}|{files[rel]}\n".encode(errors="surrogateescape"))   # any file name
     return "b" + h.hexdigest()[:11]
 
 
@@ -69,20 +75,29 @@ def samples_of(dataset_dir: Path) -> tuple[list[str], list[Sample], list[Rejecti
 
 
 def ingest(inbox: Path, files: dict[str, str], batch: str, out_root: Path, existing: Path, fmt: str,
-           clip_px: float) -> dict:
+           clip_px: float, test: Iterable[str] | None = None, follow_symlinks: str = "never") -> dict:
     """Validate the inbox batch ``files`` (``inbox_files``' relative path -> sha256) against the
-    dataset ``existing`` (its classes, its images) and
+    dataset ``existing`` (its classes, its images; ``test``: the names of its test split, None:
+    any base image may be a test image) and
     write the accepted samples, the quarantine report and ``batch.json`` to ``out_root/<batch>``
     (atomically). Returns the increment's summary. Raises ``ImportError_`` when nothing is usable
     (the report is written all the same)."""
     inbox = Path(inbox).resolve()
     manifest = load_manifest(existing)
-    classes = manifest["classes"]
+    classes, bits = manifest["classes"], manifest.get("near_dup_bits")   # None: no perceptual grouping
     known = {e["pixel_sha256"]: e["name"] for e in manifest["images"]}
+    test = None if test is None else set(test)
+    guard = [e for e in manifest["images"] if "batch" not in e and (test is None or e["name"] in test)]
+    who = "test image" if test is not None else "dataset image (maybe a test image)"
+    guard_rf = {roboflow_source(e["source"]): e["name"] for e in guard if roboflow_source(e["source"])}
+    guard = [e for e in guard if e.get("phash")] if bits is not None else []
+    guard_hashes = hash_array(guard) if guard else None
+    if follow_symlinks not in FOLLOW:
+        raise ImportError_(f"data.follow_symlinks must be one of {', '.join(FOLLOW)}, got '{follow_symlinks}'")
     fmt = detect_format(inbox) if fmt == "auto" else fmt
-    read = read_voc(inbox) if fmt == "voc" else read_yolo(inbox)
+    read = read_voc(inbox, follow_symlinks) if fmt == "voc" else read_yolo(inbox, follow_symlinks)
     listed = {inbox / rel for rel in files}
-    read.items = [it for it in read.items if it.image is None or Path(it.image).resolve() in listed]
+    read.items = [it for it in read.items if it.image is None or Path(it.image) in listed]
     _, samples, rejections, warnings = _validate(read, clip_px, classes)
     kept = []
     for s in samples:
@@ -90,12 +105,24 @@ def ingest(inbox: Path, files: dict[str, str], batch: str, out_root: Path, exist
             rejections.append(Rejection(s.source, f"same pixels as '{known[s.pixel_sha256]}' already in the "
                                                   "dataset (would leak across splits)"))
             continue
+        rf, phash = roboflow_source(s.source), perceptual_hashes(s.data)
+        if rf in guard_rf:
+            rejections.append(Rejection(s.source, f"same Roboflow source '{rf}' as {who} '{guard_rf[rf]}' "
+                                                  "(would leak into the test split)"))
+            continue
+        if guard_hashes is not None:
+            d = hash_distances(hash_array([{"phash": phash}]), guard_hashes)[0]
+            if d.min() <= bits:
+                rejections.append(Rejection(s.source, f"near-copy of {who} '{guard[int(d.argmin())]['name']}' "
+                                                      f"(pHash distance {d.min()} <= data.near_dup_bits {bits}; "
+                                                      "would leak into the test split)"))
+                continue
         kept.append(Sample(name=f"{batch}_{s.name}", ext=s.ext, data=s.data, width=s.width, height=s.height,
                            boxes=s.boxes, source=f"{batch}/{s.source}", sha256=s.sha256,
-                           pixel_sha256=s.pixel_sha256, extra={"batch": batch}))
+                           pixel_sha256=s.pixel_sha256, extra={"batch": batch, "phash": phash}))
     out_root = Path(out_root)
     summary = write_dataset(out_root, batch, classes, kept, rejections, source=f"inbox batch {batch}",
-                            fmt=read.layout, warnings=warnings)
+                            fmt=read.layout, warnings=warnings, near_dup_bits=bits)
     (out_root / batch / BATCH_FILE).write_text(json.dumps({"batch": batch, "files": files}, indent=1))
     if not kept:
         raise ImportError_(f"batch {batch}: all {len(rejections)} sample(s) quarantined; see "
@@ -120,6 +147,7 @@ def merge(root: Path, name: str, increments: Path) -> dict | None:
     if not incs:
         return None
     ds = Path(root) / name
+    bits = load_manifest(ds).get("near_dup_bits")
     classes, samples, rejections = samples_of(ds)
     base = json.loads((ds / "summary.json").read_text())
     seen = {s.pixel_sha256: s.name for s in samples}
@@ -138,4 +166,5 @@ def merge(root: Path, name: str, increments: Path) -> dict | None:
             n += 1
         added[inc.name] = n
     return write_dataset(Path(root), name, classes, samples, rejections, source=base["source"],
-                         fmt=base["format"], warnings=base.get("warnings"), extra_summary={"increments": added})
+                         fmt=base["format"], warnings=base.get("warnings"), near_dup_bits=bits,
+                         extra_summary={"increments": added, **{k: base[k] for k in ("rare_classes",) if k in base}})

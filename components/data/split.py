@@ -2,7 +2,11 @@
 
 * Stratum of an image = its *dominant* class: the class with most boxes in it, ties broken
   towards the globally rarer class (so rare classes are represented in every split).
-* Images with identical decoded pixels form one group and always land in the same split.
+* Images from one source form one group and always land in the same split (``source_groups``):
+  identical decoded pixels, the same Roboflow source name (``<source>.rf.<hash>.jpg``), and
+  perceptual near-duplicates (pHash distance <= ``near_dup_bits`` between any flip / quarter turn,
+  canonical.perceptual_hashes), joined transitively. ``leakage`` counts the test images with a
+  group member in train/val: 0 by construction, a check.
 * Within each stratum, groups are shuffled with ``numpy.random.default_rng(seed)`` and dealt to
   test until it holds its share of ``round(images * test_ratio)`` (largest-remainder over
   strata, so the total is exact), then to val likewise (``val_ratio`` is a fraction of the
@@ -16,6 +20,7 @@ The same manifest, ratios and seed always give the same split.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from pathlib import PurePosixPath
 
 import numpy as np
 
@@ -28,15 +33,77 @@ def dominant_class(boxes: list[list], rarity: dict[int, int]) -> int:
     return max(counts, key=lambda c: (counts[c], -rarity.get(c, 0), -c))
 
 
-def _groups(entries: list[dict]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = defaultdict(list)
-    for e in entries:
-        groups[e["pixel_sha256"]].append(e["name"])
-    return groups
+def roboflow_source(source: str) -> str | None:
+    """``img_001_jpg`` for ``.../img_001_jpg.rf.3f2a9c.jpg`` (Roboflow's augmented copies of one
+    source photo share it); None for other names."""
+    name = PurePosixPath(source).name
+    return name.split(".rf.", 1)[0] if ".rf." in name else None
+
+
+def hash_array(entries: list[dict]) -> np.ndarray:
+    """The entries' ``phash`` variants as uint64 words: shape (images, variants, words)."""
+    return np.array([[np.frombuffer(bytes.fromhex(h), ">u8") for h in e["phash"]] for e in entries],
+                    dtype=np.uint64)
+
+
+def hash_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Flip/rotation-invariant distance between every image of ``a`` and of ``b`` (hash_array's):
+    the fewest differing bits between one image and any variant of the other, shape (len a, len b)."""
+    d1 = np.bitwise_count(a[:, None, :1] ^ b[None]).sum(-1, dtype=np.int32).min(-1)
+    d2 = np.bitwise_count(a[:, None] ^ b[None, :, :1]).sum(-1, dtype=np.int32).min(-1)
+    return np.minimum(d1, d2)
+
+
+def near_duplicate_pairs(hashes: np.ndarray, max_bits: int) -> list[tuple[int, int]]:
+    """Index pairs (i < j) at hash distance <= ``max_bits``; all pairs, in row blocks."""
+    n, pairs = len(hashes), []
+    rows = max(1, 2_000_000 // max(1, n * hashes[0].size))
+    for i in range(0, n, rows):
+        d = hash_distances(hashes[i:i + rows], hashes)
+        for a, b in zip(*np.nonzero(d <= max_bits)):
+            if i + a < b:
+                pairs.append((i + int(a), int(b)))
+    return pairs
+
+
+def source_groups(entries: list[dict], near_dup_bits: int | None) -> tuple[list[list[str]], int]:
+    """Groups of entry names (union-find) joined by identical pixels, the same Roboflow source
+    name, or (``near_dup_bits`` not None, entries with ``phash``) perceptual near-duplicates.
+    Returns (sorted groups, number of near-duplicate pairs)."""
+    parent = list(range(len(entries)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, e in enumerate(entries):
+        for key in (("px", e["pixel_sha256"]), ("rf", roboflow_source(e.get("source", "")))):
+            if key[1] is not None:
+                parent[find(i)] = find(first.setdefault(key, i))
+    pairs = []
+    hashed = [i for i, e in enumerate(entries) if e.get("phash")]
+    if near_dup_bits is not None and len(hashed) > 1:
+        pairs = near_duplicate_pairs(hash_array([entries[i] for i in hashed]), near_dup_bits)
+        for a, b in pairs:
+            parent[find(hashed[a])] = find(hashed[b])
+    groups: dict[int, list[str]] = defaultdict(list)
+    for i, e in enumerate(entries):
+        groups[find(i)].append(e["name"])
+    return sorted(sorted(g) for g in groups.values()), len(pairs)
+
+
+def leakage(result: dict, groups: list[list[str]]) -> int:
+    """Test images with a member of their group in train or val (must be 0)."""
+    part = {n: p for p in ("train", "val", "test") for n in result[p]}
+    return sum(sum(part.get(n) == "test" for n in g) for g in groups
+               if any(part.get(n) in ("train", "val") for n in g))
 
 
 def make_split(entries: list[dict], class_names: list[str], test_ratio: float, val_ratio: float,
-               seed: int, folds: int) -> dict:
+               seed: int, folds: int, near_dup_bits: int | None = None) -> dict:
     if not (0 <= test_ratio < 1 and 0 <= val_ratio < 1 and test_ratio + val_ratio < 1):
         raise ValueError(f"split ratios must satisfy 0 <= test, val and test + val < 1 "
                          f"(got test={test_ratio}, val={val_ratio})")
@@ -45,9 +112,10 @@ def make_split(entries: list[dict], class_names: list[str], test_ratio: float, v
     rarity = Counter(int(b[0]) for e in entries for b in e["boxes"])
     by_name = {e["name"]: e for e in entries}
     strata: dict[int, list[list[str]]] = defaultdict(list)
-    for members in sorted(_groups(entries).values()):
-        # a group is stratified by its first member (identical pixels, near-identical labels)
-        strata[dominant_class(by_name[members[0]]["boxes"], rarity)].append(sorted(members))
+    units, near_pairs = source_groups(entries, near_dup_bits)
+    for members in units:
+        # a group is stratified by the boxes of all its members (copies of one photo)
+        strata[dominant_class([b for n in members for b in by_name[n]["boxes"]], rarity)].append(members)
 
     sizes = {c: sum(len(g) for g in gs) for c, gs in strata.items()}
     quota = {"test": _allocate(sizes, test_ratio), "val": _allocate(sizes, val_ratio)}
@@ -75,7 +143,10 @@ def make_split(entries: list[dict], class_names: list[str], test_ratio: float, v
         "seed": seed, "test_ratio": test_ratio, "val_ratio": val_ratio, "folds": folds,
         **{k: sorted(v) for k, v in out.items()},
         "counts": {k: _class_counts(v, by_name, class_names) for k, v in out.items()},
+        "groups": {"count": len(units), "largest": max(map(len, units), default=0)},
+        "near_duplicate_pairs": near_pairs,
     }
+    result["leakage"] = leakage(result, units)
     if folds:
         fold_sets: list[list[str]] = [[] for _ in range(folds)]
         for cls in sorted(train_groups):
@@ -103,30 +174,51 @@ def _class_counts(names: list[str], by_name: dict[str, dict], class_names: list[
             "per_class": {c: boxes.get(i, 0) for i, c in enumerate(class_names)}}
 
 
-def add_increments(result: dict, entries: list[dict], class_names: list[str]) -> dict:
+def add_increments(result: dict, entries: list[dict], class_names: list[str], base: list[dict] = (),
+                   near_dup_bits: int | None = None) -> dict:
     """Deal increment images (``retrain``'s new samples, manifest entries with a ``batch``) to
     train/val only, so the test split, made from the base dataset alone, never changes and a
-    champion and its challenger are compared on the same images. An image goes to val with the
-    base split's val share of the non-test part, decided by its pixel hash (stable, seed-free);
-    with k folds, it is the validation image of fold ``hash mod k``."""
+    champion and its challenger are compared on the same images. An increment grouped with
+    ``base`` images (``source_groups``) follows them; one whose group holds a test image is left
+    out (``held_out``: it would leak). Any other group goes to val with the base split's val share
+    of the non-test part, decided by its pixel hash (stable, seed-free); with k folds, it is the
+    validation group of fold ``hash mod k``."""
     if not entries:
         return result
     by_name = {e["name"]: e for e in entries}
     frac = result["val_ratio"] / (1 - result["test_ratio"])
     folds = result.get("kfold") or []
-    for e in entries:
-        h = int(e["pixel_sha256"][:12], 16)
-        result["val" if (h % 10_000) / 10_000 < frac else "train"].append(e["name"])
-        for i, f in enumerate(folds):
-            f["val" if i == h % len(folds) else "train"].append(e["name"])
+    part = {n: p for p in ("train", "val", "test") for n in result[p]}
+    fold_of = {n: i for i, f in enumerate(folds) for n in f["val"]}
+    groups, _ = source_groups([*base, *entries], near_dup_bits)
+    held = []
+    for g in groups:
+        new = [n for n in g if n in by_name]
+        placed = [n for n in g if n in part]
+        if not new:
+            continue
+        if any(part[n] == "test" for n in placed):
+            held.extend(new)
+            continue
+        h = int(min(by_name[n]["pixel_sha256"] for n in new)[:12], 16)
+        to = part[placed[0]] if placed else "val" if (h % 10_000) / 10_000 < frac else "train"
+        fold = fold_of.get(placed[0]) if placed else h % len(folds) if folds else None
+        for n in new:
+            result[to].append(n)
+            for i, f in enumerate(folds):
+                f["val" if i == fold else "train"].append(n)
     for lists in (result, *folds):
-        for part in ("train", "val"):
-            lists[part].sort()
-    for part in ("train", "val"):
-        base = result["counts"][part]
-        added = [by_name[n] for n in result[part] if n in by_name]
+        for p in ("train", "val"):
+            lists[p].sort()
+    for p in ("train", "val"):
+        base_counts = result["counts"][p]
+        added = [by_name[n] for n in result[p] if n in by_name]
         inc = _class_counts([e["name"] for e in added], by_name, class_names)
-        result["counts"][part] = {"images": base["images"] + inc["images"], "boxes": base["boxes"] + inc["boxes"],
-                                  "per_class": {c: base["per_class"][c] + inc["per_class"][c] for c in class_names}}
+        result["counts"][p] = {"images": base_counts["images"] + inc["images"],
+                               "boxes": base_counts["boxes"] + inc["boxes"],
+                               "per_class": {c: base_counts["per_class"][c] + inc["per_class"][c]
+                                             for c in class_names}}
     result["increments"] = sorted({e["batch"] for e in entries})
+    result["held_out"] = sorted(held)
+    result["leakage"] = leakage(result, groups)
     return result
