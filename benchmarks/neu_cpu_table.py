@@ -130,6 +130,29 @@ def table(roles: dict[str, str]) -> Path:
              "resample); an interval containing 0 is no evidence of a gain. The control row is the baseline "
              "trained with seed 1: the gain training noise alone produces. Paper rows: 640 px, their own "
              "protocols and (DASC-YOLO Table 4) large models; their FPS are GPU figures.")
+    notes += (" FPS: all rows measured back to back in this run (eager PyTorch, fused, 1 thread, batch 1, "
+              "224 px); LAGNet's second figure is the served graph (baseline + LAM + LAGNet). 'epoch s': seconds "
+              "per training epoch on the machine named in 'trained on' (the H200 ran 3-7 trainings side by side, "
+              "so its figures are not speeds of one training).")
+    for role, r in runs.items():
+        if r["model"] != "lagnet":
+            continue
+        served = RUNS / f"{r['run']}-served.json"
+        files = r.get("test_on_lam_files", {}).get("mAP50")
+        notes += (f" {NAMES.get(role, role)} is scored as served (LAM computed in the graph from the RGB image); "
+                  f"the same weights on the LAM files they were trained on: mAP50 {100 * files:.1f}"
+                  if files is not None else "")
+        if served.is_file():
+            sv = json.loads(served.read_text())
+            o, f = sv["onnx_vs_pytorch"], sv["served_vs_lam_files"]
+            payload["models"][role]["served_check"] = sv
+            payload["models"][role]["mAP50_on_lam_files"] = files
+            notes += (f"; boxes at conf {sv['conf']} on all {sv['images']} test images: exported ONNX graph vs the "
+                      f"PyTorch pipeline same count on {o['same_count']}/{o['images']} ({o['boxes']} boxes, "
+                      f"{o['unmatched']} unmatched, min matched IoU {o['min_matched_iou']:.4f}); served LAM vs LAM "
+                      f"files same count on {f['same_count']}/{f['images']} ({f['unmatched']} unmatched, min "
+                      f"matched IoU {f['min_matched_iou']:.3f}): the train/serve skew that remains.")
+    (RESULTS / "neu_cpu.json").parent.mkdir(parents=True, exist_ok=True)
     write("neu_cpu", payload, rows, cols,
           f"NEU-DET, CPU protocol (imgsz {protocol['imgsz']}, {protocol['epochs']} epochs, seed 0, 8:2)", notes)
     md = RESULTS / "neu_cpu.md"

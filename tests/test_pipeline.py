@@ -146,7 +146,7 @@ def test_dvc_repro_end_to_end(project):
     assert (root / "reports" / "lam" / "lam_grid.png").is_file()
     g = json.loads((root / "metrics" / "lagnet.json").read_text())
     assert g["latency_input_channels"] == 6 and g["images"] == 10 and 0 <= g["mAP50"] <= 1
-    assert 2_000_000 < g["params"] < 2_400_000                # LAGNet-s, width 32, 6 classes
+    assert 2_300_000 < g["params"] < 2_700_000                # LAGNet-s, width 32, C3 neck, 6 classes: 2.49 M
     assert g["GFLOPs"] > 0
     assert "metrics/lagnet.json" in shown
 
@@ -446,7 +446,8 @@ def test_tune_records_failed_trials_and_goes_on(project):
     process and an MLflow child run; a failed trial is recorded and the study goes on; the best
     overrides are written for the final training."""
     root, _ = project
-    pf = _tune_params(project, "params-tune.yaml", trials=4, study="t-fail", pruner="median",
+    # seed 3: TPE's seeded start-up draws put the broken loss in trials 1-3 (trial 0 is the default)
+    pf = _tune_params(project, "params-tune.yaml", trials=4, study="t-fail", pruner="median", seed=3,
                       space={"dasc": {"protonet_k": [2, 4, 8], "iou": ["ciou", "no-such-loss"]}})
     out = defectops(project, "--params", pf, "tune", "dasc")
     import optuna
