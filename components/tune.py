@@ -16,6 +16,7 @@ validation by more than ``tune.min_gain`` (the run-to-run noise) and reaches ``t
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -116,6 +117,8 @@ def open_study(name: str, storage: str, seed: int, pruner: str, epochs: int, war
     workers start together; it is the first WAITING trial, hence the first one asked."""
     kw = {"sampler": optuna.samplers.TPESampler(seed=seed), "pruner": make_pruner(pruner, epochs, warmup_epochs)}
     try:
+        if storage.startswith("sqlite:///"):            # a fresh checkout has no .cache/ yet
+            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", **kw)
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(study_name=name, storage=storage, **kw)
