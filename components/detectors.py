@@ -9,16 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import section
-from .models.dasc_yolo import DascToggles, write_dasc_yaml
-from .models.lagnet_yolo import LagnetToggles, write_lagnet_yaml
-from .train import baseline_cfg
 
-MODELS = ("baseline", "dasc", "lagnet")
+MODELS = ("baseline", "dasc", "lagnet")       # importing this module stays light (the CLI's choices):
+                                             # torch / ultralytics are imported when a config is built
 
 
 def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
     """The model YAML to train: ultralytics' own for the baseline, generated ones (written into
     ``work``) for DASC-YOLO and LAGNet."""
+    from .models.dasc_yolo import DascToggles, write_dasc_yaml
+    from .models.lagnet_yolo import write_lagnet_yaml
+    from .train import baseline_cfg
+
     if model == "baseline":
         return baseline_cfg(section(params, "baseline.scale"))
     if model == "dasc":
@@ -33,6 +35,8 @@ def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
 
 def lagnet_kwargs(g: dict) -> dict:
     """``write_lagnet_yaml`` keyword arguments from the params ``lagnet`` (+ ``lam``) section."""
+    from .models.lagnet_yolo import LagnetToggles
+
     return dict(variant=g["variant"], width=g["width"], k=g["k"], n=g["n"],
                 toggles=LagnetToggles(g["lam"], g["scem"]))
 

@@ -234,7 +234,7 @@ def _ablate(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import MODELS
+    from components.detectors import MODELS
 
     p = argparse.ArgumentParser(prog="defectops", description="Surface-defect detection MLOps "
                                 "pipeline: data, training, evaluation (DVC + Prefect + MLflow).",
