@@ -100,11 +100,11 @@ def make_lams(baseline_run: str, sets: dict, src: Path, device: str) -> dict:
     return info
 
 
-def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: str | None = None,
-        evaluate: bool = True) -> dict:
-    from components.evaluate import evaluate_detector
-    from components.lam_data import LamValidator, lam_data_yaml
-    from components.train import train_detector
+def prepare(name: str, model: str, sets: dict, src: Path, lams_from: str | None
+            ) -> tuple[dict, Path, Path, Path, bool]:
+    """The run's params (protocol + ``sets``), dataset, work folder, data YAML (with the LAM
+    folder for LAGNet) and whether the model reads a LAM."""
+    from components.lam_data import lam_data_yaml
 
     params = protocol_params(sets)
     params["lam"]["baseline_run"] = lams_from
@@ -114,14 +114,23 @@ def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: st
     lam = uses_lam(model, params)
     if lam:
         if not (lam_dir(params) / "lam_info.json").is_file():
-            raise SystemExit(f"no LAMs in {lam_dir(params)}: run --lams-from <baseline run> first")
+            raise SystemExit(f"no LAMs in {lam_dir(params)}: run --make-lams --lams-from <baseline run> first")
         data_yaml = lam_data_yaml(data_yaml, lam_dir(params))
+    return params, ds, work, data_yaml, lam
+
+
+def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: str | None = None,
+        evaluate: bool = True) -> dict:
+    from components.config import trainer_args
+    from components.evaluate import evaluate_detector
+    from components.lam_data import LamValidator
+    from components.train import train_detector
+
+    params, ds, work, data_yaml, lam = prepare(name, model, sets, src, lams_from)
     cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
-    args = dict(section(params, "train"))
-    args.pop("device"), args.pop("seed")
+    args, _, seed = trainer_args(params)
     t = time.time()
-    res = train_detector(cfg, data_yaml, work / "train", args, device, section(params, "train.seed"),
-                         section(params, "loss.iou"), lam=lam)
+    res = train_detector(cfg, data_yaml, work / "train", args, device, seed, section(params, "loss.iou"), lam=lam)
     train_s = time.time() - t
     ev = section(params, "evaluate")
     out = {"run": name, "model": model, "overrides": sets, "device": device, "train_seconds": round(train_s, 1),
@@ -149,19 +158,12 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
     import shutil
 
     from components.evaluate import PREDICTIONS, evaluate_detector
-    from components.lam_data import LamValidator, lam_data_yaml, served_lam_validator
+    from components.lam_data import LamValidator, served_lam_validator
 
-    params = protocol_params(sets)
-    params["lam"]["baseline_run"] = lams_from
-    ds, split = dataset(params, src)
-    work = WORK / name
-    weights = work / "train" / "weights" / "best.pt"
+    weights = WORK / name / "train" / "weights" / "best.pt"
     if not weights.is_file():
         raise SystemExit(f"{weights} missing")
-    data_yaml = write_yolo_data_yaml(ds, split, work / "data")
-    lam = uses_lam(model, params)
-    if lam:
-        data_yaml = lam_data_yaml(data_yaml, lam_dir(params))
+    params, _, work, data_yaml, lam = prepare(name, model, sets, src, lams_from)
     ev = section(params, "evaluate")
     out = {"run": name, "model": model, "overrides": sets, "lams_from": lams_from, "trained_on": trained_on,
            "weights": "best epoch on val", "machine": machine(), "command": cli()}

@@ -15,7 +15,6 @@ validation by more than ``tune.min_gain`` (the run-to-run noise) and reaches ``t
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,22 @@ TARGETS = {"protonet_k": "dasc.protonet_k", "k": "lagnet.k", "n": "lagnet.n", "i
            "lr0": "train.lr0", "weight_decay": "train.weight_decay"}
 
 
-def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
-    """Draw one point: lists are categorical, ``{low, high}`` maps log-uniform floats; ``None``
-    entries are left out (fixed at params.yaml's value). Returns ``{params leaf: value}``."""
-    out = {}
+def searched(space: dict[str, Any]):
+    """The ``(key, spec)`` pairs of ``tune.space`` that are searched (``None``: fixed at
+    params.yaml's value, left out); an unknown key is an error."""
     for key, spec in space.items():
         if spec is None:
             continue
         if key not in TARGETS:
             raise ValueError(f"tune.space: unknown key '{key}' (known: {', '.join(TARGETS)})")
+        yield key, spec
+
+
+def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
+    """Draw one point: lists are categorical, ``{low, high}`` maps log-uniform floats; ``None``
+    entries are left out (fixed at params.yaml's value). Returns ``{params leaf: value}``."""
+    out = {}
+    for key, spec in searched(space):
         if isinstance(spec, dict):
             out[TARGETS[key]] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=True)
         elif isinstance(spec, list) and spec:
@@ -47,20 +53,6 @@ def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
         else:
             raise ValueError(f"tune.space.{key}: a non-empty list or {{low, high}}, got {spec!r}")
     return out
-
-
-def apply(params: dict, overrides: dict[str, Any]) -> dict:
-    """A copy of ``params`` with dotted leaves replaced."""
-    p = copy.deepcopy(params)
-    for dotted, value in overrides.items():
-        node = p
-        *parents, leaf = dotted.split(".")
-        for k in parents:
-            node = node[k]
-        if leaf not in node:
-            raise KeyError(f"params.yaml has no '{dotted}'")
-        node[leaf] = value
-    return p
 
 
 def make_pruner(name: str, epochs: int, warmup_epochs: int = 0) -> optuna.pruners.BasePruner:
@@ -85,11 +77,7 @@ def default_point(space: dict[str, Any], params: dict) -> dict[str, Any]:
     the trial every study contains. The space must contain them (a list holding the value, a
     range around it), else the default could not be a trial of the study."""
     out = {}
-    for key, spec in space.items():
-        if spec is None:
-            continue
-        if key not in TARGETS:
-            raise ValueError(f"tune.space: unknown key '{key}' (known: {', '.join(TARGETS)})")
+    for key, spec in searched(space):
         value = section(params, TARGETS[key])
         inside = (float(spec["low"]) <= float(value) <= float(spec["high"]) if isinstance(spec, dict)
                   else isinstance(spec, list) and value in spec)

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from components.config import git_commit, load_params, params_hash, section
+from components.config import git_commit, load_params, params_hash, section, trainer_args  # noqa: F401
 from components.tracking import StageRun, start_stage_run
 
 # tracking-server calls are the transient steps: retried; long compute steps are not
@@ -85,8 +85,3 @@ def numeric(d: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def trainer_args(params: dict) -> tuple[dict, str, int]:
-    """params.train as ultralytics train arguments, minus ``device`` and ``seed``, which the
-    pipeline passes itself."""
-    args = dict(section(params, "train"))
-    return args, args.pop("device"), args.pop("seed")

@@ -11,13 +11,11 @@ import sys
 
 import yaml
 
-from components.config import ConfigError, load_params, section
+from components.config import load_params, load_profile, section
 
 
 def set_args(profile_path: str, params_path: str = "params.yaml") -> list[str]:
-    overrides = yaml.safe_load(open(profile_path))
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"{profile_path}: expected 'dotted.key: value' lines")
+    overrides = load_profile(profile_path)
     params = load_params(params_path)
     args = []
     for key, value in overrides.items():

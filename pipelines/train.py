@@ -82,7 +82,7 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
     params = read_params(params_file)
     tuned_info = None
     if tuned:
-        from components.tune import apply
+        from components.config import apply_overrides as apply
 
         from .tune import load_tuned
 

@@ -31,12 +31,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import optuna
 
+    from components.config import apply_overrides as apply
     from components.config import load_params, section
     from components.data.canonical import load_manifest
     from components.data.views import load_split, write_yolo_data_yaml
     from components.tracking import start_stage_run
     from components.train import train_detector
-    from components.tune import apply, is_default, open_study, should_prune
+    from components.tune import is_default, open_study, should_prune
 
     from .common import dataset_dir, dataset_hash, split_file, trainer_args
     from .train import model_cfg, model_data_yaml, uses_lam

@@ -251,6 +251,6 @@ def test_a_changed_rule_decides_again_on_the_same_study(fake_tune):
 
 
 def test_train_applies_an_empty_override_set():
-    from components.tune import apply
+    from components.config import apply_overrides as apply
 
     assert apply(PARAMS, {}) == PARAMS
