@@ -5,7 +5,7 @@
 * plain: read + letterbox + one batched forward pass of the baseline (what inference costs
   before NMS);
 * LAM: ``components.lam.make_lams`` as the LAM stage runs it: the same read + letterbox +
-  forward, then per-level confidence maps, level fusion, un-letterbox, JET blend, PNG write;
+  forward, then per-level confidence maps, level fusion, un-letterbox, 8-bit grey map, PNG write;
 * in-graph: ``LamMap`` (the ONNX pipeline's LAM step) vs the detector's forward alone, tensors only.
 
 Images: NEU-DET from ``../shared`` when present (else the synthetic generator). Weights: the NEU
@@ -104,7 +104,7 @@ def main() -> None:
     d, g = statistics.median(det[1:]), statistics.median(ing[1:])
     rows = [{"what": "plain batched inference (read + letterbox + forward)", "images/s": round(n / p, 1),
              "seconds": round(p, 2), "x plain": 1.0},
-            {"what": "LAM generation (make_lams: + fuse, un-letterbox, blend, PNG write)", "images/s": round(n / q, 1),
+            {"what": "LAM generation (make_lams: + fuse, un-letterbox, 8-bit map, PNG write)", "images/s": round(n / q, 1),
              "seconds": round(q, 2), "x plain": round(q / p, 3)},
             {"what": f"detector forward only (tensor batch {a.batch})", "images/s": round(a.batch / d, 1),
              "seconds": round(d, 3), "x plain": ""},

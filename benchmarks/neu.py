@@ -122,7 +122,8 @@ def run_model(model: str, epochs: int, imgsz: int, test_ratio: float, seed: int)
     work = WORK / tag / f"run-{model}"
     data_yaml = write_yolo_data_yaml(ds, split, work / "data")
     if lagnet:
-        data_yaml = lam_data_yaml(data_yaml, lam_dir(test_ratio))
+        data_yaml = lam_data_yaml(data_yaml, lam_dir(test_ratio), section(params, "lam.alpha"),
+                                  section(params, "lam.beta"))
     cfg = model_cfg("lagnet" if lagnet else model, params, len(load_manifest(ds)["classes"]), work)
     args, _, _ = trainer_args(params)
     args.update(epochs=epochs, imgsz=imgsz)
@@ -179,14 +180,12 @@ def onnx_check(model: str, imgsz: int, test_ratio: float, seed: int, n: int = 20
     """The end-to-end ONNX graph (baseline -> LAM -> LAGNet) vs the PyTorch pipeline on ``n`` test
     images: boxes after NMS at ``conf`` (count per image, IoU of matched boxes). Also the
     in-graph LAM vs the training path (LAM files, letterboxed), both in PyTorch."""
-    import cv2
-    import numpy as np
     import torch
     from ultralytics.utils.nms import non_max_suppression
 
     from components.export import letterbox_batch
     from components.lagnet_export import box_agreement, export_pipeline, load_pipeline, pipeline_parity
-    from components.lam_data import lam_path
+    from components.lam_data import file_lam_batch
 
     params = load_params()
     ds, split = dataset(test_ratio, seed)
@@ -202,15 +201,12 @@ def onnx_check(model: str, imgsz: int, test_ratio: float, seed: int, n: int = 20
     parity = pipeline_parity(pipe, onnx_path, x, conf=conf)
     # a weakly trained model may have no score above 0.25: compare boxes at a low threshold too
     low = pipeline_parity(pipe, onnx_path, x, conf=0.05)
-    # training path: the LAM files, letterboxed like the images
-    from ultralytics.data.augment import LetterBox
-
-    lb = LetterBox((imgsz, imgsz), auto=False)
-    lams = np.stack([lb(image=cv2.imread(str(lam_path(lam_dir(test_ratio), p))))[..., ::-1].transpose(2, 0, 1)
-                     for p in images]).astype(np.float32) / 255.0
+    # training path: the confidence-map files, letterboxed like the images, coded and blended
+    files = file_lam_batch(images, lam_dir(test_ratio), imgsz, lam["alpha"], lam["beta"])
+    lams = files[:, 3:].numpy()
     with torch.inference_mode():
         ingraph = pipe(torch.from_numpy(x))
-        filepath = pipe.lagnet(torch.cat([torch.from_numpy(x), torch.from_numpy(lams)], 1))
+        filepath = pipe.lagnet(files)
         filepath = filepath[0] if isinstance(filepath, (list, tuple)) else filepath
         lam_diff = float((pipe.lam(torch.from_numpy(x)) - torch.from_numpy(lams)).abs().mean())
         max_score = [round(float(v), 4) for v in ingraph[:, 4:].amax((1, 2))]

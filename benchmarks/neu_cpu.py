@@ -115,7 +115,7 @@ def prepare(name: str, model: str, sets: dict, src: Path, lams_from: str | None
     if lam:
         if not (lam_dir(params) / "lam_info.json").is_file():
             raise SystemExit(f"no LAMs in {lam_dir(params)}: run --make-lams --lams-from <baseline run> first")
-        data_yaml = lam_data_yaml(data_yaml, lam_dir(params))
+        data_yaml = lam_data_yaml(data_yaml, lam_dir(params), section(params, "lam.alpha"), section(params, "lam.beta"))
     return params, ds, work, data_yaml, lam
 
 
@@ -201,14 +201,12 @@ def served_check(name: str, lams_from: str, sets: dict, src: Path, conf: float =
     pipeline it was exported from (what ``evaluate lagnet`` scores), and the served LAM vs the LAM
     files the model was trained on, both as boxes after NMS at ``conf`` (same count per image,
     matched IoU). Written to ``runs/<name>-served.json``."""
-    import numpy as np
     import torch
-    from ultralytics.data.augment import LetterBox
     from ultralytics.utils.nms import non_max_suppression
 
     from components.export import letterbox_batch
     from components.lagnet_export import box_agreement, export_pipeline, load_pipeline, pipeline_parity
-    from components.lam_data import lam_path
+    from components.lam_data import file_lam_batch
 
     params = protocol_params(sets)
     params["lam"]["baseline_run"] = lams_from
@@ -221,21 +219,17 @@ def served_check(name: str, lams_from: str, sets: dict, src: Path, conf: float =
                          WORK / name / "train" / "weights" / "best.pt", g["alpha"], g["beta"], g["normalize"],
                          g["quantile"])
     onnx_path = export_pipeline(pipe, WORK / name / "pipeline.onnx", imgsz, section(params, "export.opset"))
-    import cv2
-
-    lb = LetterBox((imgsz, imgsz), auto=False)
     out = {"run": name, "images": len(images), "conf": conf, "imgsz": imgsz, "onnx_vs_pytorch": None}
     parities, served, files = [], [], []
     for i in range(0, len(images), 32):
         chunk = images[i:i + 32]
         x = letterbox_batch(chunk, imgsz)
         parities.append(pipeline_parity(pipe, onnx_path, x, conf=conf))
-        lams = np.stack([lb(image=cv2.imread(str(lam_path(lam_dir(params), p))))[..., ::-1].transpose(2, 0, 1)
-                         for p in chunk]).astype(np.float32) / 255.0
+        from_files = file_lam_batch(chunk, lam_dir(params), imgsz, g["alpha"], g["beta"])
         with torch.inference_mode():
             xt = torch.from_numpy(x)
             served += non_max_suppression(pipe(xt), conf, 0.7)
-            y = pipe.lagnet(torch.cat([xt, torch.from_numpy(lams)], 1))
+            y = pipe.lagnet(from_files)
             files += non_max_suppression(y[0] if isinstance(y, (list, tuple)) else y, conf, 0.7)
     n = sum(p["images"] for p in parities)
     ious = [p["min_matched_iou"] for p in parities if p["min_matched_iou"] is not None]

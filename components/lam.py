@@ -9,8 +9,15 @@ to the original image, so LAM pixels line up with image pixels.
 
 The steps are plain tensor code, so ``LamMap`` (baseline -> LAM) runs inside the one ONNX graph
 of ``LagnetPipeline`` (baseline -> LAM -> LAGNet, ``components/lagnet_export.py``); the JET
-colours are OpenCV's own table, held as a buffer. ``make_lams`` writes the LAM of every image
-(batched baseline inference) for training; ``lam_grid`` is the sample plot.
+colours are OpenCV's own table, held as a buffer.
+
+For training, ``make_lams`` writes each image's (normalised) *confidence map* as an 8-bit grey
+PNG at the image's own size, not the colour LAM: the training data path
+(``components/lam_data.py``) moves the map through the same augmentation and letterbox as the
+image and only then codes and blends it (``lam_blend``, the function the served graph uses), at
+the network's input resolution. Colour-coding before a resize (the earlier design) resampled JET
+colours into colours the served LAM never has, a train/serve skew. ``lam_grid`` is the sample
+plot (colour LAMs made from the maps with ``lam_image``).
 """
 
 from __future__ import annotations
@@ -107,6 +114,26 @@ def lam_image(bgr: np.ndarray, conf: np.ndarray, alpha: float = 0.5, beta: float
     return cv2.addWeighted(bgr, alpha, heat, beta, 0.0)       # rounds to nearest, saturates
 
 
+def conf_u8(conf: np.ndarray) -> np.ndarray:
+    """A confidence map in [0, 1] as the 8-bit grey map written for training: ``round(255 conf)``,
+    the very index the JET coding uses, so storing it loses nothing the LAM shows."""
+    return np.clip(np.rint(conf * 255), 0, 255).astype(np.uint8)
+
+
+def lam_blend(rgb: torch.Tensor, conf: torch.Tensor, jet_rgb: torch.Tensor, alpha: float = 0.5,
+              beta: float = 0.5) -> torch.Tensor:
+    """Eq. (1) on tensors: ``alpha * rgb + beta * JET(round(255 * conf))``. ``rgb``: ``(B, 3, H, W)``
+    in [0, 1]; ``conf``: ``(B, H, W)`` in [0, 1]; ``jet_rgb``: the ``(256, 3)`` JET table in RGB,
+    [0, 1] (``jet_table``). The one blend of the served graph and of the training data path."""
+    idx = torch.round(conf.clamp(0, 1) * 255.0).long()
+    return alpha * rgb + beta * jet_rgb[idx].permute(0, 3, 1, 2).to(rgb.dtype)
+
+
+def jet_table(device=None) -> torch.Tensor:
+    """OpenCV's JET colour map as a ``(256, 3)`` RGB tensor in [0, 1]."""
+    return torch.from_numpy(JET_BGR[:, ::-1].copy()).float().div(255.0).to(device)
+
+
 def head_output(y) -> torch.Tensor:
     """The ``(B, 4 + nc, anchors)`` tensor of an ultralytics detection model in eval mode."""
     return y[0] if isinstance(y, (list, tuple)) else y
@@ -125,7 +152,7 @@ class LamMap(nn.Module):
         self.strides = tuple(int(s) for s in detector.stride)
         self.alpha, self.beta = alpha, beta
         self.normalize, self.quantile = normalize, quantile
-        self.register_buffer("jet_rgb", torch.from_numpy(JET_BGR[:, ::-1].copy()).float() / 255.0)
+        self.register_buffer("jet_rgb", jet_table())
 
     def raw_confidence(self, x: torch.Tensor) -> torch.Tensor:
         """The detector's confidence map at the input resolution (eq. 1's ``sigmoid(CSM)``)."""
@@ -136,12 +163,8 @@ class LamMap(nn.Module):
         """The map that is colour coded: the raw confidence, normalised per ``normalize``."""
         return normalize_confidence(self.raw_confidence(x), self.normalize, self.quantile)
 
-    def colour(self, conf: torch.Tensor) -> torch.Tensor:
-        idx = torch.round(conf * 255.0).long()                 # (B, H, W) in 0..255
-        return self.jet_rgb[idx].permute(0, 3, 1, 2)           # (B, 3, H, W)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.alpha * x + self.beta * self.colour(self.confidence(x))
+        return lam_blend(x, self.confidence(x), self.jet_rgb, self.alpha, self.beta)
 
 
 def _letterbox(img: np.ndarray, imgsz: int):
@@ -158,9 +181,11 @@ def make_lams(detector: nn.Module, images: list[Path], out_dir: Path, imgsz: int
               progress: Callable[[int], None] | None = None,
               boxes: dict[str, np.ndarray] | None = None, normalize: str = "none",
               quantile: float = 0.99) -> dict[str, dict]:
-    """Write ``out_dir/<stem>.png``, the LAM of each image at the image's own size: the baseline
-    runs once per batch on letterboxed inputs, each confidence map is cut out of the letterbox
-    and resized back, then blended with the original pixels. Returns ``{image: {"lam": path}}``
+    """Write ``out_dir/<stem>.png``, the (normalised) confidence map of each image at the image's
+    own size, 8-bit grey (``conf_u8``): the baseline runs once per batch on letterboxed inputs,
+    each map is cut out of the letterbox and resized back. The training data path codes and blends
+    it after augmentation (``alpha``/``beta`` are recorded by the caller, ``lam_image`` makes the
+    colour LAM for viewing). Returns ``{image: {"lam": path}}``
     plus, for images in ``boxes`` (xyxy px), the LAM's contrast: mean raw confidence
     (``conf_in``/``conf_out``), normalised confidence (``norm_in``/``norm_out``) and luminance of
     the JET colour (``jet_in``/``jet_out``, 0..1) inside / outside the boxes."""
@@ -190,7 +215,7 @@ def make_lams(detector: nn.Module, images: list[Path], out_dir: Path, imgsz: int
         for f, img, c, r, (ratio, pad) in zip(chunk, origs, conf, raw, geo):
             m = unletterbox_np(c, img.shape[:2], ratio, pad)
             dst = lam_path(out_dir, f)
-            if not cv2.imwrite(str(dst), lam_image(img, m, alpha, beta), PNG_FAST):
+            if not cv2.imwrite(str(dst), conf_u8(m), PNG_FAST):
                 raise OSError(f"could not write {dst}")
             written[str(f)] = {"lam": dst}
             if boxes is not None and str(f) in boxes:

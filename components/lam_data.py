@@ -1,17 +1,22 @@
 """RGB + LAM data path for LAGNet through ultralytics' dataset / trainer / validator seams.
 
-Each image is read with its LAM (``<lam dir>/<image stem>.png``, made by ``components/lam.py``)
-and the two are stacked into one 6-channel array *before* any augmentation, so mosaic, mixup,
-flips, the random affine and the letterbox move RGB, LAM and boxes together (ultralytics'
-augmentations are channel-agnostic; its ``Format`` only swaps BGR->RGB for 3-channel arrays,
-``LamFormat`` does it for each half). Colour augmentation (HSV) is applied to the RGB half
-only: the LAM's colours encode the baseline's confidence, jittering them would change what
-the map says. The LAM keeps the *un-jittered* image in its 50 % RGB part (it was made once,
-offline); at inference both halves see the same image, so training is slightly harder than
-serving, never the other way round.
+Each image is read with its baseline confidence map (``<lam dir>/<image stem>.png``, 8-bit grey,
+made by ``components/lam.py``) and a constant *valid* channel (255), stacked into one 5-channel
+array (BGR, confidence, valid) *before* any augmentation, so mosaic, mixup, flips, the random
+affine and the letterbox move image, map and boxes together (ultralytics' augmentations are
+channel-agnostic; its ``Format`` only swaps BGR->RGB for 3-channel arrays, ``LamFormat`` does it
+for the colour part). Colour augmentation (HSV) touches the colour part only.
 
-The data YAML carries ``lam: <dir>`` and ``channels: 6`` (so ultralytics sizes warm-up
-tensors right); images are still decoded as 3-channel colour.
+The LAM itself is made on the batch, after augmentation, by ``to_rgb_lam`` in the trainer's and
+validator's ``preprocess``: confidence -> ``JET(round(255 c))`` -> blended with the (augmented)
+RGB by ``components.lam.lam_blend``, the same function, order and resolution as the served
+one-graph model. Padding that augmentation or the letterbox adds is 114 in every channel; the
+valid channel tells it apart (< 184.5) and the confidence there is set to 0, what the baseline
+outputs on flat grey padding when served. So a training LAM differs from the served LAM only by
+the map's 8-bit storage and its resampling as a smooth grey map, not by resampled colours.
+
+The data YAML carries ``lam: <dir>``, ``lam_alpha``, ``lam_beta`` and ``channels: 6`` (what the
+model takes, so ultralytics sizes warm-up tensors right); images are decoded as 3-channel colour.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
 from ultralytics.utils import colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
-RGB_LAM_ORDER = [2, 1, 0, 5, 4, 3]      # BGR|BGR (OpenCV) -> RGB|RGB
+RGB_CONF_ORDER = [2, 1, 0, 3, 4]       # BGR, conf, valid (OpenCV) -> RGB, conf, valid
+PAD = 114                              # ultralytics' fill value for mosaic / affine / letterbox
+VALID_MIN = (PAD + 255) / 2 / 255      # valid channel above this (in [0, 1]): an image pixel
 
 
 def lam_path(lam_dir: str | Path, image: str | Path) -> Path:
@@ -38,11 +45,11 @@ def lam_path(lam_dir: str | Path, image: str | Path) -> Path:
 
 
 class RgbOnlyHSV(RandomHSV):
-    """ultralytics' HSV jitter on the RGB half of an RGB+LAM array (the LAM is left alone)."""
+    """ultralytics' HSV jitter on the colour part of a BGR + map array (the maps are left alone)."""
 
     def apply_image(self, labels, params=None):
         img = labels["img"]
-        if img.ndim != 3 or img.shape[-1] != 6:
+        if img.ndim != 3 or img.shape[-1] <= 3:
             return super().apply_image(labels, params)
         rgb = {"img": np.ascontiguousarray(img[..., :3])}
         super().apply_image(rgb, params)
@@ -51,15 +58,15 @@ class RgbOnlyHSV(RandomHSV):
 
 
 class LamFormat(Format):
-    """``Format`` for 6-channel arrays: BGR->RGB on both halves (same ``bgr`` probability)."""
+    """``Format`` for BGR + confidence + valid arrays: BGR->RGB on the colour part only."""
 
     def _format_img(self, img: np.ndarray):
-        if img.ndim == 3 and img.shape[-1] == 6:
+        if img.ndim == 3 and img.shape[-1] == 5:
             import torch
 
             img = img.transpose(2, 0, 1)
             if random.uniform(0, 1) > self.bgr:
-                img = img[RGB_LAM_ORDER]
+                img = img[RGB_CONF_ORDER]
             return torch.from_numpy(np.ascontiguousarray(img))
         return super()._format_img(img)
 
@@ -76,8 +83,58 @@ def _swap_hsv(t) -> None:
             _swap_hsv(x)
 
 
+def to_rgb_lam(img, alpha: float = 0.5, beta: float = 0.5):
+    """A ``(B, 5, H, W)`` batch in [0, 1] (RGB, confidence, valid) -> ``(B, 6, H, W)`` RGB + LAM, the
+    model's input: the confidence of padded pixels (valid channel <= ``VALID_MIN``) is 0, then
+    ``components.lam.lam_blend`` codes and blends it with the RGB, as the served graph does."""
+    import torch
+
+    from .lam import jet_table, lam_blend
+
+    if img.ndim != 4 or img.shape[1] != 5:
+        raise ValueError(f"expected a (B, 5, H, W) RGB + confidence + valid batch, got {tuple(img.shape)}")
+    rgb = img[:, :3]
+    conf = torch.where(img[:, 4] > VALID_MIN, img[:, 3], torch.zeros_like(img[:, 3]))
+    return torch.cat([rgb, lam_blend(rgb, conf, jet_table(img.device), alpha, beta)], 1)
+
+
+def with_conf(im: np.ndarray, image: str | Path, lam_dir: str | Path) -> np.ndarray:
+    """``im`` (BGR, possibly resized on load) stacked with ``image``'s confidence map (resized to
+    ``im``) and the valid channel (255): the ``(H, W, 5)`` uint8 array ``LamDataset`` augments."""
+    f = lam_path(lam_dir, image)
+    conf = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+    if conf is None:
+        raise FileNotFoundError(f"unreadable confidence map {f}: re-run `defectops lam`")
+    if conf.ndim != 2:
+        raise ValueError(f"{f} is not a grey confidence map (shape {conf.shape}; LAM folders made before "
+                         "the maps were stored grey): re-run `defectops lam`")
+    if conf.shape[:2] != im.shape[:2]:
+        conf = cv2.resize(conf, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.concatenate([im, conf[..., None], np.full_like(conf[..., None], 255)], axis=2)
+
+
+def read_rgb_conf(image: str | Path, lam_dir: str | Path) -> np.ndarray:
+    """``with_conf`` for an image file at its own size."""
+    im = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    if im is None:
+        raise FileNotFoundError(f"cannot read image {image}")
+    return with_conf(im, image, lam_dir)
+
+
+def file_lam_batch(images: list, lam_dir: str | Path, imgsz: int, alpha: float = 0.5, beta: float = 0.5):
+    """The ``(B, 6, imgsz, imgsz)`` float RGB + LAM batch the validation path feeds LAGNet for
+    ``images`` (square letterbox, maps from ``lam_dir``): for comparing with the served LAM."""
+    import torch
+    from ultralytics.data.augment import LetterBox
+
+    lb = LetterBox((imgsz, imgsz), auto=False)
+    x = np.stack([lb(image=read_rgb_conf(p, lam_dir)).transpose(2, 0, 1)[RGB_CONF_ORDER] for p in images])
+    return to_rgb_lam(torch.from_numpy(np.ascontiguousarray(x)).float() / 255.0, alpha, beta)
+
+
 class LamDataset(YOLODataset):
-    """``YOLODataset`` yielding RGB + LAM (6 channels). ``data["lam"]`` is the LAM folder."""
+    """``YOLODataset`` yielding BGR + confidence map + valid (5 channels, ``to_rgb_lam`` makes the
+    model's 6). ``data["lam"]`` is the confidence-map folder."""
 
     format_class = LamFormat
 
@@ -93,15 +150,9 @@ class LamDataset(YOLODataset):
 
     def load_image(self, i: int, rect_mode: bool = True):
         im, hw0, hw = super().load_image(i, rect_mode)
-        if im.ndim == 3 and im.shape[2] == 6:             # the RAM/buffer copy is already fused
+        if im.ndim == 3 and im.shape[2] == 5:             # the RAM/buffer copy is already fused
             return im, hw0, hw
-        f = lam_path(self.lam_dir, self.im_files[i])
-        lam = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if lam is None:
-            raise FileNotFoundError(f"unreadable LAM {f}: re-run `defectops lam`")
-        if lam.shape[:2] != im.shape[:2]:
-            lam = cv2.resize(lam, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR)
-        fused = np.concatenate([im, lam], axis=2)
+        fused = with_conf(im, self.im_files[i], self.lam_dir)
         if self.ims[i] is im:                              # keep ultralytics' image buffer consistent
             self.ims[i] = fused
         return fused, hw0, hw
@@ -125,7 +176,13 @@ def build_lam_dataset(cfg, img_path, batch: int, data: dict, mode: str = "train"
 
 
 class LamValidator(DetectionValidator):
-    """ultralytics' detection validator (same mAP, plots) on RGB + LAM batches."""
+    """ultralytics' detection validator (same mAP, plots) on RGB + LAM batches (LAMs made from the
+    confidence-map files by ``to_rgb_lam``)."""
+
+    def preprocess(self, batch):
+        batch = super().preprocess(batch)
+        batch["img"] = to_rgb_lam(batch["img"], self.data.get("lam_alpha", 0.5), self.data.get("lam_beta", 0.5))
+        return batch
 
     def build_dataset(self, img_path, mode="val", batch=None):
         fraction = get_split_fraction(self.args.fraction, self.args.split or "val")
@@ -145,7 +202,7 @@ class ServedLamValidator(LamValidator):
     def preprocess(self, batch):
         import torch
 
-        batch = super().preprocess(batch)
+        batch = DetectionValidator.preprocess(self, batch)     # the files' maps are not used
         img = batch["img"]
         rgb = img[:, :3]
         lam_map = self.lam_map.to(img.device)
@@ -173,19 +230,25 @@ class LamTrainerMixin:
         gs = max(int(unwrap_model(self.model).stride.max()), 32)
         return build_lam_dataset(self.args, img_path, batch, self.data, mode=mode, rect=mode == "val", stride=gs)
 
+    def preprocess_batch(self, batch):
+        batch = super().preprocess_batch(batch)
+        batch["img"] = to_rgb_lam(batch["img"], self.data.get("lam_alpha", 0.5), self.data.get("lam_beta", 0.5))
+        return batch
+
     def get_validator(self):
         DetectionTrainer.get_validator(self)               # sets loss_names
         return LamValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args),
                             _callbacks=self.callbacks)
 
 
-def lam_data_yaml(data_yaml: str | Path, lam_dir: str | Path) -> Path:
-    """``data_lam.yaml`` beside ``data_yaml``: the same view plus ``lam: <dir>`` and ``channels: 6``."""
+def lam_data_yaml(data_yaml: str | Path, lam_dir: str | Path, alpha: float = 0.5, beta: float = 0.5) -> Path:
+    """``data_lam.yaml`` beside ``data_yaml``: the same view plus ``lam: <dir>``, the LAM blend
+    (``lam_alpha``, ``lam_beta``, eq. 1) and ``channels: 6``."""
     import yaml
 
     data_yaml = Path(data_yaml)
     data = yaml.safe_load(data_yaml.read_text())
-    data.update(lam=str(Path(lam_dir).resolve()), channels=6)
+    data.update(lam=str(Path(lam_dir).resolve()), lam_alpha=float(alpha), lam_beta=float(beta), channels=6)
     out = data_yaml.with_name("data_lam.yaml")
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out

@@ -7,8 +7,10 @@ Exit codes: 0 ok, 1 the work failed (e.g. nothing usable to import), 2 bad usage
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 from components.config import ConfigError, load_params, section
 
@@ -17,6 +19,9 @@ EPILOG = "Run from the repository root (where params.yaml lives). Every value no
 
 
 def _data_import(a: argparse.Namespace) -> int:
+    if not Path(a.src).is_dir():         # the common mistake, answered before anything heavy loads
+        print(f"error: source folder not found: {a.src}", file=sys.stderr)
+        return 1
     from components.data.importers import ImportError_
 
     from .data import import_flow
@@ -240,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "pipeline: data, training, evaluation (DVC + Prefect + MLflow).",
                                 epilog=EPILOG)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show Prefect's run logs and tracebacks (always in .cache/logs/defectops.log)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="import, synthesise and split datasets", epilog=EPILOG)
@@ -318,11 +325,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .console import CLI_ENV, log_file
+
+    os.environ[CLI_ENV] = "verbose" if args.verbose else "brief"   # read when the flows are imported
+    log = log_file()
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:            # anything else a flow raised: one line, the traceback in the log
+        if args.verbose:
+            raise
+        print(f"error: {type(e).__name__}: {e} (traceback: --verbose, or {log})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

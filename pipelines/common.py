@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,6 +13,11 @@ from prefect.cache_policies import NO_CACHE
 
 from components.config import git_commit, load_params, params_hash, section, trainer_args  # noqa: F401
 from components.tracking import StageRun, start_stage_run
+
+from . import console
+
+if os.environ.get(console.CLI_ENV):          # under the defectops CLI: readable console + log file
+    console.setup(os.environ[console.CLI_ENV] == "verbose")
 
 # tracking-server calls are the transient steps: retried; long compute steps are not
 TRANSIENT = dict(retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)

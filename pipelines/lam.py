@@ -11,7 +11,8 @@
   the training images outside one fold; each training image's LAM is made by the baseline that
   never saw it. Val/test LAMs come from the main baseline, which never saw them either.
 
-Outputs: ``<paths.lams>/<data.name>/<stem>.png`` + ``lam_info.json`` (DVC out) and
+Outputs: ``<paths.lams>/<data.name>/<stem>.png`` (the confidence map, 8-bit grey; the training
+data path codes and blends it after augmentation) + ``lam_info.json`` (DVC out) and
 ``<paths.reports>/lam/lam_grid.png`` (test LAMs with ground-truth boxes; DVC plot + MLflow).
 """
 
@@ -29,7 +30,7 @@ from prefect import flow, get_run_logger, task
 from components.config import section
 from components.data.canonical import load_manifest
 from components.data.views import SPLITS, load_split, write_yolo_data_yaml
-from components.lam import lam_grid, make_lams, oof_folds
+from components.lam import lam_grid, lam_image, make_lams, oof_folds
 from components.train import baseline_cfg, train_detector
 from components.yolo import YOLO
 
@@ -129,7 +130,8 @@ def lam_flow(params_file: str = "params.yaml") -> dict:
         tmp.rename(out)
         samples = []
         for n in split["test"][: cfg["grid_samples"]]:
-            lam_img = cv2.imread(str(out / f"{Path(path_of[n]).stem}.png"))
+            conf = cv2.imread(str(out / f"{Path(path_of[n]).stem}.png"), cv2.IMREAD_UNCHANGED)
+            lam_img = lam_image(cv2.imread(str(path_of[n])), conf / 255.0, cfg["alpha"], cfg["beta"])
             samples.append((lam_img, np.asarray([b[1:] for b in entry[n]["boxes"]]).reshape(-1, 4),
                             [classes[int(b[0])] for b in entry[n]["boxes"]]))
         shutil.rmtree(report, ignore_errors=True)

@@ -30,7 +30,7 @@ def model_data_yaml(model: str, params: dict, data_yaml: Path) -> Path:
     lams = lam_dir(params)
     if not (lams / "lam_info.json").is_file():
         raise FileNotFoundError(f"no LAMs in {lams}: run `dvc repro lam` (defectops lam) first")
-    return lam_data_yaml(data_yaml, lams)
+    return lam_data_yaml(data_yaml, lams, section(params, "lam.alpha"), section(params, "lam.beta"))
 
 
 @task(name="train-detector", **COMPUTE)

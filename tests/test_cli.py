@@ -66,3 +66,48 @@ def test_import_missing_source_exits_nonzero(tracked, capsys):
 def test_missing_params_file_is_a_clear_error(tmp_path, capsys):
     rc = main(["--params", str(tmp_path / "none.yaml"), "data", "split"])
     assert rc == 2 and "params file not found" in capsys.readouterr().err
+
+
+def _cli(args: list[str], tmp: Path, api_url: str) -> tuple[int, str]:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DEFECTOPS_CACHE": str(tmp / "cache"), "PREFECT_API_URL": api_url}
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "--params", PARAMS, *args], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_a_failing_flow_ends_with_one_error_line_and_logs_the_traceback(tracked):
+    """The flow raises (a folder of neither format): the console shows one `error:` line, no
+    Prefect traceback; the log file has it; --verbose shows it."""
+    from prefect.settings import PREFECT_API_URL
+
+    src = tracked / "odd"
+    src.mkdir()
+    (src / "notes.txt").write_text("not a dataset")
+    args = ["data", "import", str(src), "--name", "x", "--root", str(tracked / "d")]
+    rc, out = _cli(args, tracked, PREFECT_API_URL.value())
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert rc == 1
+    assert lines[-1].startswith("error: ") and "cannot tell the format" in lines[-1]
+    assert "Traceback" not in out and sum("error" in ln.lower() for ln in lines) == 1, out
+    log = (tracked / "cache" / "logs" / "defectops.log").read_text()
+    assert "Traceback" in log and "cannot tell the format" in log
+    rc, out = _cli(["--verbose", *args], tracked, PREFECT_API_URL.value())
+    assert rc == 1 and "Traceback" in out and out.rstrip().splitlines()[-1].startswith("error: ")
+
+
+def test_an_unexpected_exception_is_one_line_with_where_the_traceback_is(monkeypatch, capsys):
+    import pipelines.cli as cli
+
+    def boom(a):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "_data_split", boom)
+    assert cli.main(["--params", PARAMS, "data", "split"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: RuntimeError: disk on fire (traceback: --verbose") and "\n" not in err
+    with pytest.raises(RuntimeError):
+        cli.main(["--params", PARAMS, "--verbose", "data", "split"])

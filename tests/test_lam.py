@@ -95,12 +95,14 @@ def test_make_lams_puts_a_box_shaped_response_on_the_box(tmp_path):
     out = make_lams(_LevelZeroBrightness(), [f], tmp_path / "lams", 160, 4,
                     boxes={str(f): np.array([[40, 30, 120, 80]])})
     rec = out[str(f)]
-    lam = cv2.imread(str(rec["lam"]))
-    assert lam.shape == img.shape
+    conf = cv2.imread(str(rec["lam"]), cv2.IMREAD_UNCHANGED)   # the grey map the training path reads
+    assert conf.shape == img.shape[:2] and conf.dtype == np.uint8
+    assert conf[55, 80] == 255 and conf[50, 190] == 0          # box centre: 1; background: 0
+    lam = lam_image(img, conf / 255.0)                          # its colour LAM (the grid's picture)
     inside = np.rint(0.5 * 255 + 0.5 * JET_BGR[255].astype(float)).tolist()
-    assert lam[55, 80].tolist() == inside                    # box centre: confidence 1
-    assert lam[50, 190].tolist() == [64, 0, 0]               # background: confidence 0 -> JET(0) / 2
-    hot = lam[..., 2] > 200                                   # red channel: only where the box is
+    assert lam[55, 80].tolist() == inside
+    assert lam[50, 190].tolist() == [64, 0, 0]               # confidence 0 -> JET(0) / 2
+    hot = conf > 127                                          # only where the box is (half height)
     ys, xs = np.nonzero(hot)
     assert abs(xs.min() - 40) <= 2 and abs(xs.max() + 1 - 120) <= 2
     assert abs(ys.min() - 30) <= 2 and abs(ys.max() + 1 - 80) <= 2
@@ -159,20 +161,30 @@ def test_normalize_confidence_against_hand_computed_values():
 
 @pytest.mark.parametrize("normalize", ["none", "image_max"])
 def test_lam_file_equals_the_in_graph_lam(tmp_path, normalize):
-    """The LAM file the training path reads and the LAM the served graph computes are the same
-    map (normalised, coded and blended in the same order) up to the file's 8-bit rounding."""
+    """The LAM the training / validation path makes from the confidence-map file and the LAM the
+    served graph computes are the same map: at the input size exactly (the file holds the very
+    JET index), after a resize (image 80 x 64 letterboxed to 64) up to the smooth map's resampling."""
     from components.lam import LamMap, make_lams
+    from components.lam_data import file_lam_batch
 
     rng = np.random.default_rng(0)
-    img = (rng.random((64, 64, 3)) * 120).astype(np.uint8)
-    img[16:40, 8:56] += 120                                   # a bright band: high confidence there
-    f = tmp_path / "im.png"
-    cv2.imwrite(str(f), img)
-    made = make_lams(_LevelZeroBrightness(), [f], tmp_path / "lams", 64, 1, normalize=normalize)
-    from_file = cv2.imread(str(made[str(f)]["lam"]))[..., ::-1].transpose(2, 0, 1) / 255.0
-    x = torch.from_numpy(img[..., ::-1].transpose(2, 0, 1).copy()).float()[None] / 255.0
-    in_graph = LamMap(_LevelZeroBrightness(), normalize=normalize)(x)[0].numpy()
-    assert np.abs(from_file - in_graph).max() <= 0.5 / 255 + 1e-6
+    for shape in ((64, 64), (64, 80)):
+        img = (rng.random((*shape, 3)) * 120).astype(np.uint8)
+        img[16:40, 8:56] += 120                               # a bright band: high confidence there
+        f = tmp_path / f"im{shape[1]}.png"
+        cv2.imwrite(str(f), img)
+        make_lams(_LevelZeroBrightness(), [f], tmp_path / "lams", 64, 1, normalize=normalize)
+        files = file_lam_batch([f], tmp_path / "lams", 64)[0]
+        x = files[None, :3]                                   # the letterboxed RGB both paths see
+        in_graph = LamMap(_LevelZeroBrightness(), normalize=normalize)(x)[0]
+        diff = (files[3:] - in_graph).abs()
+        if shape == (64, 64):
+            assert diff.max().item() < 1e-6
+        else:       # content rows 7..57 (51 px, 6.5 px bars); the bars' confidence is 0 on the file path
+            body = diff[:, 8:56]
+            assert body.mean().item() < 2 / 255 and (body > 16 / 255).float().mean().item() < 0.02
+            jet0 = torch.tensor(JET_BGR[0][::-1].copy() / 255.0).float()
+            assert torch.allclose(files[3:, :6], 0.5 * files[:3, :6] + 0.5 * jet0[:, None, None], atol=1e-6)
     if normalize == "image_max":                              # the stretch reached the colour coding
         lm = LamMap(_LevelZeroBrightness(), normalize=normalize)
         assert lm.confidence(x).max().item() == pytest.approx(1.0) and lm.raw_confidence(x).max().item() < 0.9
@@ -188,7 +200,7 @@ def test_served_validator_feeds_lagnet_what_the_pipeline_feeds_it():
     v = object.__new__(cls)
     v.device, v.args = torch.device("cpu"), SimpleNamespace(quantize=32, half=False)
     rgb = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    stale = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)       # whatever the LAM files said
+    stale = torch.zeros(2, 2, 32, 32, dtype=torch.uint8)       # whatever the map files said, + valid
     out = v.preprocess({"img": torch.cat([rgb, stale], 1)})["img"]
     x = rgb.float() / 255
     expected = torch.cat([x, LamMap(_LevelZeroBrightness(), normalize="image_max")(x)], 1)
