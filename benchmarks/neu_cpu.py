@@ -13,7 +13,9 @@ NEU-DET from ``../shared/datasets/neu-det``, 8:2 stratified train:test split (se
 validation part carved from the training part (``split.val_ratio``), 224 px, 60 epochs from
 scratch, the same ``train`` settings for every detector. The best epoch is picked on the
 validation images; variants are compared on validation mAP50 (``val``); the test split is only
-reported (``test``), never used to choose anything. Weights stay in ``.cache/bench/neu_cpu``.
+reported (``test``), never used to choose anything. Training folders stay in ``.cache/bench/neu_cpu``;
+``--evaluate`` keeps the run's best weights (optimizer stripped, a few MB) in
+``results/neu_cpu/weights/<run>.pt``, so LAMs, FPS and served checks survive the scratch folder.
 """
 
 from __future__ import annotations
@@ -38,6 +40,31 @@ NEU = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det"
 PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "neu-cpu.yaml"
 WORK = Path(".cache/bench/neu_cpu")
 RUNS = RESULTS / "neu_cpu" / "runs"
+KEPT = RESULTS / "neu_cpu" / "weights"      # stripped best.pt of the evaluated runs (a few MB each, in git)
+
+
+def best_weights(run: str) -> Path:
+    """``run``'s best epoch: the training folder's best.pt, else the copy kept in git (an earlier
+    session's scratch folder is gone, its kept weights are not)."""
+    w = WORK / run / "train" / "weights" / "best.pt"
+    kept = KEPT / f"{run}.pt"
+    if w.is_file():
+        return w
+    if kept.is_file():
+        return kept
+    raise SystemExit(f"no weights for run {run}: neither {w} nor {kept}")
+
+
+def keep_weights(run: str) -> Path:
+    """Copy ``run``'s best.pt, optimizer stripped (half precision), to ``KEPT/<run>.pt``."""
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    KEPT.mkdir(parents=True, exist_ok=True)
+    dst = KEPT / f"{run}.pt"
+    src = best_weights(run)
+    if src.resolve() != dst.resolve():
+        strip_optimizer(src, str(dst))
+    return dst
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -83,7 +110,7 @@ def make_lams(baseline_run: str, sets: dict, src: Path, device: str) -> dict:
     paths = {e["name"]: ds / e["image"] for e in m["images"]}
     boxes = {str(paths[e["name"]]): np.asarray([b[1:] for b in e["boxes"]]) for e in m["images"]}
     lam = section(params, "lam")
-    weights = WORK / baseline_run / "train" / "weights" / "best.pt"
+    weights = best_weights(baseline_run)
     t = time.time()
     made = write_lams(YOLO(str(weights)).model, list(paths.values()), lam_dir(params),
                       section(params, "train.imgsz"), lam["batch"], device, lam["alpha"], lam["beta"], None,
@@ -160,9 +187,7 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
     from components.evaluate import PREDICTIONS, evaluate_detector
     from components.lam_data import LamValidator, served_lam_validator
 
-    weights = WORK / name / "train" / "weights" / "best.pt"
-    if not weights.is_file():
-        raise SystemExit(f"{weights} missing")
+    weights = best_weights(name)
     params, _, work, data_yaml, lam = prepare(name, model, sets, src, lams_from)
     ev = section(params, "evaluate")
     out = {"run": name, "model": model, "overrides": sets, "lams_from": lams_from, "trained_on": trained_on,
@@ -176,7 +201,7 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
     validator = None
     if lam:     # score what is served: the LAM computed in the graph from the RGB batch
         g = section(params, "lam")
-        validator = served_lam_validator(WORK / lams_from / "train" / "weights" / "best.pt", g["alpha"], g["beta"],
+        validator = served_lam_validator(best_weights(lams_from), g["alpha"], g["beta"],
                                          g["normalize"], g["quantile"])
         out["lam_source"] = "in-graph (as served)"
     for part in ("val", "test"):
@@ -190,6 +215,7 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
                                                      validator=LamValidator)
     RUNS.mkdir(parents=True, exist_ok=True)
     shutil.copy(work / "eval-test" / PREDICTIONS, RUNS / f"{name}-test.npz")
+    out["weights_kept"] = str(keep_weights(name))
     (RUNS / f"{name}.json").write_text(json.dumps(out, indent=1))
     print(json.dumps({"run": name, "val_mAP50": out["val"]["mAP50"], "test_mAP50": out["test"]["mAP50"]}))
     return out
@@ -215,8 +241,7 @@ def served_check(name: str, lams_from: str, sets: dict, src: Path, conf: float =
     path_of = {e["name"]: str(ds / e["image"]) for e in m["images"]}
     images = [path_of[n] for n in split["test"]][:limit]
     imgsz, g = section(params, "train.imgsz"), section(params, "lam")
-    pipe = load_pipeline(WORK / lams_from / "train" / "weights" / "best.pt",
-                         WORK / name / "train" / "weights" / "best.pt", g["alpha"], g["beta"], g["normalize"],
+    pipe = load_pipeline(best_weights(lams_from), best_weights(name), g["alpha"], g["beta"], g["normalize"],
                          g["quantile"])
     onnx_path = export_pipeline(pipe, WORK / name / "pipeline.onnx", imgsz, section(params, "export.opset"))
     out = {"run": name, "images": len(images), "conf": conf, "imgsz": imgsz, "onnx_vs_pytorch": None}

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from .common import RESULTS, cli, machine, write
-from .neu_cpu import PROFILE, RUNS, WORK
+from .neu_cpu import PROFILE, RUNS, best_weights
 
 CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 NAMES = {"baseline": "YOLO11n (ours)", "dasc": "DASC-YOLO-n (ours)", "lagnet_s": "LAGNet-s (ours)",
@@ -54,11 +54,14 @@ def _fps(runs: dict[str, dict]) -> dict[str, dict]:
     imgsz = yaml.safe_load(PROFILE.read_text())["train.imgsz"]
     out = {}
     for role, r in runs.items():
-        w = WORK / r["run"] / "train" / "weights" / "best.pt"
+        try:
+            w = best_weights(r["run"])
+        except SystemExit:                   # an earlier session's weights that were not kept
+            continue
         model = YOLO(str(w)).model.float().fuse().eval()
         out[role] = measure_latency(model, imgsz, 1, 50, 10, "cpu")
         if r["model"] == "lagnet":
-            base = WORK / r["lams_from"] / "train" / "weights" / "best.pt"
+            base = best_weights(r["lams_from"])
             pipe = load_pipeline(base, w).eval()
             out[role + "_pipeline"] = measure_latency(pipe, imgsz, 1, 50, 10, "cpu")
     return out
@@ -83,8 +86,10 @@ def table(roles: dict[str, str]) -> Path:
         m = {"run": r["run"], "trained_on": r["trained_on"], "overrides": r["overrides"],
              "mAP50": t["mAP50"], "mAP50-95": t["mAP50-95"], "precision": t["precision"], "recall": t["recall"],
              "val_mAP50": r["val"]["mAP50"], "per_class_ap50": t["per_class_AP50"], "params": t["params"],
-             "gflops": t["GFLOPs"], "gflops_at_imgsz": t["GFLOPs_at_imgsz"], "fps": fps[role]["fps"],
-             "fps_setting": f"CPU, batch 1, {fps[role]['latency_threads']} thread, eager PyTorch, fused",
+             "gflops": t["GFLOPs"], "gflops_at_imgsz": t["GFLOPs_at_imgsz"],
+             "fps": fps[role]["fps"] if role in fps else None,
+             "fps_setting": (f"CPU, batch 1, {fps[role]['latency_threads']} thread, eager PyTorch, fused"
+                             if role in fps else "not measured: the run's weights were not kept"),
              "epoch_s": r.get("epoch_s"), "epochs_run": r.get("epochs_run"),
              "epochs": r.get("params_used", {}).get("train", {}).get("epochs") or r.get("epochs_run")}
         if role + "_pipeline" in fps:
@@ -116,7 +121,7 @@ def table(roles: dict[str, str]) -> Path:
                      "val mAP50": round(100 * m["val_mAP50"], 1), "mAP50-95": round(100 * m["mAP50-95"], 1),
                      **{c: round(100 * m["per_class_ap50"][c], 1) for c in CLASSES},
                      "params": f"{m['params'] / 1e6:.2f}M", "GFLOPs@640": m["gflops"],
-                     "FPS (CPU b1)": m["fps"] if "fps_served_pipeline" not in m else
+                     "FPS (CPU b1)": "" if m["fps"] is None else m["fps"] if "fps_served_pipeline" not in m else
                      f"{m['fps']} ({m['fps_served_pipeline']} with LAM)",
                      "epoch s": m["epoch_s"], "trained on": m["trained_on"]})
     for name, p in PAPERS.items():

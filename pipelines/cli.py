@@ -323,10 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, guard: bool | None = None) -> int:
+    """``guard`` (default: only for a real command line, ``argv`` None): the processes this
+    command starts die with it, even on ``kill -9`` (``pipelines/guard.py``)."""
     args = build_parser().parse_args(argv)
     from .console import CLI_ENV, log_file
 
+    if guard if guard is not None else argv is None:
+        from .guard import start
+
+        start()
     os.environ[CLI_ENV] = "verbose" if args.verbose else "brief"   # read when the flows are imported
     log = log_file()
     try:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -31,6 +33,8 @@ from pathlib import Path
 import yaml
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
+
+log = logging.getLogger(__name__)
 
 # Perceptual hash: imagehash's pHash at 16x16 = 256 bits, of the image and of its 7 flips and
 # quarter turns. Two images are near-duplicates when some variant pair differs in at most
@@ -124,6 +128,55 @@ def content_hash(entries: list[dict], class_names: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+
+TEMP_RE = re.compile(r"^\.(?P<name>.+?)\.(?:old\.)?p(?P<pid>\d+)t(?P<t>\d+)\.[^.]+$")
+UNTAGGED_STALE_S = 600          # an untagged ``.NAME.<random>`` folder (older code) this old is stale
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """``p<pid>t<start time>``: which process owns a temporary folder (pids are reused, start
+    times tell them apart)."""
+    import psutil
+
+    proc = psutil.Process(pid or os.getpid())
+    return f"p{proc.pid}t{int(proc.create_time())}"
+
+
+def _owner_alive(pid: int, t: int) -> bool:
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).create_time()) == t
+    except psutil.Error:
+        return False
+
+
+def clean_stale_temps(root: Path) -> list[Path]:
+    """Remove the temporary dataset folders (``.NAME.p<pid>t<time>.<random>``, ``.NAME.old...``)
+    that a killed command left in ``root``: those whose owner process is gone (untagged ones from
+    older versions: when older than ``UNTAGGED_STALE_S``). A running import's folder is kept."""
+    import time
+
+    removed = []
+    if not Path(root).is_dir():
+        return removed
+    for d in Path(root).iterdir():
+        if not d.name.startswith(".") or not d.is_dir() or d.is_symlink():
+            continue
+        m = TEMP_RE.match(d.name)
+        if m:
+            stale = not _owner_alive(int(m["pid"]), int(m["t"]))
+        else:
+            stale = (re.match(r"^\.[\w.-]+\.(old\.)?[a-z0-9_]{8}$", d.name) is not None
+                     and time.time() - d.stat().st_mtime > UNTAGGED_STALE_S)
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    if removed:
+        log.warning("removed %d temporary folder(s) left by an interrupted command in %s: %s", len(removed), root,
+                    ", ".join(d.name for d in removed))
+    return removed
+
 def write_dataset(root: Path, name: str, class_names: list[str], samples: list[Sample],
                   rejections: list[Rejection], source: str, fmt: str,
                   warnings: list[str] | None = None, extra_summary: dict | None = None,
@@ -140,7 +193,8 @@ def write_dataset(root: Path, name: str, class_names: list[str], samples: list[S
     if final.exists() and any(final.iterdir()) and not (final / "manifest.json").is_file():
         raise FileExistsError(f"{final} exists and is not a canonical dataset (no manifest.json): "
                               "refusing to replace it; choose another --name or --root")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    clean_stale_temps(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.{owner_tag()}.", dir=root))
     try:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
@@ -185,7 +239,7 @@ def write_dataset(root: Path, name: str, class_names: list[str], samples: list[S
         write_quarantine_report(tmp, rejections, summary["warnings"])
         os.chmod(tmp, 0o755)
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=root))
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.{owner_tag()}.", dir=root))
             old.rmdir()
             final.rename(old)
             tmp.rename(final)
