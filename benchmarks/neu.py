@@ -109,7 +109,7 @@ def make_all_lams(imgsz: int, test_ratio: float, seed: int) -> dict:
 
 def run_model(model: str, epochs: int, imgsz: int, test_ratio: float, seed: int) -> dict:
     from components.lam_data import LamValidator, lam_data_yaml
-    from pipelines.train import model_cfg
+    from components.detectors import model_cfg
 
     params = load_params()
     lagnet = model in LAGNET_VARIANT

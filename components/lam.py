@@ -114,6 +114,11 @@ def lam_image(bgr: np.ndarray, conf: np.ndarray, alpha: float = 0.5, beta: float
     return cv2.addWeighted(bgr, alpha, heat, beta, 0.0)       # rounds to nearest, saturates
 
 
+def lam_path(lam_dir: str | Path, image: str | Path) -> Path:
+    """Where the confidence map of ``image`` lives: ``lam_dir/<image stem>.png`` (lossless)."""
+    return Path(lam_dir) / f"{Path(image).stem}.png"
+
+
 def conf_u8(conf: np.ndarray) -> np.ndarray:
     """A confidence map in [0, 1] as the 8-bit grey map written for training: ``round(255 conf)``,
     the very index the JET coding uses, so storing it loses nothing the LAM shows."""
@@ -189,8 +194,6 @@ def make_lams(detector: nn.Module, images: list[Path], out_dir: Path, imgsz: int
     plus, for images in ``boxes`` (xyxy px), the LAM's contrast: mean raw confidence
     (``conf_in``/``conf_out``), normalised confidence (``norm_in``/``norm_out``) and luminance of
     the JET colour (``jet_in``/``jet_out``, 0..1) inside / outside the boxes."""
-    from .lam_data import lam_path
-
     dev = torch.device("cpu" if device == "cpu" else f"cuda:{str(device).split(',')[0]}")
     lam = LamMap(detector.float().eval(), alpha, beta, normalize, quantile).to(dev).eval()
     out_dir = Path(out_dir)

@@ -34,14 +34,11 @@ from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
 from ultralytics.utils import colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
+from .lam import jet_table, lam_blend, lam_path  # noqa: F401  (lam_path: re-exported)
+
 RGB_CONF_ORDER = [2, 1, 0, 3, 4]       # BGR, conf, valid (OpenCV) -> RGB, conf, valid
 PAD = 114                              # ultralytics' fill value for mosaic / affine / letterbox
 VALID_MIN = (PAD + 255) / 2 / 255      # valid channel above this (in [0, 1]): an image pixel
-
-
-def lam_path(lam_dir: str | Path, image: str | Path) -> Path:
-    """Where the LAM of ``image`` lives: ``lam_dir/<image stem>.png`` (lossless)."""
-    return Path(lam_dir) / f"{Path(image).stem}.png"
 
 
 class RgbOnlyHSV(RandomHSV):
@@ -88,8 +85,6 @@ def to_rgb_lam(img, alpha: float = 0.5, beta: float = 0.5):
     model's input: the confidence of padded pixels (valid channel <= ``VALID_MIN``) is 0, then
     ``components.lam.lam_blend`` codes and blends it with the RGB, as the served graph does."""
     import torch
-
-    from .lam import jet_table, lam_blend
 
     if img.ndim != 4 or img.shape[1] != 5:
         raise ValueError(f"expected a (B, 5, H, W) RGB + confidence + valid batch, got {tuple(img.shape)}")

@@ -24,10 +24,9 @@ from components.models.dasc_yolo import PAPER_TABLE3, TABLE3, write_dasc_yaml
 from components.models.lagnet_yolo import VARIANTS, ablation_rows, write_lagnet_yaml
 from components.report import write_table
 
-from .common import (dataset_dir, dataset_hash, log_outputs, numeric, read_params, split_file, stage_run,
+from .common import (dataset_dir, dataset_hash, log_outputs, model_data_yaml, numeric, read_params, split_file, stage_run,
                      trainer_args)
-from .evaluate import evaluate_task
-from .train import model_data_yaml, train_task
+from .tasks import evaluate_task, train_task
 
 COLUMNS = ["row", "mAP50", "P", "R", "F1", "params (M)", "GFLOPs@640", "FPS", "paper mAP", "paper F1",
            "paper params (M)"]

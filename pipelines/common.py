@@ -12,6 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from components.config import git_commit, load_params, params_hash, section, trainer_args  # noqa: F401
+from components.detectors import uses_lam
 from components.tracking import StageRun, start_stage_run
 
 from . import console
@@ -91,3 +92,35 @@ def numeric(d: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def lam_dir(params: dict) -> Path:
+    return Path(section(params, "paths.lams")) / section(params, "data.name")
+
+
+def model_data_yaml(model: str, params: dict, data_yaml: Path) -> Path:
+    """The data YAML ``model`` trains / validates on: plus the LAM folder for LAGNet."""
+    if not uses_lam(model, params):
+        return data_yaml
+    from components.lam_data import lam_data_yaml
+
+    lams = lam_dir(params)
+    if not (lams / "lam_info.json").is_file():
+        raise FileNotFoundError(f"no LAMs in {lams}: run `dvc repro lam` (defectops lam) first")
+    return lam_data_yaml(data_yaml, lams, section(params, "lam.alpha"), section(params, "lam.beta"))
+
+
+def storage_url(params: dict) -> str:
+    """``OPTUNA_STORAGE`` (e.g. ``postgresql://user@db/optuna``; credentials stay in the
+    environment) wins over ``tune.storage``."""
+    return os.environ.get("OPTUNA_STORAGE") or section(params, "tune.storage")
+
+
+def load_tuned(path: str | Path, model: str) -> dict:
+    """What a ``tune_<model>`` stage wrote (``overrides``: the decision's, ``{}`` when the defaults
+    were kept), checked to belong to ``model``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tuned params at {path}: run `dvc repro tune_{model}` (defectops tune {model})")
+    tuned = json.loads(path.read_text())
+    if tuned.get("model") != model:
+        raise ValueError(f"{path} holds tuned params of '{tuned.get('model')}', not '{model}'")
+    return tuned

@@ -34,13 +34,8 @@ from components.lam import lam_grid, lam_image, make_lams, oof_folds
 from components.train import baseline_cfg, train_detector
 from components.yolo import YOLO
 
-from .common import (COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run,
+from .common import (COMPUTE, dataset_dir, dataset_hash, lam_dir, log_outputs, read_params, split_file, stage_run,
                      trainer_args)
-
-
-def lam_dir(params: dict) -> Path:
-    return Path(section(params, "paths.lams")) / section(params, "data.name")
-
 
 CONTRAST = ("conf_in", "conf_out", "norm_in", "norm_out", "jet_in", "jet_out")
 

@@ -34,7 +34,7 @@ from components.registry import (CHAMPION, GATES, alias_version, client, decide,
 from components.tracking import tracking_uri
 
 from .common import COMPUTE, TRANSIENT, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
-from .export import export_flow
+from .tasks import export_model
 
 
 def choose(metrics: dict[str, dict], metric: str) -> str:
@@ -109,7 +109,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
           tempfile.TemporaryDirectory() as kept):
         # the bootstrap gate pairs both ONNX scorings image by image: they keep their per-image stats
         keep = {k: str(Path(kept) / f"{k}.npz") if boot else None for k in ("candidate", "champion")}
-        exported = export_flow(best, params_file)                 # raises on a failed parity check
+        exported = export_model(best, params)                     # raises on a failed parity check
         onnx_path = exported["onnx"]
         cand = onnx_score(onnx_path, str(data_yaml), imgsz, split_name, keep["candidate"])
         tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),

@@ -5,50 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 
 from components.config import params_hash, section
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
-from components.lam_data import lam_data_yaml
-from components.detectors import MODELS, model_cfg, uses_lam  # noqa: F401  (re-exported)
-from components.train import train_detector
+from components.detectors import model_cfg, uses_lam
 
-from .common import (COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run,
-                     trainer_args)
+from .common import (dataset_dir, dataset_hash, load_tuned, log_outputs, model_data_yaml, read_params, split_file,
+                     stage_run, trainer_args)
+from .tasks import train_task
 
 log = logging.getLogger(__name__)
-def model_data_yaml(model: str, params: dict, data_yaml: Path) -> Path:
-    """The data YAML ``model`` trains / validates on: plus the LAM folder for LAGNet."""
-    if not uses_lam(model, params):
-        return data_yaml
-    from .lam import lam_dir
-
-    lams = lam_dir(params)
-    if not (lams / "lam_info.json").is_file():
-        raise FileNotFoundError(f"no LAMs in {lams}: run `dvc repro lam` (defectops lam) first")
-    return lam_data_yaml(data_yaml, lams, section(params, "lam.alpha"), section(params, "lam.beta"))
-
-
-@task(name="train-detector", **COMPUTE)
-def train_task(cfg: str, data_yaml: str, run_dir: str, train_args: dict, device: str, seed: int,
-               iou_loss: str, run, lam: bool = False, init_weights: str | None = None,
-               resume: bool = False) -> dict:
-    def on_epoch(epoch: int | None, metrics: dict[str, float]) -> None:
-        try:  # a tracking hiccup must not kill hours of training; MLflow retries HTTP itself
-            run.log_metrics(metrics, step=epoch)
-        except Exception as e:  # noqa: BLE001
-            log.warning("could not log epoch %s to MLflow: %s", epoch, e)
-
-    t = time.time()
-    res = train_detector(cfg, Path(data_yaml), Path(run_dir), train_args, device, seed, iou_loss, on_epoch, lam,
-                         init_weights, resume)
-    return {"best": str(res.best), "epochs_run": res.epochs_run, "final": res.final, "train_seconds": round(time.time() - t, 1)}
-
-
 def warm_start(model: str, params: dict, cfg: str, nc: int, ch: int, dst: Path) -> tuple[str | None, str]:
     """``retrain.warm_start``: the registry champion's weights when the champion is a ``model``
     detector of exactly this architecture; else ``None`` (train from scratch). Any registry
@@ -83,8 +53,6 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
     tuned_info = None
     if tuned:
         from components.config import apply_overrides as apply
-
-        from .tune import load_tuned
 
         tuned_info = load_tuned(tuned, model)
         params = apply(params, tuned_info["overrides"])

@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     from components.train import train_detector
     from components.tune import is_default, open_study, should_prune
 
-    from .common import dataset_dir, dataset_hash, split_file, trainer_args
-    from .train import model_cfg, model_data_yaml, uses_lam
-    from .tune import storage_url
+    from components.detectors import model_cfg, uses_lam
+
+    from .common import dataset_dir, dataset_hash, model_data_yaml, split_file, storage_url, trainer_args
 
     base = load_params(a.params)
     overrides = json.loads(a.overrides)

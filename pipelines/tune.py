@@ -16,7 +16,6 @@ study plots (optimisation history, parameter importances) go to MLflow and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,14 +28,8 @@ from prefect import flow, get_run_logger
 from components.config import params_hash, section
 from components.tune import decide, default_point, default_trial, finished, full, open_study, suggest
 
-from .common import dataset_dir, dataset_hash, log_outputs, read_params, stage_run
+from .common import dataset_dir, dataset_hash, log_outputs, read_params, stage_run, storage_url
 from .trial import PRUNED
-
-
-def storage_url(params: dict) -> str:
-    """``OPTUNA_STORAGE`` (e.g. ``postgresql://user@db/optuna``; credentials stay in the
-    environment) wins over ``tune.storage``."""
-    return os.environ.get("OPTUNA_STORAGE") or section(params, "tune.storage")
 
 
 def _plots(study, out: Path) -> list[Path]:
@@ -161,15 +154,3 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
                     tags={"decision": decision, "overrides": json.dumps(overrides),
                           "best_params": json.dumps(best_params)})
     return result
-
-
-def load_tuned(path: str | Path, model: str) -> dict:
-    """What a ``tune_<model>`` stage wrote (``overrides``: the decision's, ``{}`` when the defaults
-    were kept), checked to belong to ``model``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no tuned params at {path}: run `dvc repro tune_{model}` (defectops tune {model})")
-    tuned = json.loads(path.read_text())
-    if tuned.get("model") != model:
-        raise ValueError(f"{path} holds tuned params of '{tuned.get('model')}', not '{model}'")
-    return tuned

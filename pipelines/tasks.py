@@ -1,0 +1,129 @@
+"""Prefect tasks and steps shared by several flows (training, evaluation, ONNX export), so that no
+flow imports another flow: each flow module imports ``common`` and ``tasks`` only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from prefect import task
+
+from components.bootstrap import ImageStats, paired_bootstrap
+from components.config import section
+from components.data.canonical import load_manifest
+from components.data.views import load_split
+from components.detectors import uses_lam
+from components.evaluate import evaluate_detector
+from components.export import export_onnx, letterbox_batch, onnx_parity
+from components.train import train_detector
+
+from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, split_file, stage_run
+
+log = logging.getLogger(__name__)
+
+
+@task(name="train-detector", **COMPUTE)
+def train_task(cfg: str, data_yaml: str, run_dir: str, train_args: dict, device: str, seed: int,
+               iou_loss: str, run, lam: bool = False, init_weights: str | None = None,
+               resume: bool = False) -> dict:
+    def on_epoch(epoch: int | None, metrics: dict[str, float]) -> None:
+        try:  # a tracking hiccup must not kill hours of training; MLflow retries HTTP itself
+            run.log_metrics(metrics, step=epoch)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not log epoch %s to MLflow: %s", epoch, e)
+
+    t = time.time()
+    res = train_detector(cfg, Path(data_yaml), Path(run_dir), train_args, device, seed, iou_loss, on_epoch, lam,
+                         init_weights, resume)
+    return {"best": str(res.best), "epochs_run": res.epochs_run, "final": res.final, "train_seconds": round(time.time() - t, 1)}
+
+
+@task(name="evaluate-detector", **COMPUTE)
+def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: str, plots_dir: str,
+                  lam: dict | None = None) -> dict:
+    """``lam``: for LAGNet, the LAM params plus ``baseline`` (weights): the LAM of every test batch is
+    computed in the graph from the RGB image, as the served one-graph model does."""
+    validator = None
+    if lam:
+        from components.lam_data import served_lam_validator
+
+        validator = served_lam_validator(lam["baseline"], lam["alpha"], lam["beta"], lam["normalize"],
+                                         lam["quantile"])
+    return evaluate_detector(Path(weights), Path(data_yaml), cfg["split"], imgsz, cfg["batch"],
+                             cfg["conf"], cfg["iou"], cfg["device"], cfg["latency"], Path(out_dir),
+                             Path(plots_dir), validator=validator)
+
+
+@task(name="gain-vs-baseline", **COMPUTE)
+def gain_task(baseline_stats: str, model_stats: str, resamples: int, seed: int) -> dict:
+    """mAP50 gain of the model over the baseline, paired bootstrap over the test images."""
+    gain = paired_bootstrap(ImageStats.load(baseline_stats), ImageStats.load(model_stats), resamples, seed)
+    return {**gain, **{k: round(gain[k], 4) for k in ("mAP50", "mAP50_a", "mAP50_b")},
+            "ci95": [round(v, 4) for v in gain["ci95"]]}
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime disagrees with PyTorch beyond the tolerance from params."""
+
+
+@task(name="export-onnx", **COMPUTE)
+def export_task(weights: str, out: str, imgsz: int, cfg: dict) -> str:
+    return str(export_onnx(weights, out, imgsz, cfg["opset"], cfg["dynamic"]))
+
+
+@task(name="onnx-parity", **COMPUTE)
+def parity_task(weights: str, onnx_path: str, images: list[str], imgsz: int) -> dict:
+    return onnx_parity(weights, onnx_path, letterbox_batch(images, imgsz))
+
+
+@task(name="export-lagnet-pipeline", **COMPUTE)
+def lagnet_export_task(baseline: str, weights: str, out: str, imgsz: int, cfg: dict, lam: dict,
+                       images: list[str]) -> dict:
+    from components.lagnet_export import export_pipeline, load_pipeline, pipeline_parity
+
+    pipe = load_pipeline(baseline, weights, lam["alpha"], lam["beta"], lam["normalize"], lam["quantile"])
+    path = export_pipeline(pipe, out, imgsz, cfg["opset"])
+    return {"onnx": str(path), **pipeline_parity(pipe, path, letterbox_batch(images, imgsz))}
+
+
+def export_model(model: str, params: dict) -> dict:
+    """Export ``paths.models/model/weights/best.pt`` to ``paths.exports/model/best.onnx`` (outside
+    the DVC-tracked model folder); fail, and keep nothing, when ONNX Runtime and PyTorch disagree
+    on test images."""
+    cfg = section(params, "export")
+    model_dir = Path(section(params, "paths.models")) / model
+    weights = model_dir / "weights" / "best.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: run `dvc repro train_{model}` first")
+    info = json.loads((model_dir / "train_info.json").read_text())
+    ds = dataset_dir(params)
+    manifest = load_manifest(ds)
+    image_of = {e["name"]: str(ds / e["image"]) for e in manifest["images"]}
+    images = [image_of[n] for n in load_split(split_file(params))["test"][: cfg["parity_images"]]]
+    out = Path(section(params, "paths.exports")) / model / "best.onnx"
+    with stage_run(f"export:{model}", params, ["export"], dataset_hash(ds),
+                   {"model": model, "train_run_id": info["mlflow_run_id"]}) as run:
+        if uses_lam(model, params):
+            baseline = Path(section(params, "paths.models")) / "baseline" / "weights" / "best.pt"
+            parity = lagnet_export_task(str(baseline), str(weights), str(out), info["imgsz"], cfg,
+                                        section(params, "lam"), images)
+            path = parity.pop("onnx")
+        else:
+            path = export_task(str(weights), str(out), info["imgsz"], cfg)
+            parity = parity_task(str(weights), path, images, info["imgsz"])
+        log_outputs(run, metrics={k: float(v) for k, v in parity.items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                    tags={"onnx_provider": parity["provider"]})
+        boxes_differ = "same_count" in parity and (parity["same_count"] != parity["images"] or (
+            parity["min_matched_iou"] is not None and parity["min_matched_iou"] < 0.99))
+        rtol = cfg["pipeline_rtol"] if uses_lam(model, params) else cfg["parity_rtol"]
+        if parity["max_rel_diff"] > rtol or boxes_differ:
+            Path(path).unlink(missing_ok=True)
+            raise ParityError(f"ONNX Runtime differs from PyTorch by {parity['max_rel_diff']:.2e} "
+                              f"(relative; tolerance {rtol} from params export)"
+                              + (f", boxes: {parity}" if boxes_differ else ""))
+        log_outputs(run, artifacts=[(path, "onnx")])
+    return {"onnx": path, **parity}
+
