@@ -1,5 +1,6 @@
-"""How fast the CLI answers before any work: ``defectops --help`` and an argument error, the
-median wall time of fresh processes (nothing heavy may be imported before it is needed).
+"""How fast the CLI answers before any work: ``defectops --help``, an argument error and a
+mistyped source folder (its one ``error:`` line), the median wall time of fresh processes
+(nothing heavy may be imported before it is needed).
 
     python -m benchmarks.cli_latency [--runs 7]     # -> results/cli_latency.{json,md}
 """
@@ -16,7 +17,8 @@ from pathlib import Path
 from .common import cli, machine, write
 
 CASES = {"defectops --help": ["--help"], "defectops train nosuch (argument error)": ["train", "nosuch"],
-         "defectops predict --help": ["predict", "--help"]}
+         "defectops predict --help": ["predict", "--help"],
+         "defectops data import /no/such/folder (error line)": ["data", "import", "/no/such/folder", "--name", "x"]}
 
 
 def main() -> None:
