@@ -41,7 +41,7 @@ def _images(n: int, tmp: Path) -> tuple[list[Path], str]:
     from components.data.synth import SynthConfig, render_sample
 
     rng = np.random.default_rng(0)
-    cfg = SynthConfig(0, n, 200, 1, 3, (0.25, 0.5), 0.3, 95)
+    cfg = SynthConfig(0, n, 200, 1, 3, (0.25, 0.5), 0.3, 95, False)
     files = []
     for i in range(n):
         s = render_sample(rng, cfg, i)

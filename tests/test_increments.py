@@ -19,7 +19,7 @@ from conftest import make_image, snapshot, voc_xml
 @pytest.fixture
 def base(tmp_path) -> Path:
     cfg = SynthConfig(seed=0, images=20, size=64, min_defects=1, max_defects=2, contrast=(0.3, 0.5),
-                      leather_fraction=0.3, jpeg_quality=95)
+                      leather_fraction=0.3, jpeg_quality=95, bold=False)
     write_synth_dataset(cfg, tmp_path / "datasets", "synth")
     return tmp_path / "datasets" / "synth"
 

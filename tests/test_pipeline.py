@@ -520,7 +520,7 @@ def _drop_batch(root: Path) -> dict:
 
     tmp = root / ".cache" / "gen"
     write_synth_dataset(SynthConfig(seed=77, images=5, size=96, min_defects=1, max_defects=2, contrast=(0.3, 0.5),
-                                    leather_fraction=0.3, jpeg_quality=95), tmp, "new")
+                                    leather_fraction=0.3, jpeg_quality=95, bold=False), tmp, "new")
     m = json.loads((tmp / "new" / "manifest.json").read_text())
     inbox = root / "data" / "inbox"
     (inbox / "annotations").mkdir(parents=True)

@@ -10,7 +10,7 @@ import pytest
 from components.data.synth import CLASS_NAMES, DEFECTS, SynthConfig, _mask_box, generate, write_synth_dataset
 
 CFG = dict(seed=0, images=40, size=128, min_defects=1, max_defects=3, contrast=(0.15, 0.35),
-           leather_fraction=0.3, jpeg_quality=95)
+           leather_fraction=0.3, jpeg_quality=95, bold=False)
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):

@@ -39,6 +39,7 @@ class SynthConfig:
     contrast: tuple[float, float]
     leather_fraction: float
     jpeg_quality: int
+    bold: bool                # thicker strokes, shorter scratches, larger flakes
 
     def __post_init__(self) -> None:
         if self.images < 1 or self.size < 64:
@@ -84,9 +85,9 @@ def leather_background(rng: np.random.Generator, s: int) -> np.ndarray:
 # ---------------------------------------------------------------- defect masks
 # Each returns a float mask in [0, 1] of shape (s, s); pixels > 0.5 define the box.
 
-def _scratch(rng: np.random.Generator, s: int) -> np.ndarray:
+def _scratch(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray:
     m = np.zeros((s, s), np.float32)
-    length = rng.uniform(0.45, 0.9) * s
+    length = rng.uniform(0.3, 0.6) * s if bold else rng.uniform(0.45, 0.9) * s
     ang = rng.uniform(0, np.pi)
     cx, cy = rng.uniform(0.3, 0.7, 2) * s
     dx, dy = np.cos(ang) * length / 2, np.sin(ang) * length / 2
@@ -96,11 +97,11 @@ def _scratch(rng: np.random.Generator, s: int) -> np.ndarray:
         off = bend * (1 - t * t)
         pts.append((cx + t * dx - off * np.sin(ang), cy + t * dy + off * np.cos(ang)))
     pts = np.clip(np.array(pts), 1, s - 2).astype(np.int32)
-    cv2.polylines(m, [pts], False, 1.0, thickness=int(rng.integers(2, 4)), lineType=cv2.LINE_AA)
+    cv2.polylines(m, [pts], False, 1.0, thickness=int(rng.integers(2, 4)) + 2 * bold, lineType=cv2.LINE_AA)
     return m
 
 
-def _inclusion(rng: np.random.Generator, s: int) -> np.ndarray:
+def _inclusion(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray:
     m = np.zeros((s, s), np.float32)
     ax = (int(rng.uniform(0.05, 0.14) * s), int(rng.uniform(0.015, 0.035) * s) + 1)
     c = tuple(int(v) for v in rng.uniform(0.15, 0.85, 2) * s)
@@ -108,7 +109,7 @@ def _inclusion(rng: np.random.Generator, s: int) -> np.ndarray:
     return m
 
 
-def _patch(rng: np.random.Generator, s: int) -> np.ndarray:
+def _patch(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray:
     r = rng.uniform(0.12, 0.25) * s
     c = rng.uniform(0.25, 0.75, 2) * s
     ang = np.linspace(0, 2 * np.pi, 14, endpoint=False)
@@ -119,7 +120,7 @@ def _patch(rng: np.random.Generator, s: int) -> np.ndarray:
     return cv2.GaussianBlur(m, (5, 5), 0)
 
 
-def _pits(rng: np.random.Generator, s: int) -> np.ndarray:
+def _pits(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray:
     m = np.zeros((s, s), np.float32)
     c = rng.uniform(0.2, 0.8, 2) * s
     spread = rng.uniform(0.06, 0.14) * s
@@ -129,7 +130,7 @@ def _pits(rng: np.random.Generator, s: int) -> np.ndarray:
     return m
 
 
-def _crazing(rng: np.random.Generator, s: int) -> np.ndarray:
+def _crazing(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray:
     m = np.zeros((s, s), np.float32)
     c = rng.uniform(0.25, 0.75, 2) * s
     extent = rng.uniform(0.12, 0.22) * s
@@ -143,11 +144,11 @@ def _crazing(rng: np.random.Generator, s: int) -> np.ndarray:
             p = np.clip(p, c - 1.3 * extent, c + 1.3 * extent)
             pts.append(p.copy())
         pts = np.clip(np.array(pts), 1, s - 2).astype(np.int32)
-        cv2.polylines(m, [pts], False, 1.0, 2, cv2.LINE_AA)
+        cv2.polylines(m, [pts], False, 1.0, 3 if bold else 2, cv2.LINE_AA)
     return m
 
 
-def _scale(rng: np.random.Generator, s: int) -> np.ndarray:
+def _scale(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray:
     m = np.zeros((s, s), np.float32)
     c = rng.uniform(0.2, 0.8, 2) * s
     spread = rng.uniform(0.08, 0.16) * s
@@ -155,13 +156,13 @@ def _scale(rng: np.random.Generator, s: int) -> np.ndarray:
         p = np.clip(c + rng.normal(0, spread, 2), 4, s - 5)
         k = int(rng.integers(4, 7))
         ang = np.sort(rng.uniform(0, 2 * np.pi, k))
-        rad = rng.uniform(0.03, 0.06) * s * rng.uniform(0.5, 1.0, k)
+        rad = rng.uniform(0.03, 0.06) * s * rng.uniform(0.5, 1.0, k) * (1.5 if bold else 1.0)
         pts = np.stack([p[0] + rad * np.cos(ang), p[1] + rad * np.sin(ang)], 1)
         cv2.fillPoly(m, [np.clip(pts, 0, s - 1).astype(np.int32)], 1.0, cv2.LINE_AA)
     return m
 
 
-DEFECTS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+DEFECTS: dict[str, Callable[..., np.ndarray]] = {
     "scratch": _scratch, "inclusion": _inclusion, "patch": _patch,
     "pits": _pits, "crazing": _crazing, "scale": _scale,
 }
@@ -199,7 +200,7 @@ def render_sample(rng: np.random.Generator, cfg: SynthConfig, index: int) -> Syn
         tries += 1
         cls = int(rng.integers(len(CLASS_NAMES)))
         name = CLASS_NAMES[cls]
-        mask = DEFECTS[name](rng, s)
+        mask = DEFECTS[name](rng, s, cfg.bold)
         box = _mask_box(mask)
         if box is None or (box[2] - box[0]) < 3 or (box[3] - box[1]) < 3 or _overlaps(box, boxes):
             continue
