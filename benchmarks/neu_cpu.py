@@ -271,6 +271,60 @@ def served_check(name: str, lams_from: str, sets: dict, src: Path, conf: float =
     return out
 
 
+def lam_skew(lams_from: str, sets: dict, src: Path) -> dict:
+    """Pixel-level train/serve skew of the LAM on every NEU-DET test image, no LAGNet needed: the
+    LAM the served graph computes (``LamMap`` on the letterboxed RGB) vs what the validation path
+    feeds LAGNet, (a) now: the stored confidence map, letterboxed, then coded and blended
+    (``file_lam_batch``) and (b) before this change: the colour LAM made at the image's size
+    (``lam_image``), letterboxed. Mean absolute difference and the share of pixel channels off by
+    more than 8/255, in [0, 1] units. Written to ``runs/lam-skew-<run>.json``."""
+    import numpy as np
+    import torch
+
+    from components.export import letterbox_batch
+    from components.lam import LamMap, lam_image
+    from components.lam_data import file_lam_batch, lam_path
+    from components.yolo import YOLO
+
+    params = protocol_params(sets)
+    params["lam"]["baseline_run"] = lams_from
+    ds, split = dataset(params, src)
+    m = load_manifest(ds)
+    path_of = {e["name"]: str(ds / e["image"]) for e in m["images"]}
+    images = [path_of[n] for n in split["test"]]
+    imgsz, g = section(params, "train.imgsz"), section(params, "lam")
+    lam_map = LamMap(YOLO(str(best_weights(lams_from))).model.float().fuse().eval(), g["alpha"], g["beta"],
+                     g["normalize"], g["quantile"]).eval()
+    import cv2
+    from ultralytics.data.augment import LetterBox
+
+    lb = LetterBox((imgsz, imgsz), auto=False)
+    diffs = {"now": [], "before": []}
+    for i in range(0, len(images), 32):
+        chunk = images[i:i + 32]
+        x = torch.from_numpy(letterbox_batch(chunk, imgsz))
+        with torch.inference_mode():
+            served = lam_map(x)
+        now = file_lam_batch(chunk, lam_dir(params), imgsz, g["alpha"], g["beta"])[:, 3:]
+        old = []
+        for p in chunk:
+            img = cv2.imread(p)
+            conf = cv2.imread(str(lam_path(lam_dir(params), p)), cv2.IMREAD_UNCHANGED) / 255.0
+            old.append(lb(image=lam_image(img, conf, g["alpha"], g["beta"]))[..., ::-1].transpose(2, 0, 1))
+        before = torch.from_numpy(np.ascontiguousarray(np.stack(old))).float() / 255.0
+        diffs["now"].append((now - served).abs().flatten())
+        diffs["before"].append((before - served).abs().flatten())
+    out = {"run": lams_from, "images": len(images), "imgsz": imgsz, "command": cli()}
+    for k, v in diffs.items():
+        d = torch.cat(v)
+        out[k] = {"mean_abs": round(float(d.mean()), 5), "share_over_8_255": round(float((d > 8 / 255).float().mean()), 5),
+                  "max_abs": round(float(d.max()), 4)}
+    RUNS.mkdir(parents=True, exist_ok=True)
+    (RUNS / f"lam-skew-{lams_from}.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="run name (results/neu_cpu/runs/<run>.json)")
@@ -285,6 +339,8 @@ def main() -> None:
     ap.add_argument("--table", nargs="*", metavar="ROLE=RUN", help="baseline=RUN dasc=RUN lagnet_s=RUN")
     ap.add_argument("--served-check", action="store_true",
                     help="LAGNet --run: ONNX one-graph vs PyTorch pipeline, served vs file LAMs, all test images")
+    ap.add_argument("--lam-skew", action="store_true",
+                    help="pixel-level LAM skew (served vs file path, now and before) on the test images (--lams-from)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--neu", type=Path, default=NEU, help="NEU-DET folder (IMAGES/, ANNOTATIONS/)")
     a = ap.parse_args()
@@ -295,6 +351,8 @@ def main() -> None:
         table(dict(x.split("=", 1) for x in a.table))
     elif a.served_check:
         served_check(a.run, a.lams_from, parse_sets(a.set), a.neu)
+    elif a.lam_skew:
+        lam_skew(a.lams_from, parse_sets(a.set), a.neu)
     elif a.evaluate:
         evaluate_run(a.run, a.model, parse_sets(a.set), a.neu, a.lams_from, a.trained_on, a.train_csv)
     elif a.make_lams:

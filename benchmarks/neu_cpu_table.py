@@ -22,7 +22,9 @@ from .neu_cpu import PROFILE, RUNS, best_weights
 
 CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 NAMES = {"baseline": "YOLO11n (ours)", "dasc": "DASC-YOLO-n (ours)", "lagnet_s": "LAGNet-s (ours)",
-         "control": "YOLO11n, seed 1 (control)", "baseline_e36": "YOLO11n (ours), 36 epochs"}
+         "control": "YOLO11n, seed 1 (control)", "baseline_e36": "YOLO11n (ours), 36 epochs",
+         "dasc_gate_local": "DASC-YOLO-n, zero gates + CSA local (ours)",
+         "gpu_baseline": "YOLO11n (ours), trained on the H200"}
 # dasc-yolo.md Table 4 (NEU-DET; large models, 640 px, the paper's protocol) and Table 3 (n scale,
 # its leather set: params, FPS); lagnet.md Table 1 (NEU-DET, 640 px, 500 epochs, RTX 4090)
 PAPERS = {
