@@ -603,6 +603,7 @@ def test_retrain_survives_crashes_between_steps_and_a_rerun_finishes(project, mo
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_from_its_last_checkpoint(project, monkeypatch):
+    import pipelines.tasks as tasks
     import pipelines.train as tr
     from components.train import same_architecture
 
@@ -613,7 +614,7 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(project, monkeypa
     params["retrain"]["warm_start"] = False
     params["paths"].update(models="models-resume", work=".cache/work-resume")
     (root / "params-resume.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    real = tr.train_detector
+    real = tasks.train_detector
 
     def interrupted(*a, **k):
         cb = a[7]
@@ -624,11 +625,11 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(project, monkeypa
                 raise KeyboardInterrupt("injected: machine went down after epoch 2")
         return real(*a[:7], on_epoch, *a[8:], **k)
 
-    monkeypatch.setattr(tr, "train_detector", interrupted)
+    monkeypatch.setattr(tasks, "train_detector", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tr.train_flow("baseline", "params-resume.yaml")
     assert (root / ".cache" / "work-resume" / "train-baseline-run" / "weights" / "last.pt").is_file()
-    monkeypatch.setattr(tr, "train_detector", real)
+    monkeypatch.setattr(tasks, "train_detector", real)
     info = tr.train_flow("baseline", "params-resume.yaml")
     assert info["resumed"] is True and info["epochs_run"] == 3
     rows = list(csv.DictReader((root / "models-resume" / "baseline" / "results.csv").open()))
