@@ -284,7 +284,7 @@ def lam_skew(lams_from: str, sets: dict, src: Path) -> dict:
     from ultralytics.cfg import get_cfg
 
     from components.lam import LamMap
-    from components.lam_data import VALID_MIN, LamDataset, to_rgb_lam
+    from components.lam_data import PAD, VALID_MIN, build_lam_dataset, to_rgb_lam
     from components.yolo import YOLO
 
     params = protocol_params(sets)
@@ -293,9 +293,8 @@ def lam_skew(lams_from: str, sets: dict, src: Path) -> dict:
     data_yaml = write_yolo_data_yaml(ds, split, WORK / f"lam-skew-{lams_from}")
     imgsz, g = section(params, "train.imgsz"), section(params, "lam")
     data = {**yaml.safe_load(data_yaml.read_text()), "lam": str(lam_dir(params)), "channels": 6}
-    val = LamDataset(img_path=str(Path(data["path"]) / data["test"]), imgsz=imgsz, batch_size=16, augment=False,
-                     hyp=get_cfg(overrides={"imgsz": imgsz}), rect=True, cache=None, single_cls=False, stride=32,
-                     pad=0.5, prefix="lam-skew: ", task="detect", classes=None, data=data, fraction=1.0)
+    val = build_lam_dataset(get_cfg(overrides={"imgsz": imgsz}), str(Path(data["path"]) / data["test"]), 16, data,
+                            mode="val", rect=True, stride=32)
     lam_map = LamMap(YOLO(str(best_weights(lams_from))).model.float().fuse().eval(), g["alpha"], g["beta"],
                      g["normalize"], g["quantile"]).eval()
     diffs = {"now": [], "before": [], "now_inside": [], "before_inside": []}
@@ -307,7 +306,7 @@ def lam_skew(lams_from: str, sets: dict, src: Path) -> dict:
             served = lam_map(x[:, :3])
         now = to_rgb_lam(x, g["alpha"], g["beta"])[:, 3:]
         inside = (x[:, 4:5] > VALID_MIN).expand_as(now)
-        before = torch.where(inside, now, torch.full_like(now, 114 / 255))
+        before = torch.where(inside, now, torch.full_like(now, PAD / 255))
         for k, v in (("now", now), ("before", before)):
             d = (v - served).abs()
             diffs[k].append(d.flatten())

@@ -21,6 +21,7 @@ model takes, so ultralytics sizes warm-up tensors right); images are decoded as 
 
 from __future__ import annotations
 
+import functools
 import random
 from copy import copy
 from pathlib import Path
@@ -90,7 +91,20 @@ def to_rgb_lam(img, alpha: float = 0.5, beta: float = 0.5):
         raise ValueError(f"expected a (B, 5, H, W) RGB + confidence + valid batch, got {tuple(img.shape)}")
     rgb = img[:, :3]
     conf = torch.where(img[:, 4] > VALID_MIN, img[:, 3], torch.zeros_like(img[:, 3]))
-    return torch.cat([rgb, lam_blend(rgb, conf, jet_table(img.device), alpha, beta)], 1)
+    return torch.cat([rgb, lam_blend(rgb, conf, _jet_on(img.device), alpha, beta)], 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _jet_on(device):
+    """The JET table on ``device``, made once per device (``to_rgb_lam`` runs on every batch)."""
+    return jet_table(device)
+
+
+def batch_to_rgb_lam(batch: dict, data: dict) -> dict:
+    """``to_rgb_lam`` on ``batch["img"]`` with the blend of the data YAML (``lam_alpha``, ``lam_beta``):
+    the trainer's and the validator's last preprocessing step."""
+    batch["img"] = to_rgb_lam(batch["img"], data.get("lam_alpha", 0.5), data.get("lam_beta", 0.5))
+    return batch
 
 
 def with_conf(im: np.ndarray, image: str | Path, lam_dir: str | Path) -> np.ndarray:
@@ -175,9 +189,7 @@ class LamValidator(DetectionValidator):
     confidence-map files by ``to_rgb_lam``)."""
 
     def preprocess(self, batch):
-        batch = super().preprocess(batch)
-        batch["img"] = to_rgb_lam(batch["img"], self.data.get("lam_alpha", 0.5), self.data.get("lam_beta", 0.5))
-        return batch
+        return batch_to_rgb_lam(super().preprocess(batch), self.data)
 
     def build_dataset(self, img_path, mode="val", batch=None):
         fraction = get_split_fraction(self.args.fraction, self.args.split or "val")
@@ -226,9 +238,7 @@ class LamTrainerMixin:
         return build_lam_dataset(self.args, img_path, batch, self.data, mode=mode, rect=mode == "val", stride=gs)
 
     def preprocess_batch(self, batch):
-        batch = super().preprocess_batch(batch)
-        batch["img"] = to_rgb_lam(batch["img"], self.data.get("lam_alpha", 0.5), self.data.get("lam_beta", 0.5))
-        return batch
+        return batch_to_rgb_lam(super().preprocess_batch(batch), self.data)
 
     def get_validator(self):
         DetectionTrainer.get_validator(self)               # sets loss_names

@@ -128,7 +128,6 @@ def content_hash(entries: list[dict], class_names: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-
 TEMP_RE = re.compile(r"^\.(?P<name>.+?)\.(?:old\.)?p(?P<pid>\d+)t(?P<t>\d+)\.[^.]+$")
 UNTAGGED_STALE_S = 600          # an untagged ``.NAME.<random>`` folder (older code) this old is stale
 
@@ -176,6 +175,7 @@ def clean_stale_temps(root: Path) -> list[Path]:
         log.warning("removed %d temporary folder(s) left by an interrupted command in %s: %s", len(removed), root,
                     ", ".join(d.name for d in removed))
     return removed
+
 
 def write_dataset(root: Path, name: str, class_names: list[str], samples: list[Sample],
                   rejections: list[Rejection], source: str, fmt: str,
