@@ -273,13 +273,13 @@ def served_check(name: str, lams_from: str, sets: dict, src: Path, conf: float =
 
 def lam_skew(lams_from: str, sets: dict, src: Path) -> dict:
     """Pixel-level train/serve skew of the LAM on every NEU-DET test image, no LAGNet needed, on
-    the batches the validator really builds (rect letterbox with half-stride padding: the 200 px
-    images become 256 x 256 with a 16 px grey border). Served: ``LamMap`` on the batch's RGB.
-    Now: the stored confidence map through the same letterbox, coded and blended on the batch
-    (``to_rgb_lam``, padding's confidence 0). Before this change: the colour LAM files, made at the
-    image's size and letterboxed, so their padding is plain grey 114 (emulated: the inside as now,
-    the padding grey). Mean absolute difference, the share of values off by more than 8/255 and
-    the same inside the image only. Written to ``runs/lam-skew-<run>.json``."""
+    the batches the LAGNet validator really builds (``build_lam_dataset``: the served framing, a
+    square ``imgsz`` letterbox). Served: ``LamMap`` on the batch's RGB. Now: the stored confidence
+    map through the same loader and letterbox, coded and blended on the batch (``to_rgb_lam``,
+    padding's confidence 0). "before" emulates plain grey 114 in the padding (the old colour
+    files); NEU-DET's square images have no padding at this framing. Mean absolute difference, the
+    share of values off by more than 8/255 and the same inside the image only. Written to
+    ``runs/lam-skew-<run>.json``."""
     import torch
     from ultralytics.cfg import get_cfg
 
@@ -294,7 +294,7 @@ def lam_skew(lams_from: str, sets: dict, src: Path) -> dict:
     imgsz, g = section(params, "train.imgsz"), section(params, "lam")
     data = {**yaml.safe_load(data_yaml.read_text()), "lam": str(lam_dir(params)), "channels": 6}
     val = build_lam_dataset(get_cfg(overrides={"imgsz": imgsz}), str(Path(data["path"]) / data["test"]), 16, data,
-                            mode="val", rect=True, stride=32)
+                            mode="val", stride=32)
     lam_map = LamMap(YOLO(str(best_weights(lams_from))).model.float().fuse().eval(), g["alpha"], g["beta"],
                      g["normalize"], g["quantile"]).eval()
     diffs = {"now": [], "before": [], "now_inside": [], "before_inside": []}

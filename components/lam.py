@@ -4,15 +4,19 @@
 the anchor-free YOLO11 head has none, so the confidence score map of a level is the sigmoid of
 its class logits, max over classes (exactly the class scores ultralytics' ``Detect`` returns
 at inference, ``pred[:, 4:]``, level after level). Each level's map is resized to the input
-size, the maximum over levels is taken, the letterbox padding is cut away and the map resized
-to the original image, so LAM pixels line up with image pixels.
+size and the maximum over levels is taken; the letterbox padding is cut away, so LAM pixels line
+up with the pixels of the image as the network sees it (resized by the letterbox ratio).
 
 The steps are plain tensor code, so ``LamMap`` (baseline -> LAM) runs inside the one ONNX graph
 of ``LagnetPipeline`` (baseline -> LAM -> LAGNet, ``components/lagnet_export.py``); the JET
 colours are OpenCV's own table, held as a buffer.
 
 For training, ``make_lams`` writes each image's (normalised) *confidence map* as an 8-bit grey
-PNG at the image's own size, not the colour LAM: the training data path
+PNG at the loader's scale (the letterbox content: a 200 px NEU-DET image at imgsz 224 gives a
+224 x 224 map), not the colour LAM and not resized back to the image's own size: the data loader
+resizes the image to exactly that size (long side = imgsz, bilinear, as the letterbox does), so
+the map meets it without a resample, and on the served framing the file path's LAM is the served
+LAM bit for bit (the stored byte is the JET index). The training data path
 (``components/lam_data.py``) moves the map through the same augmentation and letterbox as the
 image and only then codes and blends it (``lam_blend``, the function the served graph uses), at
 the network's input resolution. Colour-coding before a resize (the earlier design) resampled JET
@@ -95,14 +99,21 @@ def unletterbox(conf: torch.Tensor, orig_hw: tuple[int, int], ratio: float, pad:
     return F.interpolate(crop[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
 
 
+def content_crop(conf: np.ndarray, orig_hw: tuple[int, int], ratio: float, pad: tuple[float, float]
+                 ) -> np.ndarray:
+    """The letterbox content of one ``(H_in, W_in)`` map: the padding (``pad`` = left, top) cut off,
+    the image's ``(round(h * ratio), round(w * ratio))`` pixels kept, not resized."""
+    h, w = orig_hw
+    x0, y0 = int(round(pad[0])), int(round(pad[1]))
+    return np.ascontiguousarray(conf[y0:y0 + int(round(h * ratio)), x0:x0 + int(round(w * ratio))], np.float32)
+
+
 def unletterbox_np(conf: np.ndarray, orig_hw: tuple[int, int], ratio: float, pad: tuple[float, float]
                    ) -> np.ndarray:
     """``unletterbox`` for one ``(H_in, W_in)`` float map with OpenCV (same half-pixel bilinear
     sampling as ``F.interpolate(align_corners=False)``, ~30x faster on CPU for single maps)."""
     h, w = orig_hw
-    x0, y0 = int(round(pad[0])), int(round(pad[1]))
-    crop = np.ascontiguousarray(conf[y0:y0 + int(round(h * ratio)), x0:x0 + int(round(w * ratio))], np.float32)
-    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(content_crop(conf, orig_hw, ratio, pad), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def lam_image(bgr: np.ndarray, conf: np.ndarray, alpha: float = 0.5, beta: float = 0.5) -> np.ndarray:
@@ -186,14 +197,15 @@ def make_lams(detector: nn.Module, images: list[Path], out_dir: Path, imgsz: int
               progress: Callable[[int], None] | None = None,
               boxes: dict[str, np.ndarray] | None = None, normalize: str = "none",
               quantile: float = 0.99) -> dict[str, dict]:
-    """Write ``out_dir/<stem>.png``, the (normalised) confidence map of each image at the image's
-    own size, 8-bit grey (``conf_u8``): the baseline runs once per batch on letterboxed inputs,
-    each map is cut out of the letterbox and resized back. The training data path codes and blends
+    """Write ``out_dir/<stem>.png``, the (normalised) confidence map of each image at the loader's
+    scale, 8-bit grey (``conf_u8``): the baseline runs once per batch on letterboxed inputs, each
+    map is cut out of the letterbox (``content_crop``, no resize). The training data path codes and blends
     it after augmentation (``alpha``/``beta`` are recorded by the caller, ``lam_image`` makes the
     colour LAM for viewing). Returns ``{image: {"lam": path}}``
     plus, for images in ``boxes`` (xyxy px), the LAM's contrast: mean raw confidence
     (``conf_in``/``conf_out``), normalised confidence (``norm_in``/``norm_out``) and luminance of
-    the JET colour (``jet_in``/``jet_out``, 0..1) inside / outside the boxes."""
+    the JET colour (``jet_in``/``jet_out``, 0..1) inside / outside the boxes (measured on the maps
+    resized back to the image, where the boxes are)."""
     dev = torch.device("cpu" if device == "cpu" else f"cuda:{str(device).split(',')[0]}")
     lam = LamMap(detector.float().eval(), alpha, beta, normalize, quantile).to(dev).eval()
     out_dir = Path(out_dir)
@@ -216,14 +228,14 @@ def make_lams(detector: nn.Module, images: list[Path], out_dir: Path, imgsz: int
             conf = normalize_confidence(raw, normalize, quantile)
         conf, raw = conf.clamp(0, 1).cpu().numpy(), raw.clamp(0, 1).cpu().numpy()
         for f, img, c, r, (ratio, pad) in zip(chunk, origs, conf, raw, geo):
-            m = unletterbox_np(c, img.shape[:2], ratio, pad)
             dst = lam_path(out_dir, f)
-            if not cv2.imwrite(str(dst), conf_u8(m), PNG_FAST):
+            if not cv2.imwrite(str(dst), conf_u8(content_crop(c, img.shape[:2], ratio, pad)), PNG_FAST):
                 raise OSError(f"could not write {dst}")
             written[str(f)] = {"lam": dst}
             if boxes is not None and str(f) in boxes:
                 b = boxes[str(f)]
                 w = written[str(f)]
+                m = unletterbox_np(c, img.shape[:2], ratio, pad)
                 w["conf_in"], w["conf_out"] = box_confidence(unletterbox_np(r, img.shape[:2], ratio, pad), b)
                 w["norm_in"], w["norm_out"] = box_confidence(m, b)
                 w["jet_in"], w["jet_out"] = box_confidence(jet_luminance(m), b)

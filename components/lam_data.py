@@ -11,9 +11,12 @@ The LAM itself is made on the batch, after augmentation, by ``to_rgb_lam`` in th
 validator's ``preprocess``: confidence -> ``JET(round(255 c))`` -> blended with the (augmented)
 RGB by ``components.lam.lam_blend``, the same function, order and resolution as the served
 one-graph model. Padding that augmentation or the letterbox adds is 114 in every channel; the
-valid channel tells it apart (< 184.5) and the confidence there is set to 0, what the baseline
-outputs on flat grey padding when served. So a training LAM differs from the served LAM only by
-the map's 8-bit storage and its resampling as a smooth grey map, not by resampled colours.
+valid channel tells it apart (< 184.5) and the confidence there is set to 0. The maps are stored
+at the loader's scale, so an un-augmented image meets its map without a resample; validation
+runs at the served framing (square letterbox, ``build_lam_dataset``), where the file path's LAM
+equals the served one up to the baseline's float rounding (the stored byte is the JET index);
+augmented training LAMs differ from a served LAM of the same augmented picture only by the
+grey map's resampling, not by resampled colours.
 
 The data YAML carries ``lam: <dir>``, ``lam_alpha``, ``lam_beta`` and ``channels: 6`` (what the
 model takes, so ultralytics sizes warm-up tensors right); images are decoded as 3-channel colour.
@@ -123,10 +126,14 @@ def with_conf(im: np.ndarray, image: str | Path, lam_dir: str | Path) -> np.ndar
 
 
 def read_rgb_conf(image: str | Path, lam_dir: str | Path) -> np.ndarray:
-    """``with_conf`` for an image file at its own size."""
+    """``with_conf`` for an image file, the image resized (bilinear) to its map's size, the loader's
+    scale, as ``LamDataset`` and the letterbox resize it."""
     im = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if im is None:
         raise FileNotFoundError(f"cannot read image {image}")
+    conf = cv2.imread(str(lam_path(lam_dir, image)), cv2.IMREAD_UNCHANGED)
+    if conf is not None and conf.ndim == 2 and conf.shape != im.shape[:2]:
+        im = cv2.resize(im, (conf.shape[1], conf.shape[0]), interpolation=cv2.INTER_LINEAR)
     return with_conf(im, image, lam_dir)
 
 
@@ -172,14 +179,17 @@ class LamDataset(YOLODataset):
         return t
 
 
-def build_lam_dataset(cfg, img_path, batch: int, data: dict, mode: str = "train", rect: bool = False,
-                      stride: int = 32, fraction: float | None = None) -> LamDataset:
+def build_lam_dataset(cfg, img_path, batch: int, data: dict, mode: str = "train", stride: int = 32,
+                      fraction: float | None = None) -> LamDataset:
     """``ultralytics.data.build_yolo_dataset`` (detect branch, same arguments) for ``LamDataset``:
-    that function has no dataset-class seam."""
+    that function has no dataset-class seam. Validation is always at the *served framing*, the
+    square ``imgsz`` letterbox the exported one-graph model takes, never rect batches (whose
+    half-stride grey border the served baseline would see and the stored maps do not hold): a LAM
+    depends on the framing, so LAGNet is scored on the very inputs it is served."""
     if fraction is None:
         fraction = get_split_fraction(cfg.fraction, "train" if mode == "train" else cfg.split)
     return LamDataset(img_path=img_path, imgsz=cfg.imgsz, batch_size=batch, augment=mode == "train", hyp=cfg,
-                      rect=cfg.rect or rect, cache=cfg.cache or None, single_cls=cfg.single_cls or False,
+                      rect=bool(cfg.rect) and mode == "train", cache=cfg.cache or None, single_cls=cfg.single_cls or False,
                       stride=stride, pad=0.0 if mode == "train" else 0.5, prefix=colorstr(f"{mode}: "),
                       task=cfg.task, classes=cfg.classes, data=data, fraction=fraction)
 
@@ -235,7 +245,7 @@ class LamTrainerMixin:
 
     def build_dataset(self, img_path, mode="train", batch=None):
         gs = max(int(unwrap_model(self.model).stride.max()), 32)
-        return build_lam_dataset(self.args, img_path, batch, self.data, mode=mode, rect=mode == "val", stride=gs)
+        return build_lam_dataset(self.args, img_path, batch, self.data, mode=mode, stride=gs)
 
     def preprocess_batch(self, batch):
         return batch_to_rgb_lam(super().preprocess_batch(batch), self.data)

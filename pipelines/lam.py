@@ -126,7 +126,9 @@ def lam_flow(params_file: str = "params.yaml") -> dict:
         samples = []
         for n in split["test"][: cfg["grid_samples"]]:
             conf = cv2.imread(str(out / f"{Path(path_of[n]).stem}.png"), cv2.IMREAD_UNCHANGED)
-            lam_img = lam_image(cv2.imread(str(path_of[n])), conf / 255.0, cfg["alpha"], cfg["beta"])
+            img = cv2.imread(str(path_of[n]))             # the map is at the loader's scale: back to the image's
+            conf = cv2.resize(conf, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+            lam_img = lam_image(img, conf / 255.0, cfg["alpha"], cfg["beta"])
             samples.append((lam_img, np.asarray([b[1:] for b in entry[n]["boxes"]]).reshape(-1, 4),
                             [classes[int(b[0])] for b in entry[n]["boxes"]]))
         shutil.rmtree(report, ignore_errors=True)
