@@ -8,7 +8,7 @@ PROFILE ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test setup bench lock clean-runs mlflow-ui
+.PHONY: run test setup bench lock clean-runs mlflow-ui optuna-ui
 
 setup: $(STAMP)
 
@@ -44,3 +44,7 @@ lock: $(STAMP)
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+# optuna-dashboard on the tuning stages' storage (OPTUNA_STORAGE wins over params.yaml tune.storage)
+optuna-ui: $(STAMP)
+	$(BIN)/python -m pipelines.optuna_ui --port 8080

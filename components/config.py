@@ -2,20 +2,26 @@
 
 Flows read params here and hand explicit values to components; components never read
 ``params.yaml`` themselves. Secrets never live in params: credentials come from the
-environment (``MLFLOW_TRACKING_URI``, ``PREFECT_API_URL``, AWS_* ...).
+environment (``MLFLOW_TRACKING_URI``, ``PREFECT_API_URL``, AWS_* ...). Also here: what identifies
+an execution (the git commit, the pipeline-run id shared by the stages of one ``dvc repro``, the
+command that ran).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 PARAMS_FILE = "params.yaml"
+PIPELINE_RUN_ENV = "DEFECTOPS_PIPELINE_RUN"   # the pipeline-run id, passed down to subprocesses
 
 
 class ConfigError(ValueError):
@@ -109,3 +115,47 @@ def git_commit(cwd: str | Path = ".") -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _dvc_process():
+    """The ``dvc`` process (``dvc repro``, ``dvc exp run``) this process runs under, or None."""
+    import psutil
+
+    try:
+        for p in psutil.Process().parents():
+            try:
+                cmd = p.cmdline()
+            except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            names = [os.path.basename(c) for c in cmd[:3]]
+            if any(n in ("dvc", "dvc.exe") for n in names) or (len(cmd) > 2 and cmd[1:3] == ["-m", "dvc"]):
+                return p
+    except psutil.Error:
+        pass
+    return None
+
+
+def pipeline_run_id() -> str:
+    """The id that groups the runs of one pipeline execution (tag ``defectops.pipeline_run``).
+
+    ``DEFECTOPS_PIPELINE_RUN`` wins (a caller that starts stages in subprocesses passes its own id
+    down); else, in a stage command DVC runs (``DVC_STAGE`` is set), the ``dvc`` process that runs
+    every stage of this ``dvc repro`` / ``dvc exp run``: its start time and pid, the same in each
+    stage's process and new for the next repro; else this process's own start time and pid."""
+    import psutil
+
+    if os.environ.get(PIPELINE_RUN_ENV):
+        return os.environ[PIPELINE_RUN_ENV]
+    proc, kind = (_dvc_process(), "dvc") if os.environ.get("DVC_STAGE") else (None, "")
+    if proc is None:
+        proc, kind = psutil.Process(), "proc"
+    started = time.strftime("%Y%m%dT%H%M%S", time.localtime(proc.create_time()))
+    return f"{kind}-{started}-{proc.pid}"
+
+
+def source_name() -> str:
+    """``mlflow.source.name``: ``dvc.yaml:<stage>`` for a stage DVC runs, else the command line."""
+    if os.environ.get("DVC_STAGE"):
+        return f"dvc.yaml:{os.environ['DVC_STAGE']}"
+    return " ".join([os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
+                     *sys.argv[1:]])[:500]   # an MLflow tag value, kept short

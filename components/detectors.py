@@ -41,6 +41,19 @@ def lagnet_kwargs(g: dict) -> dict:
                 toggles=LagnetToggles(g["lam"], g["scem"]))
 
 
+def display_name(model: str, params: dict) -> str:
+    """The detector as the papers name it, with its size: ``YOLO11n``, ``DASC-YOLO-n``, ``LAGNet-s``
+    (``LAGNet`` for the large variant; ``(RGB only)`` without the LAM branch)."""
+    if model == "baseline":
+        return f"YOLO11{section(params, 'baseline.scale')}"
+    if model == "dasc":
+        return f"DASC-YOLO-{section(params, 'dasc.scale')}"
+    if model == "lagnet":
+        name = "LAGNet-s" if section(params, "lagnet.variant") == "small" else "LAGNet"
+        return name if uses_lam(model, params) else f"{name} (RGB only)"
+    raise ValueError(f"unknown model '{model}' (choose from {', '.join(MODELS)})")
+
+
 def uses_lam(model: str, params: dict) -> bool:
     """Does ``model`` read RGB + LAM (LAGNet with its LAM branch on)?"""
     return model == "lagnet" and bool(section(params, "lagnet.lam"))

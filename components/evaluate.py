@@ -6,7 +6,8 @@ Outputs, all plain files so DVC and MLflow can both take them:
 * ``metrics`` dict (DVC metrics JSON): mAP50, mAP50-95, precision, recall, F1, per-class AP50,
   params, GFLOPs, latency/FPS with batch size, image size, device and threads stated;
 * ``pr_curve.csv`` (recall, precision: mean over classes) and ``per_class_ap.csv`` (DVC plots);
-* ultralytics' PNG plots (PR/F1/P/R curves, confusion matrix, predictions) for MLflow/DVC;
+* ultralytics' PNG plots (PR/F1/P/R curves, confusion matrix, predictions) for MLflow/DVC, and
+  ``per_class_AP50.png`` (a bar per class) beside them;
 * ``predictions.npz``: per test image, the statistics ultralytics matched its predictions with
   (``tp`` over 10 IoU thresholds, ``conf``, ``pred_cls``; the image's ``target_cls``), for the
   paired bootstrap of one detector's gain over another (``components.bootstrap``).
@@ -31,6 +32,7 @@ from .bootstrap import ImageStats, map50
 from .yolo import YOLO
 
 PREDICTIONS = "predictions.npz"          # per-image stats, beside ultralytics' plots in the report dir
+PER_CLASS_PLOT = "per_class_AP50.png"    # bar chart of the per-class AP50, beside them too
 KEPT = ("tp", "conf", "pred_cls", "target_cls")
 
 
@@ -173,7 +175,40 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
         w = csv.writer(fh)
         w.writerow(["class", "AP50"])
         w.writerows(per_class.items())
+    plot_per_class_ap(per_class, out_dir / PER_CLASS_PLOT,
+                      f"AP50 per class, {split} split ({metrics['images']} images, mAP50 {metrics['mAP50']:.3f})")
     return metrics
+
+
+def per_class_ap_figure(per_class: dict[str, float], title: str):
+    """Horizontal bar chart of ``per_class`` (class -> AP50), classes in their order top to
+    bottom, the value beside each bar, the mean as a dashed line (a matplotlib Figure)."""
+    from matplotlib.figure import Figure
+
+    names, values = list(per_class), [float(v) for v in per_class.values()]
+    fig = Figure(figsize=(6.4, 0.9 + 0.35 * max(len(names), 1)))
+    ax = fig.subplots()
+    ax.barh(range(len(names)), values, color="tab:blue")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    for i, v in enumerate(values):
+        ax.text(min(v, 1.0) + 0.01, i, f"{v:.3f}", va="center", fontsize=8)
+    if values:
+        ax.axvline(float(np.mean(values)), color="tab:red", ls="--", lw=1, label=f"mean {np.mean(values):.3f}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("AP50")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_ap(per_class: dict[str, float], path: Path, title: str) -> Path:
+    """``per_class_ap_figure`` saved as a PNG at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    per_class_ap_figure(per_class, title).savefig(path, dpi=120)
+    return path
 
 
 def _write_pr_curve(box, path: Path, points: int = 101) -> None:

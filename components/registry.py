@@ -96,14 +96,45 @@ def log_onnx_model(uri: str, run_id: str, onnx_path: str | Path, example: np.nda
     return info.model_uri
 
 
-def register(uri: str, model_uri: str, name: str, tags: dict) -> str:
-    """Register ``model_uri`` as a new version of ``name`` with ``tags``; returns the version."""
+def register(uri: str, model_uri: str, name: str, tags: dict, description: str | None = None) -> str:
+    """Register ``model_uri`` as a new version of ``name`` with ``tags`` and ``description`` (what
+    the MLflow UI shows on the version's page, ``version_description``); returns the version."""
     import mlflow
 
     mlflow.set_registry_uri(uri)
     mlflow.set_tracking_uri(uri)
     mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    if description:
+        client(uri).update_model_version(name, mv.version, description=description)
     return str(mv.version)
+
+
+def version_description(detector: str, model: str, dataset: dict, test: dict[str, float], split: str,
+                        gain: dict | None, baseline: dict | None, train_run_id: str, commit: str) -> str:
+    """What a registered version is, as Markdown for the MLflow UI: the ``detector`` (``model``:
+    the params key), the data it was trained and scored on (``dataset``: name, content hash, DVC
+    path), its ``test`` metrics through ONNX Runtime on ``split``, and its mAP50 gain over the
+    baseline from the evaluation stage (``gain``: ``gain_vs_baseline`` of its metrics, a paired
+    bootstrap on the same test images; None for the baseline itself; ``baseline``: the baseline's
+    evaluation metrics, or None)."""
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in test.items())
+    lines = [f"**{detector}** defect detector (`{model}`), ONNX.", "",
+             f"- data: `{dataset['name']}`, content hash `{dataset['hash']}` (DVC path `{dataset['source']}`)",
+             f"- test metrics ({split} split, ONNX Runtime): {scores}"]
+    if gain is not None:
+        lo, hi = gain["ci95"]
+        ref = f" ({gain['mAP50_a']:.4f} -> {gain['mAP50_b']:.4f})" if "mAP50_a" in gain else ""
+        lines.append(f"- gain over the baseline: mAP50 {gain['mAP50']:+.4f}, 95 % CI [{lo:+.4f}, {hi:+.4f}]{ref} "
+                     f"(paired bootstrap over {gain.get('images', '?')} test images, "
+                     f"{gain.get('resamples', '?')} resamples, PyTorch evaluation)")
+    elif model == "baseline":
+        lines.append("- gain over the baseline: none, this is the baseline")
+    else:
+        lines.append("- gain over the baseline: not measured (no baseline evaluation)")
+    if baseline is not None and model != "baseline":
+        lines.append(f"- baseline on the same split (PyTorch): mAP50 {baseline['mAP50']:.4f}")
+    lines.append(f"- training run `{train_run_id}`, git `{commit}`")
+    return "\n".join(lines)
 
 
 def alias_version(uri: str, name: str, alias: str):

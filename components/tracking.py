@@ -8,11 +8,19 @@ Every call goes through ``MlflowClient`` with an explicit run id, never the flue
 "active run", because Prefect runs tasks on worker threads. ``MLFLOW_TRACKING_URI`` (a
 server, e.g. ``http://mlflow:5000``) wins over ``tracking.uri`` from params (SQLite by default).
 MLflow's HTTP client retries transient server errors itself.
+
+What the MLflow UI shows (the comparison and promotion desk): the experiment is tagged as model
+training (``mlflow.experimentKind``), every run carries MLflow's standard source tags
+(``mlflow.source.git.commit``, ``mlflow.source.name``, ``mlflow.source.type``) and
+``defectops.pipeline_run``, one id shared by every run of one ``dvc repro`` (``pipeline_run_id``);
+training and evaluation runs log their dataset as an MLflow dataset input (``StageRun.log_dataset``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +29,18 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from .config import flatten
+from .config import PIPELINE_RUN_ENV, flatten, git_commit, pipeline_run_id, source_name
 
 MAX_PARAM_LEN = 6000
 BATCH = 100
+
+# the MLflow UI opens an experiment of this kind on its runs table, not on the GenAI overview;
+# a kind the UI only inferred (or could not infer) is replaced, one a user picked is kept
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# the UI's own guesses (mlflow/server/js: ExperimentKind ..._INFERRED, NO_INFERRED_TYPE)
+_GUESSED_KINDS = ("genai_development_inferred", "custom_model_development_inferred", "no_inferred_type")
+PIPELINE_RUN_TAG = "defectops.pipeline_run"            # value: config.pipeline_run_id()
+DATASET_CONTEXT_TAG = "mlflow.data.context"
 
 
 def tracking_uri(tracking: dict) -> str:
@@ -49,8 +65,6 @@ class StageRun:
             self.client.log_batch(self.run_id, params=flat[i:i + BATCH])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        import time
-
         ts = int(time.time() * 1000)
         ms = [Metric(_clean(k), float(v), ts, step or 0) for k, v in metrics.items()
               if isinstance(v, (int, float))]
@@ -67,6 +81,24 @@ class StageRun:
         elif path.is_file():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_dataset(self, name: str, digest: str, source: str, profile: dict[str, Any], context: str,
+                    tags: dict[str, Any] | None = None) -> None:
+        """Log a dataset as an MLflow dataset input of this run: ``name``, ``digest`` (its content
+        hash), ``source`` (a path: the DVC path of the dataset), ``profile`` (shown as the dataset's
+        profile: sizes, classes) and input tags ``tags`` plus ``mlflow.data.context`` = ``context``
+        (``train``, ``test``...). Built with ``mlflow.data``'s ``MetaDataset`` (metadata only,
+        nothing is copied) and logged with the explicit run id."""
+        from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        src = get_dataset_source_from_json(json.dumps({"uri": str(source)}), "local")
+        d = MetaDataset(src, name=name, digest=digest).to_dict()
+        entity = Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"], source=d["source"],
+                         schema=d.get("schema"), profile=json.dumps(profile, sort_keys=True))
+        input_tags = [InputTag(k, str(v)) for k, v in (tags or {}).items()] + [InputTag(DATASET_CONTEXT_TAG, context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, input_tags)])
+
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
@@ -76,14 +108,45 @@ def _clean(key: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-./ " else "" for ch in key)
 
 
+def source_tags(commit: str | None = None) -> dict[str, str]:
+    """MLflow's standard source tags and the pipeline-run tag. ``commit``: the project's
+    ``git_commit`` (``<sha>[-dirty]``; computed when None); the standard tag gets the bare sha
+    (nothing outside git)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+
+    commit = commit or git_commit()
+    tags = {MLFLOW_SOURCE_NAME: source_name(), MLFLOW_SOURCE_TYPE: "LOCAL", PIPELINE_RUN_TAG: pipeline_run_id()}
+    if commit and commit != "unknown":
+        tags[MLFLOW_GIT_COMMIT] = commit.removesuffix("-dirty")
+    return tags
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created if missing; tagged as model training
+    (``mlflow.experimentKind``) unless someone picked another kind for it."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException:                   # another stage created it in the meantime
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.tags.get(EXPERIMENT_KIND_TAG) in (None, "", *_GUESSED_KINDS):
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
 def start_stage_run(stage: str, tracking: dict, params: dict[str, Any], tags: dict[str, Any]) -> StageRun:
-    """Create the run for one stage execution with flattened params and tags."""
+    """Create the run for one stage execution with flattened params and tags (plus MLflow's source
+    tags and ``defectops.pipeline_run``, ``source_tags``; a caller's tag of the same key wins)."""
     uri = tracking_uri(tracking)
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(tracking["experiment"])
-    exp_id = exp.experiment_id if exp else client.create_experiment(tracking["experiment"])
-    run = client.create_run(exp_id, run_name=stage,
-                            tags={"stage": stage, **{k: str(v) for k, v in tags.items()}})
+    exp_id = experiment_id(client, tracking["experiment"])
+    all_tags = {**source_tags(tags.get("git_commit")), "stage": stage, **{k: str(v) for k, v in tags.items()}}
+    run = client.create_run(exp_id, run_name=stage, tags=all_tags)
     handle = StageRun(uri=uri, run_id=run.info.run_id, experiment_id=exp_id)
     handle.log_params(params)
     return handle
@@ -98,4 +161,5 @@ def find_runs(tracking: dict, filter_string: str) -> list:
     return client.search_runs([exp.experiment_id], filter_string, order_by=["attributes.start_time DESC"])
 
 
-__all__ = ["StageRun", "start_stage_run", "tracking_uri", "find_runs", "mlflow"]
+__all__ = ["StageRun", "start_stage_run", "tracking_uri", "find_runs", "pipeline_run_id", "source_tags",
+           "experiment_id", "PIPELINE_RUN_ENV", "mlflow"]

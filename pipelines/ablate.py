@@ -70,7 +70,7 @@ def ablate_dasc_flow(rows: list[str] | None = None, epochs: int | None = None,
         model_yaml = write_dasc_yaml(row_dir, scale, nc, toggles)
         with stage_run(f"ablate:dasc:{row}", params, ["train", "loss", "ablation"], dataset_hash(ds),
                        {"ablation": "dasc", "row": row, **{f"dasc.{k}": v for k, v in asdict(toggles).items()},
-                        "dasc.scale": scale}) as run:
+                        "dasc.scale": scale}, dataset="train") as run:
             info = train_task(str(model_yaml), str(data_yaml), str(row_dir / "train"), train_args, device,
                               seed, iou_loss, run)
             m = evaluate_task(info["best"], str(data_yaml), ev, train_args["imgsz"], str(row_dir / "eval"),
@@ -126,7 +126,7 @@ def ablate_lagnet_flow(rows: list[str] | None = None, epochs: int | None = None,
         tags = {"ablation": "lagnet", "row": row, "lagnet.lam": toggles.lam, "lagnet.scem": toggles.scem,
                 "lagnet.k": k, "lagnet.n": n, "lagnet.variant": g["variant"]}
         with stage_run(f"ablate:lagnet:{row}", params, ["train", "loss", "ablation", "lagnet", "lam"],
-                       dataset_hash(ds), tags) as run:
+                       dataset_hash(ds), tags, dataset="train") as run:
             info = train_task(str(model_yaml), str(data_yaml), str(row_dir / "train"), train_args, device,
                               seed, iou_loss, run, toggles.lam)
             served = {**section(params, "lam"), "baseline": str(Path(section(params, "paths.models")) / "baseline"

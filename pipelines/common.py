@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -11,7 +12,8 @@ from typing import Any, Iterator
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from components.config import git_commit, load_params, params_hash, section, trainer_args  # noqa: F401
+from components.config import (PIPELINE_RUN_ENV, git_commit, load_params, params_hash, pipeline_run_id,  # noqa: F401
+                               section, trainer_args)
 from components.detectors import uses_lam
 from components.tracking import StageRun, start_stage_run
 
@@ -42,6 +44,12 @@ def log_outputs(run: StageRun, metrics: dict[str, float] | None = None,
         run.set_tags(tags)
 
 
+@task(name="mlflow-log-datasets", **TRANSIENT)
+def log_datasets(run: StageRun, records: list[dict], context: str) -> None:
+    for record in records:
+        run.log_dataset(**record, context=context)
+
+
 @task(name="mlflow-end-run", **TRANSIENT)
 def close_run(run: StageRun, status: str) -> None:
     run.end(status)
@@ -49,14 +57,20 @@ def close_run(run: StageRun, status: str) -> None:
 
 @contextmanager
 def stage_run(stage: str, params: dict, used: list[str], dataset_hash: str | None = None,
-              extra_tags: dict | None = None) -> Iterator[StageRun]:
+              extra_tags: dict | None = None, dataset: str | None = None) -> Iterator[StageRun]:
     """One MLflow run for this stage execution: params of the ``used`` sections, flattened;
-    tags: git commit, dataset content hash, params hash. Marked FAILED if the stage raises."""
+    tags: git commit, dataset content hash, params hash (and MLflow's source tags, the pipeline
+    run: ``components.tracking.start_stage_run``). ``dataset``: the context (``train``, ``test``)
+    in which the run reads the project's dataset and split, logged as MLflow dataset inputs
+    (``dataset_records``). Marked FAILED if the stage raises."""
     used_params = {k: section(params, k) for k in used}
     tags = {"git_commit": git_commit(), "params_hash": params_hash(used_params),
             **({"dataset_hash": dataset_hash} if dataset_hash else {}), **(extra_tags or {})}
     run = open_run(stage, section(params, "tracking"), used_params, tags)
     try:
+        records = dataset_records(params) if dataset else []
+        if records:
+            log_datasets(run, records, dataset)
         yield run
     except BaseException:
         close_run(run, "FAILED")
@@ -79,6 +93,48 @@ def split_file(params: dict) -> Path:
 def dataset_hash(ds_dir: Path) -> str | None:
     summary = Path(ds_dir) / "summary.json"
     return json.loads(summary.read_text())["content_hash"] if summary.is_file() else None
+
+
+def dataset_records(params: dict) -> list[dict]:
+    """The project's dataset and its split as MLflow dataset inputs (``StageRun.log_dataset``).
+
+    MLflow keeps one record per (name, digest) in an experiment, so a profile holds only what the
+    digest determines:
+
+    * the dataset: name ``data.name``, digest = its content hash (``content_hash`` of the canonical
+      dataset's manifest/summary: class names, image bytes and labels; the runs' ``dataset_hash``
+      tag), source = its DVC path (the `data` stage's out), profile = images, boxes, classes; the
+      split sizes as input tags (``split.train`` ...);
+    * the split: name ``<data.name>:split``, digest = a hash of the split file (the `split` stage's
+      out, its source), profile = the sizes of train / val / test, seed and ratios.
+
+    Empty before the `data` stage has run; the dataset alone before the `split` stage has."""
+    ds, sf = dataset_dir(params), split_file(params)
+    summary = ds / "summary.json"
+    if not summary.is_file():
+        return []
+    s = json.loads(summary.read_text())
+    name = section(params, "data.name")
+    profile = {"images": s["images"], "boxes": s["boxes"], "classes": s["classes"],
+               "boxes_per_class": s.get("boxes_per_class"),
+               **({"increments": s["increments"]} if s.get("increments") else {})}
+    records = [{"name": name, "digest": s["content_hash"], "source": ds.as_posix(), "profile": profile, "tags": {}}]
+    if sf.is_file():
+        blob = sf.read_bytes()
+        split = json.loads(blob)
+        sizes = {k: len(split[k]) for k in ("train", "val", "test") if k in split}
+        records[0]["tags"] = {f"split.{k}": n for k, n in sizes.items()}
+        records.append({"name": f"{name}:split", "digest": hashlib.sha256(blob).hexdigest()[:16],
+                        "source": sf.as_posix(), "tags": {"dataset_digest": s["content_hash"]},
+                        "profile": {**sizes, **{k: split[k] for k in ("seed", "test_ratio", "val_ratio", "folds")
+                                                if k in split}}})
+    return records
+
+
+def pipeline_env(env: dict | None = None) -> dict:
+    """``env`` (default: this process's) for a subprocess that starts stages or trials: they join
+    this process's pipeline run (``DEFECTOPS_PIPELINE_RUN``, tag ``defectops.pipeline_run``)."""
+    return {**(os.environ if env is None else env), PIPELINE_RUN_ENV: pipeline_run_id()}
 
 
 def numeric(d: dict, prefix: str = "") -> dict[str, float]:

@@ -1,6 +1,10 @@
 """Evaluation flows (DVC stages ``evaluate@<model>``): test-split metrics, plots, speed, and for
 every detector but the baseline its mAP50 gain over the baseline with a paired-bootstrap 95 %
-interval (``gain_vs_baseline``, from both detectors' per-image stats on the same test images)."""
+interval (``gain_vs_baseline``, from both detectors' per-image stats on the same test images).
+
+Every evaluation run logs the same metric names, so the MLflow UI compares them side by side: the
+baseline's run logs its gain over itself (the same paired bootstrap, 0 on identical stats); its
+metrics JSON has no ``gain_vs_baseline``."""
 
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
         raise FileNotFoundError(f"{baseline_stats} not found: run `dvc repro evaluate@baseline` first")
     used = ["evaluate", "data.name", "split"] + (["lam"] if uses_lam(model, params) else [])
     with stage_run(f"evaluate:{model}", params, used, dataset_hash(ds),
-                   {"model": model, "train_run_id": train_info["mlflow_run_id"]}) as run:
+                   {"model": model, "train_run_id": train_info["mlflow_run_id"]}, dataset=cfg["split"]) as run:
         work = Path(section(params, "paths.work")) / f"evaluate-{model}"
         data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work))
         lam = None
@@ -49,12 +53,12 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
         metrics["lam_source"] = "in-graph (as served)" if lam else None
         metrics["model"] = model
         logged = numeric(metrics, "test.")
+        boot = cfg["bootstrap"]            # the baseline: baseline_stats is its own report_dir / PREDICTIONS
+        gain = gain_task(str(baseline_stats), str(report_dir / PREDICTIONS), boot["resamples"], boot["seed"])
+        logged.update(gain_vs_baseline_mAP50=gain["mAP50"], gain_ci95_lo=gain["ci95"][0],
+                      gain_ci95_hi=gain["ci95"][1])
         if model != "baseline":
-            boot = cfg["bootstrap"]
-            gain = gain_task(str(baseline_stats), str(report_dir / PREDICTIONS), boot["resamples"], boot["seed"])
             metrics["gain_vs_baseline"] = gain
-            logged.update(gain_vs_baseline_mAP50=gain["mAP50"], gain_ci95_lo=gain["ci95"][0],
-                          gain_ci95_hi=gain["ci95"][1])
             get_run_logger().info("%s mAP50 gain over the baseline: %+.4f, 95%% CI [%+.4f, %+.4f] (%d resamples)",
                                   model, gain["mAP50"], *gain["ci95"], gain["resamples"])
         metrics_file.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@
    file): the same evaluator and images the current champion is re-scored with.
 4. Log it as an MLflow model (ONNX flavour, signature, input example) and register a new
    version of ``promote.registered_model`` tagged with dataset hash, git commit, params hash,
-   metrics and the source model.
+   metrics and the source model, its description saying what it is (detector, data hash, test
+   metrics, mAP50 gain over the baseline from the evaluation stage; ``registry.version_description``).
 5. Under the registry lock: re-score the current ``champion`` on the same test split and move
    ``champion`` to the new version only if it wins (``promote.gate``): by ``promote.margin``
    (``margin``), or with the lower bound of the paired-bootstrap 95 % interval of its mAP50
@@ -28,9 +29,10 @@ from prefect import flow, get_run_logger, task
 from components.bootstrap import ImageStats, paired_bootstrap
 from components.config import git_commit, params_hash, section
 from components.data.views import load_split, write_yolo_data_yaml
+from components.detectors import display_name
 from components.export import letterbox_batch
 from components.registry import (CHAMPION, GATES, alias_version, client, decide, download_onnx, log_onnx_model,
-                                 register, registry_lock, set_alias)
+                                 register, registry_lock, set_alias, version_description)
 from components.tracking import tracking_uri
 
 from .common import COMPUTE, TRANSIENT, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
@@ -71,9 +73,9 @@ def bootstrap_gain(champion_stats: str, candidate_stats: str, resamples: int, se
 
 @task(name="register-onnx", **TRANSIENT)
 def register_task(uri: str, run_id: str, onnx_path: str, example_image: str, imgsz: int, name: str,
-                  tags: dict) -> str:
+                  tags: dict, description: str | None = None) -> str:
     example = letterbox_batch([example_image], imgsz)
-    return register(uri, log_onnx_model(uri, run_id, onnx_path, example), name, tags)
+    return register(uri, log_onnx_model(uri, run_id, onnx_path, example), name, tags, description)
 
 
 @flow(name="promote")
@@ -105,7 +107,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
     out = Path(section(params, "paths.reports")) / "promotion.json"
     used = ["promote", "export", "evaluate.split"] + (["evaluate.bootstrap"] if boot else [])
     with (stage_run("promote", params, used, dataset_hash(ds),
-                    {"candidate": best, "train_run_id": info["mlflow_run_id"]}) as run,
+                    {"candidate": best, "train_run_id": info["mlflow_run_id"]}, dataset=split_name) as run,
           tempfile.TemporaryDirectory() as kept):
         # the bootstrap gate pairs both ONNX scorings image by image: they keep their per-image stats
         keep = {k: str(Path(kept) / f"{k}.npz") if boot else None for k in ("candidate", "champion")}
@@ -116,8 +118,15 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
                 "params_hash": params_hash({k: section(params, k) for k in ("train", "loss", best)}),
                 "train_run_id": info["mlflow_run_id"], "imgsz": imgsz,
                 **{f"test.{k}": round(v, 4) for k, v in cand.items()}}
+        base_file = mdir / "baseline.json"
+        description = version_description(
+            display_name(best, params), best, {"name": section(params, "data.name"), "hash": tags["dataset_hash"],
+                                               "source": ds.as_posix()},
+            cand, split_name, metrics[best].get("gain_vs_baseline"),
+            json.loads(base_file.read_text()) if base_file.is_file() else None, info["mlflow_run_id"],
+            tags["git_commit"])
         image = next(iter(sorted(Path(data_yaml).parent.joinpath("images").iterdir())))
-        version = register_task(uri, run.run_id, onnx_path, str(image), imgsz, name, tags)
+        version = register_task(uri, run.run_id, onnx_path, str(image), imgsz, name, tags, description)
         with registry_lock(cfg["lock_file"]):
             champ = alias_version(uri, name, CHAMPION)
             champ_score = gain = None

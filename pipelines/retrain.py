@@ -42,14 +42,17 @@ from components.data.increments import BATCH_FILE, batch_id, file_sha256, inbox_
 from components.registry import CHAMPION, champion_version, client, latest_version
 from components.tracking import tracking_uri
 
-from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
+from .common import (COMPUTE, dataset_dir, dataset_hash, log_outputs, pipeline_env, read_params, split_file,
+                     stage_run)
 
 ARCHIVED = "ARCHIVED"          # marker in archive/<batch>/ once every inbox file of the batch is there
 
 
 def _env() -> dict:
-    """Subprocess environment: this interpreter's scripts (``defectops``, ``dvc``) first on PATH."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    """Subprocess environment: this interpreter's scripts (``defectops``, ``dvc``) first on PATH; the
+    stages DVC runs join this retrain's pipeline run (MLflow tag ``defectops.pipeline_run``)."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return pipeline_env({**os.environ, "PATH": path})
 
 
 def dvc(*args: str) -> None:

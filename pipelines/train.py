@@ -80,7 +80,7 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
                     tuned_decision=tuned_info.get("decision", "tuned"))
     log.info("%s: %s%s", model, f"warm start from {init_what}" if init else f"cold start ({init_what})",
              "; resuming the interrupted run" if resume else "")
-    with stage_run(f"train:{model}", params, used, ds_hash, tags) as run:
+    with stage_run(f"train:{model}", params, used, ds_hash, tags, dataset="train") as run:
         data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work))
         if not resume:
             run_dir.parent.mkdir(parents=True, exist_ok=True)

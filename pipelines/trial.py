@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from components.detectors import model_cfg, uses_lam
 
-    from .common import dataset_dir, dataset_hash, model_data_yaml, split_file, storage_url, trainer_args
+    from .common import (dataset_dir, dataset_hash, dataset_records, model_data_yaml, split_file, storage_url,
+                         trainer_args)
 
     base = load_params(a.params)
     overrides = json.loads(a.overrides)
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                           {"mlflow.parentRunId": a.parent_run, "optuna_study": a.study,
                            "optuna_trial": trial.number, "optuna_default": is_default(trial), "model": model,
                            "dataset_hash": dataset_hash(ds)})
+    for record in dataset_records(params):
+        run.log_dataset(**record, context="train")
     best = {"value": None}
 
     def on_epoch(epoch, metrics):

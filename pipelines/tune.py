@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger
 from components.config import params_hash, section
 from components.tune import decide, default_point, default_trial, finished, full, open_study, suggest
 
-from .common import dataset_dir, dataset_hash, log_outputs, read_params, stage_run, storage_url
+from .common import dataset_dir, dataset_hash, log_outputs, pipeline_env, read_params, stage_run, storage_url
 from .trial import PRUNED
 
 
@@ -79,7 +79,8 @@ def _run_trial(study, study_name_: str, model: str, space: dict, params_file: st
         res_file = Path(tmp) / "result.json"
         p = subprocess.run([sys.executable, "-m", "pipelines.trial", "--params", params_file, "--model", model,
                             "--study", study_name_, "--trial-id", str(trial._trial_id), "--parent-run",
-                            parent_run, "--out", str(res_file), "--overrides", json.dumps(overrides)])
+                            parent_run, "--out", str(res_file), "--overrides", json.dumps(overrides)],
+                           env=pipeline_env())        # the trial's run joins this pipeline run
         res = json.loads(res_file.read_text()) if res_file.is_file() else {"state": "FAIL",
                                                                             "reason": f"exit {p.returncode}"}
     if p.returncode == 0 and res["state"] == "COMPLETE":
@@ -113,7 +114,7 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
                        default=default)
     parallel = max(1, int(cfg["parallel"]))
     with stage_run(f"tune:{model}", params, ["tune", "train", "loss", model], dataset_hash(ds),
-                   {"optuna_study": name, "model": model}) as run:
+                   {"optuna_study": name, "model": model}, dataset="train") as run:
         lock = threading.Lock()
 
         def worker() -> None:
