@@ -35,7 +35,8 @@ def run(label: str, sets: dict, device: str = "cpu") -> dict:
 
     params = apply_overrides(load_params(), sets)
     syn = section(params, "data.synth")
-    key = hashlib.sha256(json.dumps(syn, sort_keys=True).encode()).hexdigest()[:10]
+    code = (Path(__file__).resolve().parents[1] / "components" / "data" / "synth.py").read_bytes()
+    key = hashlib.sha256(json.dumps(syn, sort_keys=True).encode() + code).hexdigest()[:10]   # params + generator
     root = WORK / f"synth-{key}"
     if not (root / "synth" / "manifest.json").is_file():
         write_synth_dataset(SynthConfig(**{**syn, "contrast": tuple(syn["contrast"])}), root, "synth")
