@@ -167,3 +167,20 @@ def test_csa_local_context_varies_over_space_and_global_does_not():
         assert (fg.flatten(2).std(2).max().item() > 1e-4) is varies
     with pytest.raises(ValueError, match="odd"):
         CSA(16, local=4)
+
+
+def test_a_dasc_yaml_builds_in_a_fresh_interpreter_without_importing_the_block_modules(tmp_path):
+    """Building a model registers the blocks itself (``register_blocks``): no import-order luck."""
+    import subprocess
+    import sys
+
+    from components.models.dasc_yolo import DascToggles, write_dasc_yaml
+
+    cfg = write_dasc_yaml(tmp_path, "n", 6, DascToggles())
+    code = ("import sys; from components.models.detect import DefectDetectionModel; "
+            "assert 'components.models.dasc_yolo' not in sys.modules; "
+            f"m = DefectDetectionModel(r'{cfg}', nc=6, verbose=False); "
+            "print(sorted({type(x).__name__ for x in m.model} & {'ResCBAM', 'SCConv', 'CSA', 'ProtoNet'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['CSA', 'ProtoNet', 'ResCBAM', 'SCConv']"

@@ -4,8 +4,9 @@ Importing this package is what makes checkpoints of the project's models loadabl
 process: their classes are pickled by reference to these modules.
 """
 
+from .blocks import register_blocks
 from .detect import DefectDetectionModel
 from .iou import IOU_LOSSES, iou_loss
 from .loss import DefectDetectionLoss, SelectableBboxLoss
 
-__all__ = ["DefectDetectionModel", "DefectDetectionLoss", "SelectableBboxLoss", "IOU_LOSSES", "iou_loss"]
+__all__ = ["register_blocks", "DefectDetectionModel", "DefectDetectionLoss", "SelectableBboxLoss", "IOU_LOSSES", "iou_loss"]

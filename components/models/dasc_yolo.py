@@ -22,13 +22,7 @@ from pathlib import Path
 
 import ultralytics
 import yaml
-from ultralytics.nn import tasks
 from ultralytics.utils.ops import make_divisible
-
-from .dasc import CBAM, CSA, ProtoNet, ResCBAM, SCConv
-
-for _block in (CBAM, ResCBAM, SCConv, CSA, ProtoNet):  # parse_model resolves names in tasks' globals
-    setattr(tasks, _block.__name__, _block)
 
 YOLO11_YAML = Path(ultralytics.__file__).parent / "cfg" / "models" / "11" / "yolo11.yaml"
 BACKBONE_ATTENTION_AT = (4, 6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
+from .blocks import register_blocks
 from .loss import DefectDetectionLoss
 
 
@@ -16,6 +17,7 @@ class DefectDetectionModel(DetectionModel):
 
     def __init__(self, cfg="yolo11n.yaml", ch: int = 3, nc: int | None = None, verbose: bool = True,
                  iou_loss: str = "ciou"):
+        register_blocks()                                   # DASC-YOLO / LAGNet layers in the YAML
         cfg = cfg if isinstance(cfg, dict) else yaml_model_load(cfg)
         ch = cfg.get("channels", ch)
         super().__init__(cfg=cfg, ch=ch, nc=nc, verbose=verbose)

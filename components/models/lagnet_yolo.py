@@ -26,12 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
-from ultralytics.nn import tasks
 
 from .lagnet import SCEM, DualMobileNetV3, LagPAN, MobileNetV3Features, pan_widths
 
-for _block in (DualMobileNetV3, MobileNetV3Features, LagPAN, SCEM):  # parse_model looks names up in tasks
-    setattr(tasks, _block.__name__, _block)
 
 VARIANTS = {"large": "LAGNet", "small": "LAGNet-s"}
 # lagnet.md Table 1 (NEU-DET, 640 px, 500 epochs, RTX 4090) and Table 4 / 5
