@@ -32,7 +32,10 @@ else
 endif
 	$(BIN)/dvc metrics show
 
+# tests/ensure_chromium.sh: installs Debian's chromium for the browser UI tests where apt-get can
+# (never fails; without chromium those tests skip)
 test: $(STAMP)
+	@bash tests/ensure_chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -1,5 +1,6 @@
 """Shared fixtures: crafted datasets in VOC (NEU and GC10 layouts) and YOLO (Roboflow) layout,
-the real NEU-DET when ../shared is present, and one temporary Prefect server per session."""
+the real NEU-DET when ../shared is present, one temporary Prefect server per session, a fresh
+MLflow SQLite store (``tracking``) and a tiny ONNX model to register (``tiny_onnx``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,45 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def isolate_mlflow(mp: pytest.MonkeyPatch, uri: str) -> dict:
+    """Point MLflow at ``uri`` and clear DVC's stage and the pipeline-run id, through ``mp`` (so
+    that all is restored after, MLflow's process-wide URIs too); returns the ``tracking`` params
+    section for that store."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from components.config import PIPELINE_RUN_ENV
+
+    # registry.* calls mlflow.set_tracking_uri / set_registry_uri: the values before are put back after
+    mp.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    mp.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        mp.setenv(k, uri)
+    for k in ("DVC_STAGE", PIPELINE_RUN_ENV):     # set then deleted: monkeypatch restores the original value
+        mp.setenv(k, "x")
+        mp.delenv(k)
+    return {"uri": uri, "experiment": "defectops"}
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch) -> dict:
+    """A fresh SQLite store; the environment (MLflow's URIs, DVC's stage, the pipeline run) restored after."""
+    return isolate_mlflow(monkeypatch, f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def tiny_onnx(path: Path) -> Path:
+    """A one-op ONNX model (Identity on a 1x3x8x8 ``images`` input) at ``path``, to register."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["output0"])], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 8, 8])])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
 
 
 def make_image(path: Path, seed: int, size=(64, 48)) -> bytes:

@@ -22,20 +22,9 @@ import yaml
 
 from components.config import PIPELINE_RUN_ENV, git_commit
 from components.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PIPELINE_RUN_TAG, start_stage_run
+from conftest import tiny_onnx
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def tracking(tmp_path, monkeypatch) -> dict:
-    """A fresh SQLite store; the environment (MLflow's URIs, DVC's stage, the pipeline run) restored after."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.setenv(k, uri)                    # registry.* calls set them: undone after the test
-    for k in ("DVC_STAGE", PIPELINE_RUN_ENV):      # set then deleted: monkeypatch restores the original value
-        monkeypatch.setenv(k, "x")
-        monkeypatch.delenv(k)
-    return {"uri": uri, "experiment": "defectops"}
 
 
 def client(tracking: dict):
@@ -272,17 +261,10 @@ def test_per_class_plot_draws_one_bar_per_class_at_its_ap():
 
 
 def test_registered_version_description_says_detector_data_metrics_and_gain(tracking, tmp_path):
-    import onnx
-    from onnx import TensorProto, helper
-
     from components.detectors import display_name
     from components.registry import log_onnx_model, register, version_description
 
-    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["output0"])], "g",
-                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 8, 8])])
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    path = tiny_onnx(tmp_path / "m.onnx")
     params = {"dasc": {"scale": "n"}, "baseline": {"scale": "n"}, "lagnet": {"variant": "small", "lam": True}}
     gain = {"mAP50": 0.0123, "ci95": [-0.004, 0.031], "mAP50_a": 0.61, "mAP50_b": 0.6223, "images": 72,
             "resamples": 2000}

@@ -1,0 +1,256 @@
+"""The MLflow UI in a real browser: ``mlflow server`` (a subprocess on 127.0.0.1, a free port, a
+SQLite store and an artifacts folder in a temporary directory) holding a small store logged to it
+with the project's own functions (``start_stage_run``, ``StageRun.log_dataset``, ``registry.register``,
+``version_description``), opened in headless Chromium (Debian's ``chromium``) over the DevTools
+protocol (``tests/headless.py``). It checks what the comparison and promotion desk shows: the
+experiment's training-runs table lists the training and evaluation runs by name, the registered
+model ``defect-detector`` shows its ``champion`` alias on the right version, the version's page
+its description. Screenshots go to ``reports/ui/`` (``DEFECTOPS_UI_SHOTS`` to put them
+elsewhere); ``docs/img/`` holds copies for the README. Skips when chromium is not installed
+(``make test`` installs it where apt-get can, ``tests/ensure_chromium.sh``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import isolate_mlflow, tiny_onnx
+from headless import Browser, chromium_path, free_port, stop_group, wait_http
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = Path(os.environ.get("DEFECTOPS_UI_SHOTS") or REPO / "reports" / "ui")
+MODEL = "defect-detector"
+NO_CHROMIUM = "chromium not installed (Debian: apt-get install chromium; `make test` installs it where it can)"
+
+# the evaluation runs log the same metric names (compared side by side in the UI)
+EVAL = {"baseline": {"test.mAP50": 0.682, "test.mAP50-95": 0.351, "test.precision": 0.671, "test.recall": 0.633,
+                     "gain_vs_baseline_mAP50": 0.0},
+        "dasc": {"test.mAP50": 0.687, "test.mAP50-95": 0.356, "test.precision": 0.664, "test.recall": 0.648,
+                 "gain_vs_baseline_mAP50": 0.005}}
+DATASET = {"name": "synth", "digest": "3f9c2a7e51d04b68", "source": "data/datasets/synth",
+           "profile": {"images": 600, "boxes": 1450, "classes": ["scratch", "pit", "flake"]},
+           "tags": {"split.train": 420, "split.val": 60, "split.test": 120}}
+
+
+def build_store(uri: str, tmp: Path, mp: pytest.MonkeyPatch) -> dict:
+    """What one `dvc repro` leaves in MLflow, in small, logged to the tracking server ``uri``: train
+    and evaluate runs of the baseline and DASC-YOLO (named as their stages name them, one
+    pipeline-run id, the dataset as a dataset input), then `promote` registering each as an ONNX
+    version of ``defect-detector`` with its description, DASC-YOLO last, as ``champion``."""
+    from components.config import PIPELINE_RUN_ENV
+    from components.registry import CHAMPION, log_onnx_model, register, set_alias, version_description
+    from components.tracking import start_stage_run
+
+    tracking = isolate_mlflow(mp, uri)
+    mp.setenv(PIPELINE_RUN_ENV, "dvc-20260101T120000-4242")
+    names = {"baseline": "YOLO11n", "dasc": "DASC-YOLO-n"}
+    train_ids, eval_ids = {}, {}
+    for key in names:
+        mp.setenv("DVC_STAGE", f"train_{key}")
+        run = start_stage_run(f"train:{key}", tracking, {"train": {"epochs": 60, "imgsz": 224, "seed": 0}},
+                              {"model": key, "git_commit": "0123456789abcdef0123456789abcdef01234567",
+                               "dataset_hash": DATASET["digest"]})
+        run.log_dataset(**DATASET, context="train")
+        for epoch in range(3):
+            run.log_metrics({"metrics/mAP50B": EVAL[key]["test.mAP50"] * (epoch + 1) / 3}, step=epoch)
+        run.end()
+        train_ids[key] = run.run_id
+        mp.setenv("DVC_STAGE", f"evaluate@{key}")
+        run = start_stage_run(f"evaluate:{key}", tracking, {"evaluate": {"split": "test"}},
+                              {"model": key, "train_run_id": run.run_id, "dataset_hash": DATASET["digest"]})
+        run.log_dataset(**DATASET, context="test")
+        run.log_metrics(EVAL[key])
+        run.end()
+        eval_ids[key] = run.run_id
+
+    mp.setenv("DVC_STAGE", "promote")
+    onnx_path = tiny_onnx(tmp / "model.onnx")
+    versions = {}
+    for key in names:                          # the baseline first (champion), then DASC-YOLO beats it
+        run = start_stage_run("promote", tracking, {}, {"model": key})
+        gain = None if key == "baseline" else {"mAP50": 0.005, "ci95": [-0.014, 0.025], "images": 360,
+                                               "resamples": 2000}
+        description = version_description(names[key], key, {"name": DATASET["name"], "hash": DATASET["digest"],
+                                                             "source": DATASET["source"]},
+                                          {k.removeprefix("test."): v for k, v in EVAL[key].items()
+                                           if k in ("test.mAP50", "test.mAP50-95")},
+                                          "test", gain, {"mAP50": EVAL["baseline"]["test.mAP50"]}, train_ids[key],
+                                          "0123456")
+        model_uri = log_onnx_model(uri, run.run_id, onnx_path, np.zeros((1, 3, 8, 8), np.float32))
+        versions[key] = register(uri, model_uri, MODEL, {"model": key, "train_run_id": train_ids[key]}, description)
+        set_alias(uri, MODEL, CHAMPION, versions[key])
+        run.end()
+    return {"experiment_id": run.experiment_id, "versions": versions, "evaluations": eval_ids}
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(tmp_path_factory):
+    """``mlflow server`` on a fresh SQLite store, filled by ``build_store`` through its REST API (as
+    the stages log to ``MLFLOW_TRACKING_URI=http://...``; artifacts through the server into its
+    artifacts folder): yields its URL and the store's ids; the server's whole process group is
+    stopped afterwards, whatever happened."""
+    if chromium_path() is None:
+        pytest.skip(NO_CHROMIUM)
+    tmp = tmp_path_factory.mktemp("mlflow-ui")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",   # no job runner processes
+           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(k, None)
+    log = tmp / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server",
+                                 "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+                                 "--artifacts-destination", str(tmp / "mlartifacts"), "--host", "127.0.0.1",
+                                 "--port", str(port), "--workers", "1"],
+                                cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", proc, timeout=120, log=log)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+            store = build_store(url, tmp, mp)
+        yield {**store, "url": url}
+    finally:
+        stop_group(proc)
+
+
+@pytest.fixture(scope="module")
+def browser(mlflow_ui):
+    with Browser(1400, 900) as b:
+        # the UI's own per-browser settings, as a user would leave them: the *Model training* side of
+        # the sidebar switch, the assistant panel closed (it opens itself on a first visit)
+        b.open(f"{mlflow_ui['url']}/health", ("OK",))
+        b.evaluate("""(() => {
+            localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('machine_learning'));
+            localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');
+            localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');
+        })()""")
+        yield b
+
+
+def screenshot(b: Browser, name: str) -> Path:
+    """The page as ``SHOTS/name``, a small PNG (128 colours: a UI screenshot loses nothing visible)."""
+    from PIL import Image
+
+    path = b.screenshot(SHOTS / name)
+    with Image.open(path) as im:
+        colors = im.convert("RGB").getcolors(4096)                     # None: more than that
+        assert im.size == (b.width, b.height) and (colors is None or len(colors) > 16), "a blank page"
+        small = im.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    small.save(path, optimize=True)
+    return path
+
+
+def _close_assistant(b: Browser) -> None:
+    """Should the assistant panel be open anyway (another MLflow version), close it for the screenshot."""
+    if b.click('[data-component-id="mlflow.assistant.chat_panel.close"]'):
+        b.evaluate("new Promise(r => setTimeout(r, 500))")
+
+
+def test_mlflow_runs_page_lists_the_training_and_evaluation_runs(mlflow_ui, browser):
+    url = f"{mlflow_ui['url']}/#/experiments/{mlflow_ui['experiment_id']}/runs"
+    runs = ("train:baseline", "train:dasc", "evaluate:baseline", "evaluate:dasc")
+    # every run by name, and the dataset input (name and digest) in the Dataset column
+    shown = browser.open(url, (*runs, f"{DATASET['name']} ({DATASET['digest']})"))
+    assert "defectops" in shown and "defect-detector" in shown           # promote's runs: the registered model
+    _close_assistant(browser)
+    screenshot(browser, "mlflow_runs.png")
+
+
+def test_mlflow_model_page_shows_the_champion_alias_and_the_version_description(mlflow_ui, browser):
+    champion = mlflow_ui["versions"]["dasc"]
+    shown = browser.open(f"{mlflow_ui['url']}/#/models/{MODEL}", (MODEL, "champion", f"Version {champion}"))
+    # the alias is on the row of the version it points to, not on the baseline's
+    rows = browser.evaluate("""[...document.querySelectorAll('tr, [role="row"]')]
+                               .map(r => r.innerText).filter(t => t.includes('champion'))""")
+    assert rows and all(f"Version {champion}" in r for r in rows), rows
+    assert "model" in shown and "dasc" in shown                        # the version tags
+    _close_assistant(browser)
+    screenshot(browser, "mlflow_model.png")
+
+    # the version's page: its description (rendered Markdown) says the detector, data, metrics and gain
+    shown = browser.open(f"{mlflow_ui['url']}/#/models/{MODEL}/versions/{champion}",
+                         ("Source Run", "DASC-YOLO-n defect detector", f"content hash {DATASET['digest']}",
+                          "test metrics (test split, ONNX Runtime): mAP50 0.6870",
+                          "gain over the baseline: mAP50 +0.0050, 95 % CI [-0.0140, +0.0250]"))
+    assert "champion" in shown
+
+
+def test_mlflow_compare_page_shows_the_evaluations_metrics_side_by_side(mlflow_ui, browser):
+    """*Compare* on the two evaluation runs (the page the runs table's Compare button opens)."""
+    ids = list(mlflow_ui["evaluations"].values())
+    query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([mlflow_ui["experiment_id"]])})
+    shown = browser.open(f"{mlflow_ui['url']}/#/compare-runs?{query}",
+                         ("Comparing 2 Runs", "evaluate:baseline", "evaluate:dasc", "test.mAP50",
+                          "gain_vs_baseline_mAP50"))
+    assert "0.682" in shown and "0.687" in shown
+    _close_assistant(browser)
+    for section in ("Visualizations", "Parameters"):      # folded: the metrics table in view
+        browser.click_text(section)
+    browser.evaluate("new Promise(r => setTimeout(r, 500))")
+    screenshot(browser, "mlflow_compare.png")
+
+
+# ---------------------------------------------------------------- optuna-dashboard (make optuna-ui)
+
+
+@pytest.fixture(scope="module")
+def optuna_ui(tmp_path_factory):
+    """``python -m pipelines.optuna_ui`` (what ``make optuna-ui`` runs) on a temporary SQLite storage
+    named by ``tune.storage`` of a temporary params file, holding one small study shaped like a
+    ``tune_dasc`` study (its trials' val mAP50 per epoch as intermediate values)."""
+    if chromium_path() is None:
+        pytest.skip(NO_CHROMIUM)
+    import optuna
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("optuna-ui")
+    storage = f"sqlite:///{tmp}/optuna.db"
+    (tmp / "params.yaml").write_text(yaml.safe_dump({"tune": {"storage": storage}}))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="defectops-dasc-3f9c2a7e", storage=storage, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=0))
+
+    def objective(trial: optuna.Trial) -> float:              # tune.space.dasc's searched leaves
+        k = trial.suggest_categorical("protonet_k", [2, 4, 8])
+        iou = trial.suggest_categorical("iou", ["ciou", "eiou", "mpdiou", "piou", "shape_iou", "siou", "uiou"])
+        score = 0.6 + 0.01 * k ** 0.5 + 0.003 * len(iou)
+        for epoch in range(4):                                 # val mAP50 per epoch, as the trials report it
+            trial.report(score * (epoch + 1) / 4, epoch)
+        return score
+
+    study.optimize(objective, n_trials=6)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"}
+    log = tmp / "dashboard.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.optuna_ui", "--params", str(tmp / "params.yaml"),
+                                 "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/api/studies", proc, timeout=120, log=log)
+        study_id = optuna.storages.get_storage(storage).get_study_id_from_name(study.study_name)
+        yield {"url": url, "study": study.study_name, "study_id": study_id, "best": study.best_value}
+    finally:
+        stop_group(proc)
+
+
+def test_optuna_dashboard_shows_the_tuning_study(optuna_ui):
+    with Browser(1400, 900) as b:
+        shown = b.open(f"{optuna_ui['url']}/dashboard/studies/{optuna_ui['study_id']}",
+                       (optuna_ui["study"], "Best Trial", "protonet_k", "Hyperparameter Importance"))
+        assert f"{optuna_ui['best']:.3f}".rstrip("0") in shown
+        screenshot(b, "optuna_dashboard.png")
