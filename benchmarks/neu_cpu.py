@@ -41,6 +41,7 @@ PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "neu-cpu.yaml"
 WORK = Path(".cache/bench/neu_cpu")
 RUNS = RESULTS / "neu_cpu" / "runs"
 KEPT = RESULTS / "neu_cpu" / "weights"      # stripped best.pt of the evaluated runs (a few MB each, in git)
+FRAMING = "served: square imgsz letterbox"  # components.evaluate.evaluate_detector (runs without it: rect batches)
 
 
 def best_weights(run: str) -> Path:
@@ -165,7 +166,7 @@ def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: st
            "weights": "best epoch on val", "params_used": {k: section(params, k) for k in
                                                           ("train", "split", "loss", model if model != "baseline"
                                                            else "baseline", "lam")},
-           "lams_from": lams_from, "machine": machine(), "command": cli()}
+           "lams_from": lams_from, "framing": FRAMING, "machine": machine(), "command": cli()}
     for part in ("val", "test") if evaluate else ():
         out[part] = evaluate_detector(res.best, data_yaml, part, args["imgsz"], ev["batch"], ev["conf"], ev["iou"],
                                       device, {**ev["latency"], "runs": 10}, work / f"eval-{part}",
@@ -191,7 +192,7 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
     params, _, work, data_yaml, lam = prepare(name, model, sets, src, lams_from)
     ev = section(params, "evaluate")
     out = {"run": name, "model": model, "overrides": sets, "lams_from": lams_from, "trained_on": trained_on,
-           "weights": "best epoch on val", "machine": machine(), "command": cli()}
+           "weights": "best epoch on val", "framing": FRAMING, "machine": machine(), "command": cli()}
     if train_csv and train_csv.is_file():
         rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(train_csv.open())]
         out.update(epochs_run=len(rows), train_seconds=round(float(rows[-1]["time"]), 1),

@@ -141,6 +141,12 @@ def table(roles: dict[str, str]) -> Path:
               "224 px); LAGNet's second figure is the served graph (baseline + LAM + LAGNet). 'epoch s': seconds "
               "per training epoch on the machine named in 'trained on' (the H200 ran 3-7 trainings side by side, "
               "so its figures are not speeds of one training).")
+    rect = [NAMES.get(role, role) for role, r in runs.items() if "framing" not in r]
+    notes += (" Scored at the served framing (the square 224 px letterbox that predict and the exported model "
+              "take), except " + ", ".join(rect) + ": evaluated before that change, on ultralytics' rect "
+              "batches (the 200 px images padded to 256 with a grey border), not comparable to the decimal."
+              if rect else " All rows scored at the served framing (the square 224 px letterbox that predict "
+              "and the exported model take).")
     for role, r in runs.items():
         if r["model"] != "lagnet":
             continue

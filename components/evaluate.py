@@ -138,7 +138,9 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
     """Validate ``weights`` on ``split`` of ``data_yaml``: ultralytics' PNG plots go to ``out_dir``,
     the CSV plot data (DVC plots) to ``plots_dir``. ``validator``: a ``DetectionValidator``
     subclass (LAGNet: ``LamValidator``), else ultralytics' own. The per-image stats go to
-    ``out_dir/predictions.npz``."""
+    ``out_dir/predictions.npz``. Every detector is scored at the *served framing*, the square
+    ``imgsz`` letterbox that ``predict`` and the exported ONNX model take (``rect=False``, as the
+    promotion's ONNX scoring), not on ultralytics' rect batches with their half-stride border."""
     out_dir, plots_dir = Path(out_dir).resolve(), Path(plots_dir).resolve()
     for d in (out_dir, plots_dir):
         if d.exists():
@@ -147,7 +149,8 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
     yolo = YOLO(str(weights))
     names = yolo.names
     res, stats = validate_keeping_stats(yolo, validator, data=str(data_yaml), split=split, imgsz=imgsz, batch=batch,
-                                        conf=conf, iou=iou, device=device, plots=True, project=str(out_dir.parent),
+                                        conf=conf, iou=iou, device=device, rect=False, plots=True,
+                                        project=str(out_dir.parent),
                                         name=out_dir.name, exist_ok=True, verbose=False)
     stats.save(out_dir / PREDICTIONS)
     box = res.box
