@@ -140,7 +140,8 @@ def test_dvc_repro_end_to_end(project):
 
     for f in lams[:5]:
         img = next((root / "data" / "datasets" / "synth" / "images").glob(f"{f.stem}.*"))
-        assert cv2.imread(str(f), cv2.IMREAD_UNCHANGED).shape == cv2.imread(str(img)).shape[:2]   # grey map
+        assert cv2.imread(str(img)).shape[:2] == (96, 96)          # stored at the loader's scale: long side =
+        assert cv2.imread(str(f), cv2.IMREAD_UNCHANGED).shape == (96, 96)   # imgsz (96 here), grey
     li = json.loads((root / "data" / "lams" / "synth" / "lam_info.json").read_text())
     assert li["mode"] == "in_sample" and li["images"] == 48 and set(li["per_split"]) == {"train", "val", "test"}
     assert (root / "reports" / "lam" / "lam_grid.png").is_file()
