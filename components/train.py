@@ -132,7 +132,7 @@ def same_architecture(model_cfg: str | Path, weights: str | Path, nc: int, ch: i
 def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_args: dict, device: str,
                    seed: int, iou_loss: str, on_epoch: EpochCallback | None = None,
                    lam: bool = False, init_weights: str | Path | None = None,
-                   resume: bool = False) -> TrainResult:
+                   resume: bool = False, threads: int | None = None) -> TrainResult:
     """Train ``model_cfg`` (a YAML, never a ``.pt`` to fetch) on ``data_yaml`` into ``out_dir``
     with box-regression loss ``iou_loss``.
 
@@ -144,6 +144,8 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     same architecture to start from (warm start) instead of random weights. ``resume``: continue
     the interrupted run in ``out_dir`` from its ``weights/last.pt`` (ultralytics' resume: epoch,
     optimizer, EMA, LR schedule), else ``out_dir`` is cleared and training starts over.
+    ``threads``: torch's intra-op threads for a CPU training (ultralytics sets cores - 1, one on a
+    2-core machine, when it picks the device; this is applied after that); None keeps its choice.
     """
     if not str(model_cfg).endswith((".yaml", ".yml")):
         raise ValueError(f"train from a model YAML, not '{model_cfg}' (no weights are downloaded)")
@@ -165,6 +167,13 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
             on_epoch(tr.epoch + 1, {k: float(v) for k, v in metrics.items()})
 
         model.add_callback("on_fit_epoch_end", _cb)
+    if threads:
+        def _threads(tr: DetectionTrainer) -> None:
+            import torch
+
+            torch.set_num_threads(int(threads))
+
+        model.add_callback("on_pretrain_routine_start", _threads)
     if resume:
         log.info("resuming %s from %s", out_dir, last)
         model.train(trainer=trainer_for(iou_loss, lam), resume=True, data=str(data_yaml), device=device,
