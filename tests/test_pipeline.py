@@ -205,6 +205,73 @@ def test_dvc_repro_end_to_end(project):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def _digests(root: Path, paths: list[str]) -> dict[str, str]:
+    import hashlib
+
+    files = [f for p in paths for f in ([root / p] if (root / p).is_file() else sorted((root / p).rglob("*")))]
+    return {f.relative_to(root).as_posix(): hashlib.md5(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+
+
+@pytest.mark.slow
+def test_pipeline_outputs_round_trip_through_an_s3_remote(project, tmp_path):
+    """The tiny `dvc repro`'s outputs pushed to a DVC remote on S3 (moto's S3 server on 127.0.0.1,
+    as MinIO in infra/; tests/s3server.py); a fresh `git clone` of that state pulls every output
+    from the bucket and DVC finds nothing to re-run. The project's HEAD, index, working tree and
+    .dvc/config are left as they were (the state is committed on a side branch, the remote is
+    in .dvc/config.local for the push only)."""
+    pytest.importorskip("moto.server", reason="moto[server] not installed (requirements.lock has it)")
+    from s3server import AWS_VARS_DROPPED, moto_s3
+
+    root, env = project
+    if not (root / "dvc.lock").is_file():
+        pytest.skip("needs the outputs of test_dvc_repro_end_to_end (run the module in order)")
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    outs = sorted({o["path"] for s in lock["stages"].values() for o in s.get("outs", [])})
+
+    def sh(*cmd: str, cwd: Path = root, **extra: str) -> str:
+        p = subprocess.run(cmd, cwd=cwd, env={**e, **extra}, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, f"{' '.join(cmd)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+        return p.stdout + p.stderr
+
+    with moto_s3(tmp_path / "moto") as s3:
+        e = {**{k: v for k, v in env.items() if k not in AWS_VARS_DROPPED}, **s3.env}
+        url = f"s3://{s3.bucket}/dvc"
+        # the state after `dvc repro` (dvc.lock, metrics, plots, .gitignore files) as a commit on a side branch
+        index = tmp_path / "index"
+        shutil.copyfile(root / ".git" / "index", index)
+        sh("git", "add", "-A", GIT_INDEX_FILE=str(index))
+        tree = sh("git", "write-tree", GIT_INDEX_FILE=str(index)).strip()
+        commit = sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit-tree", tree, "-p", "HEAD",
+                    "-m", "pipeline outputs").strip()
+        sh("git", "update-ref", "refs/heads/s3-snapshot", commit)
+        try:
+            sh("dvc", "remote", "add", "--local", "-d", "s3", url)
+            sh("dvc", "remote", "modify", "--local", "s3", "endpointurl", s3.endpoint)
+            out = sh("dvc", "push")
+        finally:
+            (root / ".dvc" / "config.local").unlink(missing_ok=True)
+        assert "files pushed" in out, out
+        keys = s3.keys("dvc/files/md5/")
+        weights = sum((root / "models" / m / "weights" / "best.pt").stat().st_size
+                      for m in ("baseline", "dasc", "lagnet"))
+        assert sum(keys.values()) > weights
+
+        clone = tmp_path / "clone"
+        sh("git", "clone", "-q", "-b", "s3-snapshot", str(root), str(clone), cwd=tmp_path)
+        sh("git", "update-ref", "-d", "refs/heads/s3-snapshot")
+        assert not (clone / "models" / "baseline" / "weights").exists()     # in the bucket only
+        assert not (clone / "data" / "lams" / "synth").exists()
+        sh("dvc", "remote", "add", "-d", "storage", url, cwd=clone)          # as a team commits it
+        sh("dvc", "remote", "modify", "storage", "endpointurl", s3.endpoint, cwd=clone)
+        out = sh("dvc", "pull", cwd=clone)
+        assert "fetched" in out, out
+        assert _digests(clone, outs) == _digests(root, outs)
+        out = sh("dvc", "status", cwd=clone)
+        assert "Data and pipelines are up to date." in out, out
+        out = sh("dvc", "repro", "--dry", cwd=clone)
+        assert "Running stage" not in out and "Data and pipelines are up to date." in out, out
+
+
 def defectops(project, *args) -> str:
     root, env = project
     p = subprocess.run(["defectops", *args], cwd=root, env=env, capture_output=True, text=True)
