@@ -34,8 +34,40 @@ def ort_session(path: str | Path):
     return ort.InferenceSession(str(path), sess_options=opts, providers=ort_providers())
 
 
-def export_onnx(weights: str | Path, out: str | Path, imgsz: int, opset: int, dynamic: bool) -> Path:
-    """Export ``weights`` to ONNX at ``out`` (fixed opset; ``dynamic`` = dynamic batch and size)."""
+# NMS baked into the end-to-end graph: a low confidence floor (consumers filter at their own
+# threshold; the validator scores at 0.001 as well), ultralytics' IoU and max_det for validation
+NMS_CONF, NMS_IOU, NMS_MAX_DET = 0.001, 0.7, 300
+
+
+def add_metadata(path: str | Path, meta: dict) -> None:
+    """Add / replace ONNX metadata entries (values as ``str``)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    keep = [(p.key, p.value) for p in m.metadata_props if p.key not in meta]
+    del m.metadata_props[:]
+    for k, v in keep + [(k, str(v)) for k, v in meta.items()]:
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.save(m, str(path))
+
+
+def nms_metadata(conf: float, iou: float, max_det: int) -> dict:
+    """What the end-to-end graph's metadata says about its output and letterbox."""
+    import json
+
+    from .serving import LETTERBOX
+
+    return {"letterbox": json.dumps(LETTERBOX),
+            "output": f"output0 (batch, {max_det}, 6): x1, y1, x2, y2, score, class in input (letterboxed) pixels, "
+                      f"after class-wise NMS (iou {iou}, score > {conf}); zero rows after the last box"}
+
+
+def export_onnx(weights: str | Path, out: str | Path, imgsz: int, opset: int, dynamic: bool, nms: bool = False,
+                conf: float = NMS_CONF, iou: float = NMS_IOU, max_det: int = NMS_MAX_DET) -> Path:
+    """Export ``weights`` to ONNX at ``out`` (fixed opset; ``dynamic`` = dynamic batch and size).
+    ``nms``: the end-to-end graph (ultralytics' ``nms=True``: boxes after NMS, ``(B, max_det, 6)``),
+    exported for batch 1 (its NMS loop is unrolled at the export batch) and fixed size."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # ultralytics writes the .onnx beside the weights: export a private copy (never inside the
@@ -43,8 +75,14 @@ def export_onnx(weights: str | Path, out: str | Path, imgsz: int, opset: int, dy
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         w = Path(tmp) / "model.pt"
         shutil.copyfile(weights, w)
-        f = YOLO(str(w)).export(format="onnx", imgsz=imgsz, opset=opset, dynamic=dynamic, simplify=True,
-                                device="cpu")
+        kw = dict(nms=True, conf=conf, iou=iou, max_det=max_det, batch=1, dynamic=False) if nms else dict(
+            dynamic=dynamic)
+        f = YOLO(str(w)).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True, device="cpu", **kw)
+        if nms:                         # ultralytics records nms=True, not its conf / iou / max_det
+            from .serving import read_meta
+
+            args = {**read_meta(f).get("args", {}), "conf": conf, "iou": iou, "max_det": max_det}
+            add_metadata(f, {**nms_metadata(conf, iou, max_det), "args": str(args)})
         os.replace(f, out)
     return out
 
@@ -72,3 +110,54 @@ def onnx_parity(weights: str | Path, onnx_path: str | Path, x: np.ndarray) -> di
     return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
             "max_rel_diff": float(diff.max() / max(scale, 1e-9)), "shape": list(got.shape),
             "provider": sess.get_providers()[0]}
+
+
+def nms_parity(weights: str | Path, onnx_path: str | Path, x: np.ndarray, conf: float = 0.25) -> dict:
+    """Boxes of the end-to-end graph (ONNX Runtime, one image at a time) vs the PyTorch path (fused
+    model + ultralytics' NMS with the graph's IoU and max_det, one class per box) on ``x``, at
+    ``conf``: same count per image, matched IoU (``box_agreement``)."""
+    return boxes_parity(lambda t: YOLO(str(weights)).model.float().fuse().eval()(t), onnx_path, x, conf)
+
+
+def boxes_parity(torch_model, onnx_path: str | Path, x: np.ndarray, conf: float = 0.25) -> dict:
+    """:func:`nms_parity` for any module giving the raw ``(B, 4 + nc, anchors)`` head output."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    from .serving import read_meta
+
+    args = read_meta(onnx_path)["args"]
+    with torch.inference_mode():
+        raw = torch_model(torch.from_numpy(x))
+    raw = raw[0] if isinstance(raw, (list, tuple)) else raw
+    ref = non_max_suppression(raw, conf, args.get("iou", NMS_IOU), max_det=args.get("max_det", NMS_MAX_DET))
+    sess = ort_session(onnx_path)
+    name = sess.get_inputs()[0].name
+    got = []
+    for i in range(len(x)):
+        rows = sess.run(None, {name: x[i:i + 1]})[0][0]
+        got.append(torch.from_numpy(rows[rows[:, 4] >= conf]))
+    agree = box_agreement(ref, got)
+    return {f"nms_{k}": v for k, v in agree.items()}
+
+
+def box_agreement(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
+    """Per image: same number of boxes? Each box of ``a`` matched to the same-class box of ``b``
+    with the highest IoU (greedy, by score); the minimum matched IoU over all images."""
+    from ultralytics.utils.metrics import box_iou
+
+    same_count, ious, unmatched = 0, [], 0
+    for da, db in zip(a, b):
+        same_count += int(len(da) == len(db))
+        used = set()
+        for row in da:
+            cand = [j for j in range(len(db)) if j not in used and int(db[j, 5]) == int(row[5])]
+            if not cand:
+                unmatched += 1
+                continue
+            iou = box_iou(row[None, :4], db[cand, :4])[0]
+            k = int(iou.argmax())
+            used.add(cand[k])
+            ious.append(float(iou[k]))
+    return {"images": len(a), "same_count": same_count, "boxes": sum(len(d) for d in a),
+            "unmatched": unmatched, "min_matched_iou": min(ious) if ious else None,
+            "mean_matched_iou": float(np.mean(ious)) if ious else None}

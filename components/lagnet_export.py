@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .export import box_agreement  # noqa: F401  (used below; benchmarks import it from here too)
 from .lam import LamMap, head_output
 
 
@@ -80,6 +81,57 @@ def export_pipeline(pipe: LagnetPipeline, out: str | Path, imgsz: int, opset: in
     return out
 
 
+class _XyxyPipeline(nn.Module):
+    """The pipeline with its boxes as x1 y1 x2 y2 (what ultralytics' ``NMSModel`` takes; its exporter
+    sets ``Detect.xyxy`` for the same reason)."""
+
+    def __init__(self, pipe: LagnetPipeline):
+        super().__init__()
+        self.pipe, self.names, self.task, self.stride = pipe, pipe.names or {}, "detect", pipe.stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pipe(x)
+        xy, wh = y[:, :2], y[:, 2:4] / 2
+        return torch.cat([xy - wh, xy + wh, y[:, 4:]], 1)
+
+
+def export_pipeline_nms(pipe: LagnetPipeline, out: str | Path, imgsz: int, opset: int, conf: float, iou: float,
+                        max_det: int) -> Path:
+    """The end-to-end graph: ``images (1, 3, imgsz, imgsz) -> output0 (1, max_det, 6)`` (boxes after
+    NMS: ultralytics' ``NMSModel`` around the pipeline, as ``export(nms=True)`` does for the
+    other detectors; batch 1, its NMS loop is unrolled at the export batch)."""
+    from types import SimpleNamespace
+
+    from ultralytics.engine.exporter import NMSModel
+
+    from .export import add_metadata, nms_metadata
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=".export-", suffix=".onnx")
+    os.close(fd)
+    tmp = Path(name)
+    args = SimpleNamespace(format="onnx", dynamic=False, batch=1, conf=conf, iou=iou, max_det=max_det,
+                           agnostic_nms=False, opset=opset, quantize=None)
+    model = NMSModel(_XyxyPipeline(pipe.eval()), args).eval()
+    x = torch.zeros(1, 3, imgsz, imgsz)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(model, (x,), str(tmp), opset_version=opset, input_names=["images"],
+                              output_names=["output0"], dynamo=False)
+        meta = {"stride": str(int(pipe.stride.max())), "imgsz": str([imgsz, imgsz]), "task": "detect",
+                "names": str(dict(pipe.names) if pipe.names else {}), "pipeline": "baseline -> LAM -> LAGNet -> NMS",
+                "channels": "3", "batch": "1", "end2end": "False",
+                "args": str({"batch": 1, "dynamic": False, "nms": True, "imgsz": [imgsz, imgsz], "conf": conf,
+                             "iou": iou, "max_det": max_det}),
+                **nms_metadata(conf, iou, max_det)}
+        add_metadata(tmp, meta)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def pipeline_parity(pipe: LagnetPipeline, onnx_path: str | Path, x: np.ndarray, conf: float = 0.25,
                     iou: float = 0.7) -> dict:
     """PyTorch vs ONNX Runtime on the same batch: raw output differences, and the boxes after
@@ -99,26 +151,3 @@ def pipeline_parity(pipe: LagnetPipeline, onnx_path: str | Path, x: np.ndarray, 
     return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
             "max_rel_diff": float(diff.max() / max(float(np.abs(ref).max()), 1e-9)), "shape": list(got.shape),
             "provider": sess.get_providers()[0], **agree}
-
-
-def box_agreement(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
-    """Per image: same number of boxes? Each box of ``a`` matched to the same-class box of ``b``
-    with the highest IoU (greedy, by score); the minimum matched IoU over all images."""
-    from ultralytics.utils.metrics import box_iou
-
-    same_count, ious, unmatched = 0, [], 0
-    for da, db in zip(a, b):
-        same_count += int(len(da) == len(db))
-        used = set()
-        for row in da:
-            cand = [j for j in range(len(db)) if j not in used and int(db[j, 5]) == int(row[5])]
-            if not cand:
-                unmatched += 1
-                continue
-            iou = box_iou(row[None, :4], db[cand, :4])[0]
-            k = int(iou.argmax())
-            used.add(cand[k])
-            ious.append(float(iou[k]))
-    return {"images": len(a), "same_count": same_count, "boxes": sum(len(d) for d in a),
-            "unmatched": unmatched, "min_matched_iou": min(ious) if ious else None,
-            "mean_matched_iou": float(np.mean(ious)) if ious else None}

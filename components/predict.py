@@ -1,9 +1,13 @@
 """Serve a detector: an ONNX model (a file, or a registry URI such as
 ``models:/defect-detector@champion``) over images with ONNX Runtime.
 
-ultralytics' ONNX backend does the letterbox, the inference and the NMS (nothing re-written
-here); the execution provider is chosen deliberately: CUDA only when torch sees a GPU *and*
-onnxruntime offers the CUDA provider, otherwise the CPU provider alone (no fallback error spam).
+An end-to-end graph (``export_onnx(nms=True)``, what the promotion registers: boxes after NMS
+come out of the graph) runs on ONNX Runtime directly (``components.serving.BoxModel``): letterbox
+by the rule in its metadata, boxes mapped back to image pixels, class names from its metadata;
+the IoU of its NMS is the one baked into the graph. A raw graph (``(B, 4 + nc, anchors)``, older
+versions) goes through ultralytics' ONNX backend (letterbox, inference, NMS). The execution
+provider is chosen deliberately: CUDA only when torch sees a GPU *and* onnxruntime offers the
+CUDA provider, otherwise the CPU provider alone (no fallback error spam).
 Each image gives a JSON record (class, confidence, box in original pixels) and an annotated copy.
 
 A file that cannot be read or decoded (corrupt, truncated, not an image) gets a record with a
@@ -191,12 +195,32 @@ def export_imgsz(onnx_path: Path) -> list[int] | None:
 
 
 class Detector:
-    """An ONNX detector loaded for ultralytics' predictor (:class:`ModelError` if it cannot be)."""
+    """An ONNX detector: an end-to-end graph on ONNX Runtime, else a raw graph loaded for
+    ultralytics' predictor (:class:`ModelError` if it cannot be)."""
 
     def __init__(self, onnx_path: Path, imgsz: int | None = None):
         from .yolo import YOLO
 
         self.path = Path(onnx_path)
+        self.boxes = None
+        try:
+            from .serving import has_nms, read_meta
+
+            meta = read_meta(self.path)
+        except Exception:
+            meta = {}                   # not an ONNX file: the loader below says so
+        if has_nms(meta):
+            from .export import ort_providers
+            from .serving import BoxModel
+
+            try:
+                self.boxes = BoxModel(self.path, providers=ort_providers())
+            except Exception as e:
+                raise ModelError(f"cannot load {self.path} as an ONNX detector ({one_line(e)}): give a model "
+                                 f"exported by `defectops export` / `dvc repro`") from e
+            self.imgsz, self.provider, self.nms_iou = self.boxes.imgsz, self.boxes.provider, meta["args"].get("iou")
+            return
+        self.nms_iou = None
         try:
             self.imgsz = imgsz or export_imgsz(self.path)
             self.yolo = YOLO(str(self.path), task="detect")
@@ -215,6 +239,24 @@ class Detector:
 
     def __call__(self, img: np.ndarray, conf: float, iou: float):
         return self._predict(img, conf, iou)
+
+    def detect(self, img: np.ndarray, conf: float, iou: float) -> tuple[list[dict], np.ndarray]:
+        """Detections (class, class_id, confidence, box_xyxy in the image's pixels) and the
+        annotated image."""
+        if self.boxes is not None:
+            from ultralytics.utils.plotting import Annotator, colors
+
+            dets = self.boxes(img, conf)
+            ann = Annotator(img.copy(), example=str(self.boxes.names))
+            for d in dets:
+                ann.box_label(d["box_xyxy"], f"{d['class']} {d['confidence']:.2f}", color=colors(d["class_id"], True))
+            return dets, ann.result()
+        r = self(img, conf, iou)
+        names = r.names
+        dets = [{"class": names[int(c)], "class_id": int(c), "confidence": round(float(s), 4),
+                 "box_xyxy": [round(float(v), 1) for v in b]}
+                for b, s, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist())]
+        return dets, r.plot()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -237,16 +279,12 @@ def predict(onnx_path: Path | Detector, images: list[Path], out_dir: Path, conf:
     records, used = [], set()
     for f in images:
         try:
-            r = det(read_image(f), conf, iou)
-            names = r.names
-            dets = [{"class": names[int(c)], "class_id": int(c), "confidence": round(float(s), 4),
-                     "box_xyxy": [round(float(v), 1) for v in b]}
-                    for b, s, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist())]
+            dets, plotted = det.detect(read_image(f), conf, iou)
             stem, k = Path(f).stem, 1
             while stem in used:                         # a/x.jpg and b/x.png: annotated x.jpg, x-1.jpg
                 stem, k = f"{Path(f).stem}-{k}", k + 1
             used.add(stem)
-            ok, buf = cv2.imencode(".jpg", r.plot())
+            ok, buf = cv2.imencode(".jpg", plotted)
             ann = out_dir / "annotated" / f"{stem}.jpg"
             if ok:
                 _write_atomic(ann, buf.tobytes())
@@ -259,7 +297,8 @@ def predict(onnx_path: Path | Detector, images: list[Path], out_dir: Path, conf:
         if progress is not None:
             progress(1)
     failed = sum("error" in r for r in records)
-    result = {"model": str(det.path), "provider": det.provider, "conf": conf, "iou": iou,
+    result = {"model": str(det.path), "provider": det.provider, "conf": conf,
+              "iou": det.nms_iou if det.nms_iou is not None else iou,     # an end-to-end graph: its own NMS
               "failed": failed, "images": records}
     _write_atomic(out_dir / "detections.json", json.dumps(result, indent=1).encode())
     return result

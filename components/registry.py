@@ -96,6 +96,70 @@ def log_onnx_model(uri: str, run_id: str, onnx_path: str | Path, example: np.nda
     return info.model_uri
 
 
+SERVING_MODULE = "defectops_serving"
+
+
+def _serving_requirements() -> list[str]:
+    """What ``components/serving.py`` imports, pinned to the installed versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for names in (("mlflow",), ("numpy",), ("pandas",), ("onnx",), ("onnxruntime", "onnxruntime-gpu"),
+                  ("opencv-python", "opencv-python-headless")):
+        for n in names:
+            try:
+                out.append(f"{n}=={version(n)}")
+                break
+            except PackageNotFoundError:
+                continue
+    return out
+
+
+def log_serving_model(uri: str, run_id: str, onnx_path: str | Path, conf: float = 0.25,
+                      example_image: str | Path | None = None) -> str:
+    """Log the end-to-end ONNX graph (``export_onnx(nms=True)``) in run ``run_id`` as an MLflow
+    pyfunc model ``serving`` that ``mlflow models serve`` answers encoded images with
+    (``components.serving.ServingModel``: base64 image in an ``image`` column -> boxes in image
+    pixels with class names; param ``conf``, default ``conf``). The ONNX file is its artifact
+    ``model.onnx``, ``components/serving.py`` its code as the top-level module ``defectops_serving``
+    (the pickled wrapper refers to that, so the served model does not import the project).
+    Returns the model URI."""
+    import base64
+    import importlib.util
+    import shutil
+    import sys
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from . import serving
+
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "image")]),
+                               params=ParamSchema([ParamSpec("conf", "double", float(conf))]))
+    example = None
+    if example_image is not None:
+        example = pd.DataFrame({"image": [base64.b64encode(Path(example_image).read_bytes()).decode()]})
+    mlflow.set_tracking_uri(uri)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+        onnx_file, code = Path(tmp) / "model.onnx", Path(tmp) / f"{SERVING_MODULE}.py"
+        shutil.copyfile(onnx_path, onnx_file)
+        shutil.copyfile(serving.__file__, code)
+        module = sys.modules.get(SERVING_MODULE)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(SERVING_MODULE, code)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules[SERVING_MODULE] = module
+        info = mlflow.pyfunc.log_model(name="serving", python_model=module.ServingModel(conf),
+                                       artifacts={"onnx": str(onnx_file)}, code_paths=[str(code)],
+                                       signature=signature, input_example=example,
+                                       pip_requirements=_serving_requirements())
+    return info.model_uri
+
+
 def register(uri: str, model_uri: str, name: str, tags: dict, description: str | None = None) -> str:
     """Register ``model_uri`` as a new version of ``name`` with ``tags`` and ``description`` (what
     the MLflow UI shows on the version's page, ``version_description``); returns the version."""

@@ -106,6 +106,10 @@ def _export(a: argparse.Namespace) -> int:
         return 1
     print(f"{a.model}: {r['onnx']} (ONNX Runtime vs PyTorch on {r['shape'][0]} test images: max abs diff "
           f"{r['max_abs_diff']:.2e}, relative {r['max_rel_diff']:.2e}; provider {r['provider']})")
+    if r.get("onnx_nms"):
+        print(f"{a.model}: {r['onnx_nms']} (end to end, boxes after NMS: {r['nms_same_count']} of "
+              f"{r['nms_images']} images with the PyTorch path's box count, {r['nms_boxes']} boxes, "
+              f"{r['nms_unmatched']} unmatched)")
     return 0
 
 

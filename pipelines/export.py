@@ -3,6 +3,8 @@
 LAGNet (with its LAM branch) is exported as one graph holding the baseline, the LAM step and
 LAGNet (``components/lagnet_export.py``): serving takes the RGB image only. Besides the raw
 output tolerance, its check compares the boxes after NMS (count and matched IoU at conf 0.25).
+Every detector also gets ``best_nms.onnx``, the end-to-end graph (boxes after NMS) that the
+promotion registers, kept only if its boxes match the PyTorch path's (the ``nms_*`` figures).
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 1. Pick the best of ``promote.candidates`` by ``promote.metric`` on the test split (their
    ``metrics/<model>.json``; ties: FPS).
 2. Export it to ONNX with the parity check (``export`` flow): a failed export or parity check
-   raises here, before anything touches the registry.
-3. Score it on the held-out test split through ONNX Runtime (ultralytics' validator on the ONNX
-   file): the same evaluator and images the current champion is re-scored with.
+   raises here, before anything touches the registry. What is registered is the end-to-end graph
+   (``best_nms.onnx``: letterboxed batch in, boxes after NMS out, class names / input size /
+   stride / letterbox rule in its metadata).
+3. Score that graph on the held-out test split through ONNX Runtime (ultralytics' validator on
+   the ONNX file; it takes a ``(B, max_det, 6)`` output as end-to-end and skips its own NMS): the
+   same evaluator and images the current champion is re-scored with.
 4. Log it as an MLflow model (ONNX flavour, signature, input example) and register a new
    version of ``promote.registered_model`` tagged with dataset hash, git commit, params hash,
    metrics and the source model, its description saying what it is (detector, data hash, test
@@ -16,6 +19,12 @@
    gain over the re-scored champion above 0 (``bootstrap``; both ONNX scorings keep their
    per-image stats, ``evaluate.bootstrap`` sets resamples and seed); else it becomes
    ``challenger``. The decision is a version tag and ``reports/promotion.json``.
+6. The same graph, wrapped for ``mlflow models serve`` (``registry.log_serving_model``: encoded
+   image in, boxes and class names out), is registered as a version of
+   ``promote.serving_model`` (default ``<registered_model>-serving``) and given the same alias:
+   ``mlflow models serve -m models:/defect-detector-serving@champion --env-manager local``. It is
+   a second registered model because the detector's own version keeps the ONNX flavour's tensor
+   signature (the letterboxed batch), and MLflow enforces one input schema per model.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import display_name
 from components.export import letterbox_batch
 from components.registry import (CHAMPION, GATES, alias_version, client, decide, download_onnx, log_onnx_model,
-                                 register, registry_lock, set_alias, version_description)
+                                 log_serving_model, register, registry_lock, set_alias, version_description)
 from components.tracking import tracking_uri
 
 from .common import COMPUTE, TRANSIENT, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
@@ -78,6 +87,13 @@ def register_task(uri: str, run_id: str, onnx_path: str, example_image: str, img
     return register(uri, log_onnx_model(uri, run_id, onnx_path, example), name, tags, description)
 
 
+@task(name="register-serving", **TRANSIENT)
+def register_serving_task(uri: str, run_id: str, onnx_path: str, example_image: str, conf: float, name: str,
+                          tags: dict) -> str:
+    return register(uri, log_serving_model(uri, run_id, onnx_path, conf, example_image), name, tags,
+                    f"`mlflow models serve` wrapper of {tags['detector']} (encoded image in, boxes out)")
+
+
 @flow(name="promote")
 def promote_flow(params_file: str = "params.yaml") -> dict:
     """See the module docstring."""
@@ -112,7 +128,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
         # the bootstrap gate pairs both ONNX scorings image by image: they keep their per-image stats
         keep = {k: str(Path(kept) / f"{k}.npz") if boot else None for k in ("candidate", "champion")}
         exported = export_model(best, params)                     # raises on a failed parity check
-        onnx_path = exported["onnx"]
+        onnx_path = exported.get("onnx_nms") or exported["onnx"]   # the end-to-end graph
         cand = onnx_score(onnx_path, str(data_yaml), imgsz, split_name, keep["candidate"])
         tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),
                 "params_hash": params_hash({k: section(params, k) for k in ("train", "loss", best)}),
@@ -127,6 +143,13 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
             tags["git_commit"])
         image = next(iter(sorted(Path(data_yaml).parent.joinpath("images").iterdir())))
         version = register_task(uri, run.run_id, onnx_path, str(image), imgsz, name, tags, description)
+        serving = None
+        if exported.get("onnx_nms"):                       # the HTTP wrapper of the same graph
+            serving_name = cfg.get("serving_model") or f"{name}-serving"
+            conf = float(section(params, "predict.conf"))
+            serving = {"model": serving_name, "version": register_serving_task(
+                uri, run.run_id, onnx_path, str(image), conf, serving_name,
+                {"detector": f"{name}/{version}", "model": best, "imgsz": imgsz})}
         with registry_lock(cfg["lock_file"]):
             champ = alias_version(uri, name, CHAMPION)
             champ_score = gain = None
@@ -141,10 +164,13 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
             d = decide(cand[metric], champ_score, cfg["margin"], gate, gain)
             set_alias(uri, name, d.alias, version)
             client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
+            if serving is not None:
+                set_alias(uri, serving["model"], d.alias, serving["version"])
         result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
                   "candidate": cand, "champion_before": None if champ is None else str(champ.version),
                   "champion_score": champ_score, "gate": gate, "margin": cfg["margin"], "gain": gain,
-                  "onnx": onnx_path, "parity": {k: v for k, v in exported.items() if k != "onnx"}}
+                  "onnx": exported["onnx"], "onnx_registered": onnx_path, "serving": serving,
+                  "parity": {k: v for k, v in exported.items() if k not in ("onnx", "onnx_nms")}}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
         tags = {"registered_version": version, "alias": d.alias, "gate": gate}

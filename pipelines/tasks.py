@@ -16,7 +16,7 @@ from components.data.canonical import load_manifest
 from components.data.views import load_split
 from components.detectors import uses_lam
 from components.evaluate import evaluate_detector
-from components.export import export_onnx, letterbox_batch, onnx_parity
+from components.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
 from components.train import train_detector
 
 from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, split_file, stage_run
@@ -73,6 +73,14 @@ def export_task(weights: str, out: str, imgsz: int, cfg: dict) -> str:
     return str(export_onnx(weights, out, imgsz, cfg["opset"], cfg["dynamic"]))
 
 
+@task(name="export-onnx-nms", **COMPUTE)
+def export_nms_task(weights: str, out: str, imgsz: int, cfg: dict, images: list[str]) -> dict:
+    """The end-to-end graph (boxes after NMS) and its box parity with the PyTorch path."""
+    path = export_onnx(weights, out, imgsz, cfg["opset"], False, nms=True, conf=cfg["nms_conf"],
+                       iou=cfg["nms_iou"], max_det=cfg["max_det"])
+    return {"onnx_nms": str(path), **nms_parity(weights, path, letterbox_batch(images, imgsz))}
+
+
 @task(name="onnx-parity", **COMPUTE)
 def parity_task(weights: str, onnx_path: str, images: list[str], imgsz: int) -> dict:
     return onnx_parity(weights, onnx_path, letterbox_batch(images, imgsz))
@@ -81,17 +89,26 @@ def parity_task(weights: str, onnx_path: str, images: list[str], imgsz: int) -> 
 @task(name="export-lagnet-pipeline", **COMPUTE)
 def lagnet_export_task(baseline: str, weights: str, out: str, imgsz: int, cfg: dict, lam: dict,
                        images: list[str]) -> dict:
-    from components.lagnet_export import export_pipeline, load_pipeline, pipeline_parity
+    from components.export import boxes_parity
+    from components.lagnet_export import export_pipeline, export_pipeline_nms, load_pipeline, pipeline_parity
 
     pipe = load_pipeline(baseline, weights, lam["alpha"], lam["beta"], lam["normalize"], lam["quantile"])
     path = export_pipeline(pipe, out, imgsz, cfg["opset"])
-    return {"onnx": str(path), **pipeline_parity(pipe, path, letterbox_batch(images, imgsz))}
+    x = letterbox_batch(images, imgsz)
+    nms_path = export_pipeline_nms(pipe, Path(out).with_name(NMS_FILE), imgsz, cfg["opset"],
+                                   cfg["nms_conf"], cfg["nms_iou"], cfg["max_det"])
+    return {"onnx": str(path), **pipeline_parity(pipe, path, x), "onnx_nms": str(nms_path),
+            **boxes_parity(pipe, nms_path, x)}
+
+
+NMS_FILE = "best_nms.onnx"
 
 
 def export_model(model: str, params: dict) -> dict:
     """Export ``paths.models/model/weights/best.pt`` to ``paths.exports/model/best.onnx`` (outside
-    the DVC-tracked model folder); fail, and keep nothing, when ONNX Runtime and PyTorch disagree
-    on test images."""
+    the DVC-tracked model folder; the raw head output) and ``best_nms.onnx`` beside it (the
+    end-to-end graph: boxes after NMS, what the promotion registers); fail, and keep nothing, when
+    ONNX Runtime and PyTorch disagree on test images (raw outputs; boxes of the NMS graph)."""
     cfg = section(params, "export")
     model_dir = Path(section(params, "paths.models")) / model
     weights = model_dir / "weights" / "best.pt"
@@ -113,17 +130,23 @@ def export_model(model: str, params: dict) -> dict:
         else:
             path = export_task(str(weights), str(out), info["imgsz"], cfg)
             parity = parity_task(str(weights), path, images, info["imgsz"])
+            parity.update(export_nms_task(str(weights), str(out.with_name(NMS_FILE)), info["imgsz"], cfg, images))
+        nms_path = parity.pop("onnx_nms")
         log_outputs(run, metrics={k: float(v) for k, v in parity.items()
                                   if isinstance(v, (int, float)) and not isinstance(v, bool)},
                     tags={"onnx_provider": parity["provider"]})
         boxes_differ = "same_count" in parity and (parity["same_count"] != parity["images"] or (
             parity["min_matched_iou"] is not None and parity["min_matched_iou"] < 0.99))
         rtol = cfg["pipeline_rtol"] if uses_lam(model, params) else cfg["parity_rtol"]
+        nms_differ = parity["nms_same_count"] != parity["nms_images"] or parity["nms_unmatched"] > 0 or (
+            parity["nms_min_matched_iou"] is not None and parity["nms_min_matched_iou"] < 0.99)
+        boxes_differ = boxes_differ or nms_differ
         if parity["max_rel_diff"] > rtol or boxes_differ:
             Path(path).unlink(missing_ok=True)
+            Path(nms_path).unlink(missing_ok=True)
             raise ParityError(f"ONNX Runtime differs from PyTorch by {parity['max_rel_diff']:.2e} "
                               f"(relative; tolerance {rtol} from params export)"
                               + (f", boxes: {parity}" if boxes_differ else ""))
-        log_outputs(run, artifacts=[(path, "onnx")])
-    return {"onnx": path, **parity}
+        log_outputs(run, artifacts=[(path, "onnx"), (nms_path, "onnx")])
+    return {"onnx": path, "onnx_nms": nms_path, **parity}
 

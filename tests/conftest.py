@@ -72,6 +72,25 @@ def tiny_onnx(path: Path) -> Path:
     return path
 
 
+def tiny_detector(folder: Path, name: str = "detector.onnx", nms: bool = False, imgsz: int = 64) -> Path:
+    """A real (untrained) YOLO11n detector (classes ``scratch``, ``hole``) exported to ONNX at
+    ``imgsz`` px in ``folder`` (seconds, no training), its class biases raised so that every image
+    gets boxes; ``nms``: the end-to-end graph (boxes after NMS, ``export_onnx(nms=True)``)."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    from components.export import export_onnx
+
+    model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
+    model.names = {0: "scratch", 1: "hole"}
+    with torch.no_grad():
+        for branch in model.model[-1].cv3:                 # class logits of each scale: sigmoid(3) = 0.95
+            branch[-1].bias.fill_(3.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model, "train_args": {}}, folder / "w.pt")
+    return export_onnx(folder / "w.pt", folder / name, imgsz, 17, False, nms=nms)
+
+
 def make_image(path: Path, seed: int, size=(64, 48)) -> bytes:
     """Write a distinct random JPEG (w x h = size) and return its bytes."""
     rng = np.random.default_rng(seed)

@@ -31,7 +31,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from conftest import isolate_mlflow, make_image
+from conftest import isolate_mlflow, make_image, tiny_detector
 from headless import free_port, stop_group, wait_http
 from s3server import DUMMY_SECRET, S3, moto_s3, subprocess_env
 
@@ -158,21 +158,9 @@ def test_dvc_push_to_s3_then_a_fresh_clone_pulls_and_reproduces_nothing(s3, tmp_
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> Path:
-    """A real (untrained) YOLO11n detector exported to ONNX at 64 px (seconds, no training), its
-    class biases raised so that every image gets boxes."""
-    import torch
-    from ultralytics.nn.tasks import DetectionModel
-
-    from components.export import export_onnx
-
-    d = tmp_path_factory.mktemp("detector")
-    model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
-    model.names = {0: "scratch", 1: "hole"}
-    with torch.no_grad():
-        for branch in model.model[-1].cv3:                 # class logits of each scale: sigmoid(3) = 0.95
-            branch[-1].bias.fill_(3.0)
-    torch.save({"model": model, "train_args": {}}, d / "w.pt")
-    return export_onnx(d / "w.pt", d / "detector.onnx", 64, 17, False)
+    """A real (untrained) YOLO11n detector exported to ONNX at 64 px, every image gets boxes
+    (``conftest.tiny_detector``)."""
+    return tiny_detector(tmp_path_factory.mktemp("detector"))
 
 
 @contextmanager
