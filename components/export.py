@@ -116,7 +116,7 @@ def nms_parity(weights: str | Path, onnx_path: str | Path, x: np.ndarray, conf: 
     """Boxes of the end-to-end graph (ONNX Runtime, one image at a time) vs the PyTorch path (fused
     model + ultralytics' NMS with the graph's IoU and max_det, one class per box) on ``x``, at
     ``conf``: same count per image, matched IoU (``box_agreement``)."""
-    return boxes_parity(lambda t: YOLO(str(weights)).model.float().fuse().eval()(t), onnx_path, x, conf)
+    return boxes_parity(YOLO(str(weights)).model.float().fuse().eval(), onnx_path, x, conf)
 
 
 def boxes_parity(torch_model, onnx_path: str | Path, x: np.ndarray, conf: float = 0.25) -> dict:

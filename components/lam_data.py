@@ -110,9 +110,8 @@ def batch_to_rgb_lam(batch: dict, data: dict) -> dict:
     return batch
 
 
-def with_conf(im: np.ndarray, image: str | Path, lam_dir: str | Path) -> np.ndarray:
-    """``im`` (BGR, possibly resized on load) stacked with ``image``'s confidence map (resized to
-    ``im``) and the valid channel (255): the ``(H, W, 5)`` uint8 array ``LamDataset`` augments."""
+def read_conf(image: str | Path, lam_dir: str | Path) -> np.ndarray:
+    """``image``'s stored confidence map (8-bit grey, ``<lam dir>/<stem>.png``), checked."""
     f = lam_path(lam_dir, image)
     conf = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
     if conf is None:
@@ -120,9 +119,21 @@ def with_conf(im: np.ndarray, image: str | Path, lam_dir: str | Path) -> np.ndar
     if conf.ndim != 2:
         raise ValueError(f"{f} is not a grey confidence map (shape {conf.shape}; LAM folders made before "
                          "the maps were stored grey): re-run `defectops lam`")
+    return conf
+
+
+def stack_conf(im: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """``im`` (BGR) stacked with ``conf`` (resized to ``im`` if it differs) and the valid channel
+    (255): the ``(H, W, 5)`` uint8 array ``LamDataset`` augments."""
     if conf.shape[:2] != im.shape[:2]:
         conf = cv2.resize(conf, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR)
     return np.concatenate([im, conf[..., None], np.full_like(conf[..., None], 255)], axis=2)
+
+
+def with_conf(im: np.ndarray, image: str | Path, lam_dir: str | Path) -> np.ndarray:
+    """``im`` (BGR, possibly resized on load) stacked with ``image``'s confidence map (resized to
+    ``im``) and the valid channel (255): the ``(H, W, 5)`` uint8 array ``LamDataset`` augments."""
+    return stack_conf(im, read_conf(image, lam_dir))
 
 
 def read_rgb_conf(image: str | Path, lam_dir: str | Path) -> np.ndarray:
@@ -131,10 +142,10 @@ def read_rgb_conf(image: str | Path, lam_dir: str | Path) -> np.ndarray:
     im = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if im is None:
         raise FileNotFoundError(f"cannot read image {image}")
-    conf = cv2.imread(str(lam_path(lam_dir, image)), cv2.IMREAD_UNCHANGED)
-    if conf is not None and conf.ndim == 2 and conf.shape != im.shape[:2]:
+    conf = read_conf(image, lam_dir)
+    if conf.shape != im.shape[:2]:
         im = cv2.resize(im, (conf.shape[1], conf.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return with_conf(im, image, lam_dir)
+    return stack_conf(im, conf)
 
 
 def file_lam_batch(images: list, lam_dir: str | Path, imgsz: int, alpha: float = 0.5, beta: float = 0.5):
