@@ -1,5 +1,5 @@
 """HTTP serving on CPU: ``mlflow models serve --env-manager local`` of the registered pyfunc wrapper
-(``registry.log_serving_model``: base64 image in, boxes out) around the end-to-end ONNX graph,
+(``registry.log_detector_model``: base64 image in, boxes out) around the end-to-end ONNX graph,
 ``--requests`` sequential requests of one NEU-DET-sized image (200 x 200 JPEG, grey) after a
 warm-up: requests/s and latency p50 / p95 / max, as a client on 127.0.0.1 sees them (decode,
 letterbox, ONNX Runtime, JSON both ways).
@@ -31,7 +31,7 @@ import numpy as np
 from .common import cli, machine, write
 
 NAMES = {0: "crazing", 1: "inclusion", 2: "patches", 3: "pitted_surface", 4: "rolled-in_scale", 5: "scratches"}
-MODEL = "defect-detector-serving"
+MODEL = "defect-detector"
 
 
 def tiny_model(folder: Path, imgsz: int) -> Path:
@@ -72,7 +72,7 @@ def main() -> None:
     a = ap.parse_args()
     import cv2
 
-    from components.registry import CHAMPION, log_serving_model, register, set_alias
+    from components.registry import CHAMPION, log_detector_model, register, set_alias
 
     with tempfile.TemporaryDirectory(prefix="serve-http-") as tmp:
         tmp = Path(tmp)
@@ -89,7 +89,7 @@ def main() -> None:
         exp = mlflow.create_experiment("serve-http", artifact_location=(tmp / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=exp) as run:
             pass
-        version = register(uri, log_serving_model(uri, run.info.run_id, onnx_path, 0.25, jpg), MODEL, {})
+        version = register(uri, log_detector_model(uri, run.info.run_id, onnx_path, 0.25, jpg), MODEL, {})
         set_alias(uri, MODEL, CHAMPION, version)
         port = free_port()
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DO_NOT_TRACK": "true",

@@ -1,6 +1,7 @@
-"""MLflow model registry: ONNX model versions of ``defect-detector`` and the aliases that serve them.
+"""MLflow model registry: versions of ``defect-detector`` (the end-to-end ONNX graph inside a pyfunc
+that ``mlflow models serve`` serves) and the aliases that serve them.
 
-Everything goes through MLflow's public API (``mlflow.onnx.log_model``, ``register_model``,
+Everything goes through MLflow's public API (``mlflow.pyfunc.log_model``, ``register_model``,
 ``MlflowClient.set_registered_model_alias``). The gate is one pure function (``decide``: by a
 fixed ``margin``, or by the paired-bootstrap interval of the mAP50 gain, ``components.bootstrap``); the
 alias update is serialised by a lock so two promotions at once cannot interleave their
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 GATES = ("margin", "bootstrap")
@@ -74,28 +74,6 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def log_onnx_model(uri: str, run_id: str, onnx_path: str | Path, example: np.ndarray) -> str:
-    """Log ``onnx_path`` in run ``run_id`` as an MLflow model (ONNX flavour) with a signature
-    inferred from ``example`` and its ONNX Runtime output, and ``example`` as input example.
-    Returns the model URI."""
-    import mlflow
-    import mlflow.onnx
-    import onnx
-    from mlflow.models import infer_signature
-
-    from .export import ort_session
-
-    sess = ort_session(onnx_path)
-    out = sess.run(None, {sess.get_inputs()[0].name: example})[0]
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model",
-                                     signature=infer_signature(example, out), input_example=example,
-                                     onnx_execution_providers=["CPUExecutionProvider"],
-                                     save_as_external_data=False)
-    return info.model_uri
-
-
 SERVING_MODULE = "defectops_serving"
 
 
@@ -115,14 +93,20 @@ def _serving_requirements() -> list[str]:
     return out
 
 
-def log_serving_model(uri: str, run_id: str, onnx_path: str | Path, conf: float = 0.25,
-                      example_image: str | Path | None = None) -> str:
-    """Log the end-to-end ONNX graph (``export_onnx(nms=True)``) in run ``run_id`` as an MLflow
-    pyfunc model ``serving`` that ``mlflow models serve`` answers encoded images with
-    (``components.serving.ServingModel``: base64 image in an ``image`` column -> boxes in image
-    pixels with class names; param ``conf``, default ``conf``). The ONNX file is its artifact
-    ``model.onnx``, ``components/serving.py`` its code as the top-level module ``defectops_serving``
-    (the pickled wrapper refers to that, so the served model does not import the project).
+ONNX_FILE = "artifacts/model.onnx"    # where the graph lies inside a registered version's model folder
+
+
+def log_detector_model(uri: str, run_id: str, onnx_path: str | Path, conf: float = 0.25,
+                       example_image: str | Path | None = None) -> str:
+    """Log the end-to-end ONNX graph (``export_onnx(nms=True)``) in run ``run_id`` as the MLflow
+    model ``model`` that a version of ``promote.registered_model`` is: a pyfunc that
+    ``mlflow models serve`` answers encoded images with (``components.serving.ServingModel``: base64
+    image in an ``image`` column -> boxes in image pixels with class names; param ``conf``, default
+    ``conf``), holding the ONNX file itself as ``artifacts/model.onnx`` (:data:`ONNX_FILE`, named in
+    the model's metadata with its tensor interface) for any ONNX runtime: ``defectops predict
+    --model models:/...`` and the champion's re-scoring download and run that file.
+    ``components/serving.py`` is the model's code as the top-level module ``defectops_serving`` (the
+    pickled wrapper refers to that, so the served model does not import the project).
     Returns the model URI."""
     import base64
     import importlib.util
@@ -142,9 +126,15 @@ def log_serving_model(uri: str, run_id: str, onnx_path: str | Path, conf: float 
     example = None
     if example_image is not None:
         example = pd.DataFrame({"image": [base64.b64encode(Path(example_image).read_bytes()).decode()]})
+    meta = serving.read_meta(onnx_path)
+    metadata = {"onnx": ONNX_FILE, "onnx_input": "images: float32 (1, 3, S, S), RGB in [0, 1], letterboxed to S "
+                                                  "(the letterbox rule is in the ONNX metadata)",
+                "onnx_output": "output0: float32 (1, max_det, 6), x1 y1 x2 y2 score class in input pixels, "
+                               "zero rows after the last box",
+                "imgsz": str(meta.get("imgsz")), "names": str(meta.get("names"))}
     mlflow.set_tracking_uri(uri)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
-        onnx_file, code = Path(tmp) / "model.onnx", Path(tmp) / f"{SERVING_MODULE}.py"
+        onnx_file, code = Path(tmp) / Path(ONNX_FILE).name, Path(tmp) / f"{SERVING_MODULE}.py"
         shutil.copyfile(onnx_path, onnx_file)
         shutil.copyfile(serving.__file__, code)
         module = sys.modules.get(SERVING_MODULE)
@@ -153,9 +143,9 @@ def log_serving_model(uri: str, run_id: str, onnx_path: str | Path, conf: float 
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             sys.modules[SERVING_MODULE] = module
-        info = mlflow.pyfunc.log_model(name="serving", python_model=module.ServingModel(conf),
+        info = mlflow.pyfunc.log_model(name="model", python_model=module.ServingModel(conf),
                                        artifacts={"onnx": str(onnx_file)}, code_paths=[str(code)],
-                                       signature=signature, input_example=example,
+                                       signature=signature, input_example=example, metadata=metadata,
                                        pip_requirements=_serving_requirements())
     return info.model_uri
 
@@ -182,7 +172,8 @@ def version_description(detector: str, model: str, dataset: dict, test: dict[str
     bootstrap on the same test images; None for the baseline itself; ``baseline``: the baseline's
     evaluation metrics, or None)."""
     scores = ", ".join(f"{k} {v:.4f}" for k, v in test.items())
-    lines = [f"**{detector}** defect detector (`{model}`), ONNX.", "",
+    lines = [f"**{detector}** defect detector (`{model}`): served by `mlflow models serve` (encoded image in, "
+             f"boxes out), the end-to-end ONNX graph (boxes after NMS) inside as `{ONNX_FILE}`.", "",
              f"- data: `{dataset['name']}`, content hash `{dataset['hash']}` (DVC path `{dataset['source']}`)",
              f"- test metrics ({split} split, ONNX Runtime): {scores}"]
     if gain is not None:

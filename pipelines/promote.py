@@ -9,22 +9,19 @@
 3. Score that graph on the held-out test split through ONNX Runtime (ultralytics' validator on
    the ONNX file; it takes a ``(B, max_det, 6)`` output as end-to-end and skips its own NMS): the
    same evaluator and images the current champion is re-scored with.
-4. Log it as an MLflow model (ONNX flavour, signature, input example) and register a new
-   version of ``promote.registered_model`` tagged with dataset hash, git commit, params hash,
-   metrics and the source model, its description saying what it is (detector, data hash, test
-   metrics, mAP50 gain over the baseline from the evaluation stage; ``registry.version_description``).
-5. Under the registry lock: re-score the current ``champion`` on the same test split and move
-   ``champion`` to the new version only if it wins (``promote.gate``): by ``promote.margin``
-   (``margin``), or with the lower bound of the paired-bootstrap 95 % interval of its mAP50
-   gain over the re-scored champion above 0 (``bootstrap``; both ONNX scorings keep their
+4. Log it as the MLflow model a version is (``registry.log_detector_model``): a pyfunc that
+   ``mlflow models serve -m models:/defect-detector@champion --env-manager local`` serves (encoded
+   image in, boxes in image pixels and class names out), holding the graph itself as
+   ``artifacts/model.onnx`` for any ONNX runtime; register it as a new version of
+   ``promote.registered_model`` tagged with dataset hash, git commit, params hash, metrics and the
+   source model, its description saying what it is (detector, data hash, test metrics, mAP50 gain
+   over the baseline from the evaluation stage; ``registry.version_description``).
+5. Under the registry lock: re-score the current ``champion`` (its ``model.onnx``) on the same test
+   split and move ``champion`` to the new version only if it wins (``promote.gate``): by
+   ``promote.margin`` (``margin``), or with the lower bound of the paired-bootstrap 95 % interval of
+   its mAP50 gain over the re-scored champion above 0 (``bootstrap``; both ONNX scorings keep their
    per-image stats, ``evaluate.bootstrap`` sets resamples and seed); else it becomes
    ``challenger``. The decision is a version tag and ``reports/promotion.json``.
-6. The same graph, wrapped for ``mlflow models serve`` (``registry.log_serving_model``: encoded
-   image in, boxes and class names out), is registered as a version of
-   ``promote.serving_model`` (default ``<registered_model>-serving``) and given the same alias:
-   ``mlflow models serve -m models:/defect-detector-serving@champion --env-manager local``. It is
-   a second registered model because the detector's own version keeps the ONNX flavour's tensor
-   signature (the letterboxed batch), and MLflow enforces one input schema per model.
 """
 
 from __future__ import annotations
@@ -39,9 +36,8 @@ from components.bootstrap import ImageStats, paired_bootstrap
 from components.config import git_commit, params_hash, section
 from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import display_name
-from components.export import letterbox_batch
-from components.registry import (CHAMPION, GATES, alias_version, client, decide, download_onnx, log_onnx_model,
-                                 log_serving_model, register, registry_lock, set_alias, version_description)
+from components.registry import (CHAMPION, GATES, alias_version, client, decide, download_onnx, log_detector_model,
+                                 register, registry_lock, set_alias, version_description)
 from components.tracking import tracking_uri
 
 from .common import COMPUTE, TRANSIENT, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
@@ -80,18 +76,10 @@ def bootstrap_gain(champion_stats: str, candidate_stats: str, resamples: int, se
     return paired_bootstrap(ImageStats.load(champion_stats), ImageStats.load(candidate_stats), resamples, seed)
 
 
-@task(name="register-onnx", **TRANSIENT)
-def register_task(uri: str, run_id: str, onnx_path: str, example_image: str, imgsz: int, name: str,
+@task(name="register-detector", **TRANSIENT)
+def register_task(uri: str, run_id: str, onnx_path: str, example_image: str, conf: float, name: str,
                   tags: dict, description: str | None = None) -> str:
-    example = letterbox_batch([example_image], imgsz)
-    return register(uri, log_onnx_model(uri, run_id, onnx_path, example), name, tags, description)
-
-
-@task(name="register-serving", **TRANSIENT)
-def register_serving_task(uri: str, run_id: str, onnx_path: str, example_image: str, conf: float, name: str,
-                          tags: dict) -> str:
-    return register(uri, log_serving_model(uri, run_id, onnx_path, conf, example_image), name, tags,
-                    f"`mlflow models serve` wrapper of {tags['detector']} (encoded image in, boxes out)")
+    return register(uri, log_detector_model(uri, run_id, onnx_path, conf, example_image), name, tags, description)
 
 
 @flow(name="promote")
@@ -128,7 +116,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
         # the bootstrap gate pairs both ONNX scorings image by image: they keep their per-image stats
         keep = {k: str(Path(kept) / f"{k}.npz") if boot else None for k in ("candidate", "champion")}
         exported = export_model(best, params)                     # raises on a failed parity check
-        onnx_path = exported.get("onnx_nms") or exported["onnx"]   # the end-to-end graph
+        onnx_path = exported["onnx_nms"]                          # the end-to-end graph
         cand = onnx_score(onnx_path, str(data_yaml), imgsz, split_name, keep["candidate"])
         tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),
                 "params_hash": params_hash({k: section(params, k) for k in ("train", "loss", best)}),
@@ -142,14 +130,8 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
             json.loads(base_file.read_text()) if base_file.is_file() else None, info["mlflow_run_id"],
             tags["git_commit"])
         image = next(iter(sorted(Path(data_yaml).parent.joinpath("images").iterdir())))
-        version = register_task(uri, run.run_id, onnx_path, str(image), imgsz, name, tags, description)
-        serving = None
-        if exported.get("onnx_nms"):                       # the HTTP wrapper of the same graph
-            serving_name = cfg.get("serving_model") or f"{name}-serving"
-            conf = float(section(params, "predict.conf"))
-            serving = {"model": serving_name, "version": register_serving_task(
-                uri, run.run_id, onnx_path, str(image), conf, serving_name,
-                {"detector": f"{name}/{version}", "model": best, "imgsz": imgsz})}
+        version = register_task(uri, run.run_id, onnx_path, str(image), float(section(params, "predict.conf")),
+                                name, tags, description)
         with registry_lock(cfg["lock_file"]):
             champ = alias_version(uri, name, CHAMPION)
             champ_score = gain = None
@@ -164,12 +146,11 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
             d = decide(cand[metric], champ_score, cfg["margin"], gate, gain)
             set_alias(uri, name, d.alias, version)
             client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
-            if serving is not None:
-                set_alias(uri, serving["model"], d.alias, serving["version"])
         result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
                   "candidate": cand, "champion_before": None if champ is None else str(champ.version),
                   "champion_score": champ_score, "gate": gate, "margin": cfg["margin"], "gain": gain,
-                  "onnx": exported["onnx"], "onnx_registered": onnx_path, "serving": serving,
+                  "onnx": exported["onnx"], "onnx_registered": onnx_path,
+                  "serve": f"mlflow models serve -m models:/{name}/{version} --env-manager local",
                   "parity": {k: v for k, v in exported.items() if k not in ("onnx", "onnx_nms")}}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))

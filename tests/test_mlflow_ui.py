@@ -262,7 +262,7 @@ def test_per_class_plot_draws_one_bar_per_class_at_its_ap():
 
 def test_registered_version_description_says_detector_data_metrics_and_gain(tracking, tmp_path):
     from components.detectors import display_name
-    from components.registry import log_onnx_model, register, version_description
+    from components.registry import log_detector_model, register, version_description
 
     path = tiny_onnx(tmp_path / "m.onnx")
     params = {"dasc": {"scale": "n"}, "baseline": {"scale": "n"}, "lagnet": {"variant": "small", "lam": True}}
@@ -273,8 +273,7 @@ def test_registered_version_description_says_detector_data_metrics_and_gain(trac
                                       {"mAP50": 0.6222, "mAP50-95": 0.3301}, "test", gain, {"mAP50": 0.61},
                                       "run123", "abc")
     run = start_stage_run("promote", tracking, {}, {})
-    version = register(tracking["uri"], log_onnx_model(tracking["uri"], run.run_id, path,
-                                                       np.zeros((1, 3, 8, 8), np.float32)),
+    version = register(tracking["uri"], log_detector_model(tracking["uri"], run.run_id, path),
                        "defect-detector", {"model": "dasc"}, description)
     run.end()
     mv = client(tracking).get_model_version("defect-detector", version)

@@ -430,8 +430,16 @@ def test_first_promotion_registers_an_onnx_champion(project):
 
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     info = mlflow.models.get_model_info(f"models:/defect-detector/{promoted['version']}")
-    assert "onnx" in info.flavors and info.signature is not None
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][1] == 3
+    # what `mlflow models serve` serves (encoded image in) with the end-to-end ONNX graph inside
+    assert "python_function" in info.flavors and info.signature.inputs.input_names() == ["image"]
+    from components.registry import ONNX_FILE, download_onnx
+    from components.serving import has_nms, read_meta
+
+    assert info.metadata["onnx"] == ONNX_FILE
+    graph = download_onnx(f"sqlite:///{root}/mlflow.db", f"models:/defect-detector/{promoted['version']}",
+                          root / ".cache" / "v1")
+    meta = read_meta(graph)
+    assert graph.as_posix().endswith(ONNX_FILE) and has_nms(meta) and len(meta["names"]) >= 2
 
 
 @pytest.mark.slow

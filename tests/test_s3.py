@@ -6,7 +6,7 @@ with ``infra/docker-compose.yml`` (infra/README.md, *S3 / MinIO*).
   the remote ``s3://BUCKET/dvc`` (``dvc-s3``, ``endpointurl``); a fresh ``git clone`` pulls
   everything from the bucket and then neither ``dvc status`` nor ``dvc repro`` finds anything to do.
 * MLflow: ``mlflow server --artifacts-destination s3://BUCKET/mlflow`` (artifacts proxied through
-  the server, as in the compose file), the project's own ``registry.log_onnx_model`` / ``register`` /
+  the server, as in the compose file), the project's own ``registry.log_detector_model`` / ``register`` /
   ``set_alias`` register a tiny real detector as ``defect-detector@champion``; its ONNX file is in the
   bucket; ``defectops predict --model models:/defect-detector@champion``, run from another folder with
   only ``MLFLOW_TRACKING_URI`` (no S3 credentials), downloads it through the server and runs it. The
@@ -193,13 +193,13 @@ def register_champion(url: str, detector: Path, mp: pytest.MonkeyPatch) -> tuple
     it, a new registered version, ``champion`` on it. Returns (version, the run's artifact URI)."""
     from mlflow.tracking import MlflowClient
 
-    from components.registry import CHAMPION, alias_version, log_onnx_model, register, set_alias
+    from components.registry import CHAMPION, alias_version, log_detector_model, register, set_alias
     from components.tracking import start_stage_run
 
     tracking = isolate_mlflow(mp, url)
     mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     run = start_stage_run("promote", tracking, {}, {"model": "baseline"})
-    model_uri = log_onnx_model(url, run.run_id, detector, np.zeros((1, 3, 64, 64), np.float32))
+    model_uri = log_detector_model(url, run.run_id, detector)
     version = register(url, model_uri, MODEL, {"model": "baseline", "imgsz": 64}, "tiny untrained YOLO11n")
     set_alias(url, MODEL, CHAMPION, version)
     run.end()

@@ -88,7 +88,7 @@ def _post(url: str, body: dict) -> dict:
 def test_mlflow_models_serve_answers_an_encoded_image_with_boxes(models, tmp_path, monkeypatch):
     """The registered wrapper, served from the registry by ``mlflow models serve --env-manager
     local`` (offline), answers a base64 JPEG / PNG with boxes in the image's pixels and class names."""
-    from components.registry import CHAMPION, log_serving_model, register, set_alias
+    from components.registry import CHAMPION, ONNX_FILE, download_onnx, log_detector_model, register, set_alias
     from components.tracking import start_stage_run
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -97,10 +97,17 @@ def test_mlflow_models_serve_answers_an_encoded_image_with_boxes(models, tmp_pat
     img = tmp_path / "part.jpg"
     make_image(img, seed=7, size=(96, 80))
     run = start_stage_run("promote", tracking, {}, {"model": "baseline"})
-    version = register(uri, log_serving_model(uri, run.run_id, models["nms"], 0.25, img), "defect-detector-serving",
+    version = register(uri, log_detector_model(uri, run.run_id, models["nms"], 0.25, img), "defect-detector",
                        {"model": "baseline"})
-    set_alias(uri, "defect-detector-serving", CHAMPION, version)
+    set_alias(uri, "defect-detector", CHAMPION, version)
     run.end()
+    # the same version holds the end-to-end graph itself, for any ONNX runtime (predict, re-scoring)
+    import mlflow
+
+    info = mlflow.models.get_model_info("models:/defect-detector@champion")
+    assert info.metadata["onnx"] == ONNX_FILE and info.signature.inputs.input_names() == ["image"]
+    onnx_file = download_onnx(uri, "models:/defect-detector@champion", tmp_path / "dl")
+    assert onnx_file.as_posix().endswith(ONNX_FILE) and onnx_file.read_bytes() == Path(models["nms"]).read_bytes()
 
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
@@ -111,7 +118,7 @@ def test_mlflow_models_serve_answers_an_encoded_image_with_boxes(models, tmp_pat
     cwd.mkdir()
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
-                                 "models:/defect-detector-serving@champion", "--env-manager", "local",
+                                 "models:/defect-detector@champion", "--env-manager", "local",
                                  "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                                 cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -19,7 +19,6 @@ import time
 import urllib.parse
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import isolate_mlflow, tiny_onnx
@@ -48,7 +47,7 @@ def build_store(uri: str, tmp: Path, mp: pytest.MonkeyPatch) -> dict:
     pipeline-run id, the dataset as a dataset input), then `promote` registering each as an ONNX
     version of ``defect-detector`` with its description, DASC-YOLO last, as ``champion``."""
     from components.config import PIPELINE_RUN_ENV
-    from components.registry import CHAMPION, log_onnx_model, register, set_alias, version_description
+    from components.registry import CHAMPION, log_detector_model, register, set_alias, version_description
     from components.tracking import start_stage_run
 
     tracking = isolate_mlflow(mp, uri)
@@ -86,7 +85,7 @@ def build_store(uri: str, tmp: Path, mp: pytest.MonkeyPatch) -> dict:
                                            if k in ("test.mAP50", "test.mAP50-95")},
                                           "test", gain, {"mAP50": EVAL["baseline"]["test.mAP50"]}, train_ids[key],
                                           "0123456")
-        model_uri = log_onnx_model(uri, run.run_id, onnx_path, np.zeros((1, 3, 8, 8), np.float32))
+        model_uri = log_detector_model(uri, run.run_id, onnx_path)
         versions[key] = register(uri, model_uri, MODEL, {"model": key, "train_run_id": train_ids[key]}, description)
         set_alias(uri, MODEL, CHAMPION, versions[key])
         run.end()
