@@ -36,15 +36,15 @@ _RESERVED = {"data", "project", "name", "exist_ok", "device", "seed", "pretraine
 
 
 class DefectTrainer(DetectionTrainer):
-    """ultralytics' detection trainer building the project's ``DefectDetectionModel`` (box loss
-    ``iou_loss``, see ``components/models/loss.py``). Use ``trainer_for(iou_loss)``.
+    """ultralytics' detection trainer building the project's ``DefectDetectionModel``; its box
+    loss is the one named in the model YAML it rebuilds from (``iou_loss``, which
+    ``train_detector`` sets; see ``components/models/loss.py``). ``LamTrainer`` reads RGB + LAM.
 
     Each epoch tells the loss how far training is (Unified-IoU's box scaling schedule), and
     ``final_eval`` (validation of best.pt after the last epoch) is flagged, so epoch callbacks
     can tell it from a training epoch.
     """
 
-    iou_loss = "ciou"
     in_final_eval = False
 
     def __init__(self, *args, **kwargs):
@@ -53,7 +53,7 @@ class DefectTrainer(DetectionTrainer):
 
     def get_model(self, cfg=None, weights=None, verbose=True):
         model = DefectDetectionModel(cfg, nc=self.data["nc"], ch=self.data.get("channels", 3),
-                                     verbose=verbose and RANK == -1, iou_loss=self.iou_loss)
+                                     verbose=verbose and RANK == -1)
         if weights:
             model.load(weights)
         return model
@@ -83,21 +83,8 @@ class DefectYOLO(YOLO):
         return m
 
 
-# One importable trainer class per (loss, input): ultralytics instantiates the trainer class
-# itself and its train args are a closed set, so the choice travels on the class (module-level,
-# so a multi-GPU DDP launch can import it by name). The LAM trainers read RGB + LAM.
-TRAINERS = {(k, lam): type(f"{'Lam' if lam else 'Defect'}Trainer_{k}",
-                           (LamTrainerMixin, DefectTrainer) if lam else (DefectTrainer,),
-                           {"iou_loss": k, "__module__": __name__})
-            for k in IOU_LOSSES for lam in (False, True)}
-globals().update({cls.__name__: cls for cls in TRAINERS.values()})
-
-
-def trainer_for(iou_loss: str, lam: bool = False) -> type[DefectTrainer]:
-    """The ``DefectTrainer`` whose models use ``iou_loss`` (and read RGB + LAM when ``lam``)."""
-    if iou_loss not in IOU_LOSSES:
-        raise ValueError(f"loss.iou must be one of {', '.join(IOU_LOSSES)} (got '{iou_loss}')")
-    return TRAINERS[(iou_loss, bool(lam))]
+class LamTrainer(LamTrainerMixin, DefectTrainer):
+    """``DefectTrainer`` on RGB + LAM (the data YAML names the LAM folder; LAGNet)."""
 
 
 @dataclass
@@ -129,12 +116,29 @@ def same_architecture(model_cfg: str | Path, weights: str | Path, nc: int, ch: i
     return (not bad), (f"{len(bad)} tensors differ in shape (e.g. {bad[0]})" if bad else "all tensors match")
 
 
+def model_yaml(model_cfg: str | Path, iou_loss: str, out_dir: Path) -> Path:
+    """``model_cfg`` with ``iou_loss`` in it, written as ``out_dir/<its file name>`` (the name keeps
+    ultralytics' scale guess): the model YAML the run trains, kept beside its weights. ultralytics'
+    trainer (and a multi-GPU launch) rebuilds the model from this file, so the loss travels with it."""
+    import yaml
+    from ultralytics.nn.tasks import yaml_model_load
+
+    cfg = yaml_model_load(model_cfg)
+    cfg.pop("yaml_file", None)
+    cfg["iou_loss"] = iou_loss
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / Path(model_cfg).name
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
 def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_args: dict, device: str,
                    seed: int, iou_loss: str, on_epoch: EpochCallback | None = None,
                    lam: bool = False, init_weights: str | Path | None = None,
                    resume: bool = False, threads: int | None = None) -> TrainResult:
     """Train ``model_cfg`` (a YAML, never a ``.pt`` to fetch) on ``data_yaml`` into ``out_dir``
-    with box-regression loss ``iou_loss``.
+    with box-regression loss ``iou_loss`` (written into the run's copy of the model YAML,
+    :func:`model_yaml`; a resumed run keeps its checkpoint's).
 
     ``train_args`` are ultralytics train arguments from params (epochs, imgsz, batch, optimizer,
     lr0, ... and augmentation); ``on_epoch(epoch, metrics)`` is called after each epoch's
@@ -157,7 +161,10 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     resume = resume and last.is_file()
     if out_dir.exists() and not resume:
         shutil.rmtree(out_dir)
-    model = DefectYOLO(str(last) if resume else model_cfg)
+    if iou_loss not in IOU_LOSSES:
+        raise ValueError(f"loss.iou must be one of {', '.join(IOU_LOSSES)} (got '{iou_loss}')")
+    model = DefectYOLO(str(last) if resume else model_yaml(model_cfg, iou_loss, out_dir))
+    trainer = LamTrainer if lam else DefectTrainer
     if on_epoch is not None:
         def _cb(tr: DetectionTrainer) -> None:
             if getattr(tr, "in_final_eval", False):
@@ -176,10 +183,10 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
         model.add_callback("on_pretrain_routine_start", _threads)
     if resume:
         log.info("resuming %s from %s", out_dir, last)
-        model.train(trainer=trainer_for(iou_loss, lam), resume=True, data=str(data_yaml), device=device,
+        model.train(trainer=trainer, resume=True, data=str(data_yaml), device=device,
                     workers=train_args.get("workers", 0), plots=True)
     else:
-        model.train(trainer=trainer_for(iou_loss, lam), data=str(data_yaml), project=str(out_dir.parent),
+        model.train(trainer=trainer, data=str(data_yaml), project=str(out_dir.parent),
                     name=out_dir.name, exist_ok=True, device=device, seed=seed,
                     pretrained=str(init_weights) if init_weights else False, plots=True, **train_args)
     results_csv = out_dir / "results.csv"

@@ -119,3 +119,29 @@ def test_detection_loss_uses_the_selected_iou(kind):
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert model.criterion.bbox_loss.kind == kind
+
+
+def test_the_loss_travels_with_the_model_yaml(tmp_path):
+    """No trainer class per loss: the choice is written into the run's copy of the model YAML
+    (``model_yaml``), which ultralytics' trainer rebuilds the model from (``get_model``), and into
+    the model's YAML dict, which a checkpoint keeps."""
+    from ultralytics.cfg import get_cfg
+
+    from components.models import DefectDetectionModel
+    from components.train import model_yaml, train_detector
+
+    model = DefectDetectionModel("yolo11n.yaml", nc=3, verbose=False, iou_loss="siou")
+    assert model.yaml["iou_loss"] == "siou"
+    rebuilt = DefectDetectionModel(model.yaml, nc=3, verbose=False)            # what get_model does
+    rebuilt.args = get_cfg()
+    assert rebuilt.iou_loss == "siou" and rebuilt.init_criterion().bbox_loss.kind == "siou"
+    torch.save({"model": rebuilt}, tmp_path / "ckpt.pt")
+    loaded = torch.load(tmp_path / "ckpt.pt", weights_only=False)["model"]
+    assert DefectDetectionModel(loaded.yaml, nc=3, verbose=False).iou_loss == "siou"
+    assert DefectDetectionModel("yolo11n.yaml", nc=3, verbose=False).iou_loss == "ciou"   # the default
+    written = model_yaml("yolo11s.yaml", "eiou", tmp_path / "run")
+    assert written == tmp_path / "run" / "yolo11s.yaml"                       # the name keeps the scale guess
+    small = DefectDetectionModel(str(written), nc=3, verbose=False)
+    assert small.iou_loss == "eiou" and small.yaml["scale"] == "s"
+    with pytest.raises(ValueError, match="loss.iou must be one of"):
+        train_detector("yolo11n.yaml", tmp_path / "d.yaml", tmp_path / "out", {}, "cpu", 0, "giou2")
