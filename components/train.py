@@ -116,6 +116,20 @@ def same_architecture(model_cfg: str | Path, weights: str | Path, nc: int, ch: i
     return (not bad), (f"{len(bad)} tensors differ in shape (e.g. {bad[0]})" if bad else "all tensors match")
 
 
+def resolve_threads(value: int | str | None, share: int = 1) -> int | None:
+    """``train.threads`` as a thread count: ``"auto"`` = this machine's cores divided among
+    ``share`` trainings side by side (at least 1); an int as it is; None stays None."""
+    import os
+
+    if value is None:
+        return None
+    if value == "auto":
+        return max(1, (os.cpu_count() or 1) // max(1, share))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"train.threads must be a positive int, 'auto' or null (got {value!r})")
+    return value
+
+
 def model_yaml(model_cfg: str | Path, iou_loss: str, out_dir: Path) -> Path:
     """``model_cfg`` with ``iou_loss`` in it, written as ``out_dir/<its file name>`` (the name keeps
     ultralytics' scale guess): the model YAML the run trains, kept beside its weights. ultralytics'
@@ -149,8 +163,12 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     the interrupted run in ``out_dir`` from its ``weights/last.pt`` (ultralytics' resume: epoch,
     optimizer, EMA, LR schedule), else ``out_dir`` is cleared and training starts over.
     ``threads``: torch's intra-op threads for a CPU training (ultralytics sets cores - 1, one on a
-    2-core machine, when it picks the device; this is applied after that); None keeps its choice.
+    2-core machine, when it picks the device; this is applied after that): an int, ``"auto"``
+    (every core, :func:`resolve_threads`) or None (ultralytics' choice); ``train_args["threads"]``
+    (params ``train.threads``) is used when the argument is None.
     """
+    train_args = dict(train_args)
+    threads = resolve_threads(train_args.pop("threads", None) if threads is None else threads)
     if not str(model_cfg).endswith((".yaml", ".yml")):
         raise ValueError(f"train from a model YAML, not '{model_cfg}' (no weights are downloaded)")
     clash = _RESERVED & set(train_args)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from components.data.canonical import load_manifest
     from components.data.views import load_split, write_yolo_data_yaml
     from components.tracking import start_stage_run
-    from components.train import train_detector
+    from components.train import resolve_threads, train_detector
     from components.tune import is_default, open_study, should_prune
 
     from components.detectors import model_cfg, uses_lam
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work / "data"))
     args, device, seed = trainer_args(params)
     args["epochs"] = tcfg["epochs"]
+    if args.get("threads") == "auto":                 # tcfg["parallel"] trials share the cores
+        args["threads"] = resolve_threads("auto", int(tcfg["parallel"]))
     run = start_stage_run(f"trial:{model}:{trial.number}", section(params, "tracking"),
                           {"trial": overrides, "train": args, model: section(params, model)},
                           {"mlflow.parentRunId": a.parent_run, "optuna_study": a.study,

@@ -84,3 +84,18 @@ def test_env_tracking_uri_wins(tmp_path, monkeypatch):
     assert tracking_uri({"uri": "sqlite:///x.db"}) == "http://mlflow.example:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert tracking_uri({"uri": "sqlite:///x.db"}) == "sqlite:///x.db"
+
+
+def test_train_threads_resolve_to_a_count(monkeypatch):
+    """``train.threads``: auto = the cores, shared among trainings side by side; ints kept; bad
+    values refused with the param's name."""
+    import os
+
+    from components.train import resolve_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert resolve_threads("auto") == 16 and resolve_threads("auto", share=2) == 8
+    assert resolve_threads("auto", share=32) == 1 and resolve_threads(3) == 3 and resolve_threads(None) is None
+    for bad in (0, -2, "two", 1.5, True):
+        with pytest.raises(ValueError, match="train.threads"):
+            resolve_threads(bad)
