@@ -28,6 +28,11 @@ class ConfigError(ValueError):
     """A params file is missing, malformed, or lacks a required key."""
 
 
+class StopError(RuntimeError):
+    """A run stopped for a reason the user can act on (a source that cannot be imported, an ONNX
+    export that disagrees with PyTorch): the CLI prints it as one line and exits 1."""
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -45,23 +45,28 @@ def select_rows(requested: list[str] | str, grid: dict = TABLE3) -> list[str]:
     return rows
 
 
+def _grid_setup(params: dict, study: str, epochs: int | None) -> tuple:
+    """What both grids share: the dataset, its class count, the rows' work folder, the RGB data
+    YAML, the training arguments at the grid's epochs (``epochs`` or ``ablation.epochs``), device,
+    seed, box loss, the evaluate settings and the report folder."""
+    ds = dataset_dir(params)
+    work = Path(section(params, "paths.work")) / f"ablation-{study}"
+    data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work / "data")
+    train_args, device, seed = trainer_args(params)
+    train_args["epochs"] = epochs or section(params, "ablation.epochs")
+    return (ds, len(load_manifest(ds)["classes"]), work, data_yaml, train_args, device, seed,
+            section(params, "loss.iou"), section(params, "evaluate"),
+            Path(section(params, "paths.reports")) / "ablation" / study)
+
+
 @flow(name="ablate-dasc")
 def ablate_dasc_flow(rows: list[str] | None = None, epochs: int | None = None,
                      params_file: str = "params.yaml") -> dict:
     params = read_params(params_file)
     log = get_run_logger()
-    cfg = section(params, "ablation")
-    rows = select_rows(rows or cfg["rows"])
-    epochs = epochs or cfg["epochs"]
-    ds = dataset_dir(params)
-    nc = len(load_manifest(ds)["classes"])
-    work = Path(section(params, "paths.work")) / "ablation-dasc"
-    data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work / "data")
-    train_args, device, seed = trainer_args(params)
-    train_args["epochs"] = epochs
-    scale, iou_loss = section(params, "dasc.scale"), section(params, "loss.iou")
-    ev = section(params, "evaluate")
-    out = Path(section(params, "paths.reports")) / "ablation" / "dasc"
+    rows = select_rows(rows or section(params, "ablation.rows"))
+    ds, nc, work, data_yaml, train_args, device, seed, iou_loss, ev, out = _grid_setup(params, "dasc", epochs)
+    epochs, scale = train_args["epochs"], section(params, "dasc.scale")
     table, results = [], {}
     for i, row in enumerate(rows, 1):
         log.info("ablation row %d/%d: %s", i, len(rows), row)
@@ -101,21 +106,13 @@ def ablate_lagnet_flow(rows: list[str] | None = None, epochs: int | None = None,
                        params_file: str = "params.yaml") -> dict:
     params = read_params(params_file)
     log = get_run_logger()
-    cfg = section(params, "ablation")
     g = section(params, "lagnet")
     grid = ablation_rows(g["k"], g["n"])
-    rows = select_rows(rows or cfg["lagnet_rows"], grid)
-    epochs = epochs or cfg["epochs"]
-    ds = dataset_dir(params)
-    nc = len(load_manifest(ds)["classes"])
-    work = Path(section(params, "paths.work")) / "ablation-lagnet"
-    rgb_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work / "data")
+    rows = select_rows(rows or section(params, "ablation.lagnet_rows"), grid)
+    ds, nc, work, rgb_yaml, train_args, device, seed, iou_loss, ev, out = _grid_setup(params, "lagnet", epochs)
+    epochs = train_args["epochs"]
     lam_yaml = (model_data_yaml("lagnet", {**params, "lagnet": {**g, "lam": True}}, rgb_yaml)
                 if any(grid[r][0].lam for r in rows) else None)
-    train_args, device, seed = trainer_args(params)
-    train_args["epochs"] = epochs
-    iou_loss, ev = section(params, "loss.iou"), section(params, "evaluate")
-    out = Path(section(params, "paths.reports")) / "ablation" / "lagnet"
     table, results = [], {}
     for i, row in enumerate(rows, 1):
         log.info("LAGNet ablation row %d/%d: %s", i, len(rows), row)

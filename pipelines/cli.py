@@ -12,7 +12,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from components.config import ConfigError, load_params, section
+from components.config import ConfigError, StopError, load_params, section
 
 EPILOG = "Run from the repository root (where params.yaml lives). Every value not given as an " \
          "option comes from params.yaml."
@@ -22,16 +22,10 @@ def _data_import(a: argparse.Namespace) -> int:
     if not Path(a.src).is_dir():         # the common mistake, answered before anything heavy loads
         print(f"error: source folder not found: {a.src}", file=sys.stderr)
         return 1
-    from components.data.importers import ImportError_
-
     from .data import import_flow
 
     root = a.root or section(load_params(a.params), "paths.datasets")
-    try:
-        s = import_flow(a.src, a.name, root, a.format, a.params)
-    except ImportError_ as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    s = import_flow(a.src, a.name, root, a.format, a.params)
     _print_summary(s, f"{root}/{a.name}")
     return 0
 
@@ -56,15 +50,9 @@ def _data_synth(a: argparse.Namespace) -> int:
 
 
 def _data_prepare(a: argparse.Namespace) -> int:
-    from components.data.importers import ImportError_
-
     from .data import prepare_flow
 
-    try:
-        s = prepare_flow(a.params)
-    except ImportError_ as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    s = prepare_flow(a.params)
     _print_summary(s, s["name"])
     return 0
 
@@ -96,55 +84,44 @@ def _evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _export(a: argparse.Namespace) -> int:
-    from .export import ParityError, export_flow
+def _flow(module: str, name: str, *args):
+    """Run flow ``name`` of ``pipelines.<module>`` (imported now: a command loads only its own flow)."""
+    import importlib
 
-    try:
-        r = export_flow(a.model, a.params)
-    except ParityError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{a.model}: {r['onnx']} (ONNX Runtime vs PyTorch on {r['shape'][0]} test images: max abs diff "
-          f"{r['max_abs_diff']:.2e}, relative {r['max_rel_diff']:.2e}; provider {r['provider']})")
-    if r.get("onnx_nms"):
-        print(f"{a.model}: {r['onnx_nms']} (end to end, boxes after NMS: {r['nms_same_count']} of "
-              f"{r['nms_images']} images with the PyTorch path's box count, {r['nms_boxes']} boxes, "
-              f"{r['nms_unmatched']} unmatched)")
+    return getattr(importlib.import_module(f".{module}", __package__), name)(*args)
+
+
+def _say(*lines: str) -> int:
+    print("\n".join(lines))
     return 0
+
+
+def _export(a: argparse.Namespace) -> int:
+    r = _flow("export", "export_flow", a.model, a.params)
+    return _say(f"{a.model}: {r['onnx']} (ONNX Runtime vs PyTorch on {r['shape'][0]} test images: max abs diff "
+                f"{r['max_abs_diff']:.2e}, relative {r['max_rel_diff']:.2e}; provider {r['provider']})",
+                *([f"{a.model}: {r['onnx_nms']} (end to end, boxes after NMS: {r['nms_same_count']} of "
+                   f"{r['nms_images']} images with the PyTorch path's box count, {r['nms_boxes']} boxes, "
+                   f"{r['nms_unmatched']} unmatched)"] if r.get("onnx_nms") else []))
 
 
 def _lam(a: argparse.Namespace) -> int:
-    from .lam import lam_flow
-
-    info = lam_flow(a.params)
-    print(f"LAMs ({info['mode']}): {info['images']} images in {info['seconds']} s")
-    for s, v in info["per_split"].items():
-        print(f"  {s}: mean confidence {v['conf_in']} inside boxes, {v['conf_out']} outside; "
-              f"JET luminance {v['jet_in']} vs {v['jet_out']}")
-    return 0
+    info = _flow("lam", "lam_flow", a.params)
+    return _say(f"LAMs ({info['mode']}): {info['images']} images in {info['seconds']} s",
+                *(f"  {s}: mean confidence {v['conf_in']} inside boxes, {v['conf_out']} outside; "
+                  f"JET luminance {v['jet_in']} vs {v['jet_out']}" for s, v in info["per_split"].items()))
 
 
 def _tune(a: argparse.Namespace) -> int:
-    from .tune import tune_flow
-
-    r = tune_flow(a.model, a.trials, a.params)
-    print(f"{r['study']}: best val mAP50 {r['best_value']:.4f} (trial {r['best_trial']}, {r['best_params']}); "
-          f"default {r['default_value']}; decision: {r['decision']}, applied {r['overrides'] or 'nothing'}; "
-          f"trials {r['trials']}, {r['epochs_spent']} epochs spent")
-    return 0
+    r = _flow("tune", "tune_flow", a.model, a.trials, a.params)
+    return _say(f"{r['study']}: best val mAP50 {r['best_value']:.4f} (trial {r['best_trial']}, {r['best_params']}); "
+                f"default {r['default_value']}; decision: {r['decision']}, applied {r['overrides'] or 'nothing'}; "
+                f"trials {r['trials']}, {r['epochs_spent']} epochs spent")
 
 
 def _promote(a: argparse.Namespace) -> int:
-    from .export import ParityError
-    from .promote import promote_flow
-
-    try:
-        r = promote_flow(a.params)
-    except ParityError as e:
-        print(f"error: {e} (no alias moved)", file=sys.stderr)
-        return 1
-    print(f"{r['model']} -> registered version {r['version']}, alias '{r['alias']}' ({r['reason']})")
-    return 0
+    r = _flow("promote", "promote_flow", a.params)
+    return _say(f"{r['model']} -> registered version {r['version']}, alias '{r['alias']}' ({r['reason']})")
 
 
 @contextmanager
@@ -297,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("promote", help="DVC stage 'promote': best evaluated detector -> ONNX (parity checked) -> "
                         "MLflow registry version; 'champion' alias only if it beats the champion by "
                         "promote.margin on the same test images, else 'challenger'", epilog=EPILOG)
-    pr.set_defaults(func=_promote)
+    pr.set_defaults(func=_promote, on_stop=" (no alias moved)")
     pd = sub.add_parser("predict", help="run an ONNX model (file or models:/NAME@ALIAS) on images/folders",
                         epilog="Writes <out>/detections.json and <out>/annotated/. The MLflow store is "
                         "tracking.uri (MLFLOW_TRACKING_URI wins). A file that cannot be read as an image "
@@ -341,6 +318,9 @@ def main(argv: list[str] | None = None, guard: bool | None = None) -> int:
     log = log_file()
     try:
         return args.func(args)
+    except StopError as e:           # bad input data, a failed parity check: the run says why
+        print(f"error: {e}{getattr(args, 'on_stop', '')}", file=sys.stderr)
+        return 1
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

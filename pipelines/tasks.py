@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import task
 
 from components.bootstrap import ImageStats, paired_bootstrap
-from components.config import section
+from components.config import StopError, section
 from components.data.canonical import load_manifest
 from components.data.views import load_split
 from components.detectors import uses_lam
@@ -64,7 +64,7 @@ def gain_task(baseline_stats: str, model_stats: str, resamples: int, seed: int) 
             "ci95": [round(v, 4) for v in gain["ci95"]]}
 
 
-class ParityError(RuntimeError):
+class ParityError(StopError):
     """ONNX Runtime disagrees with PyTorch beyond the tolerance from params."""
 
 

@@ -35,6 +35,7 @@ from typing import Iterable
 import yaml
 from tqdm import tqdm
 
+from ..config import StopError
 from .canonical import (NEAR_DUP_BITS, Box, Rejection, Sample, decode_image, printable, sha256_bytes,
                         write_dataset)
 
@@ -45,7 +46,7 @@ FORMATS = ("auto", "voc", "yolo")
 FOLLOW = ("never", "inside")                       # data.follow_symlinks
 
 
-class ImportError_(ValueError):
+class ImportError_(StopError, ValueError):
     """The source cannot be imported at all (wrong path, unknown layout, nothing usable)."""
 
 

@@ -125,14 +125,22 @@ def _patch(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray:
     return cv2.GaussianBlur(m, (5, 5), 0)
 
 
+def _cluster(rng: np.random.Generator, s: int, spread: tuple[float, float], count: tuple[int, int], bold: bool,
+             lo: int, hi: int):
+    """Centres of a cluster of marks (pits, scale flakes): a cluster centre in the middle 60 % of
+    the image, then per mark the centre plus an offset, clipped to ``[lo, hi]``; bold: uniform in
+    a square of half-side 1.5 spread, so one stray mark does not set the box; else normal."""
+    c = rng.uniform(0.2, 0.8, 2) * s
+    sd = rng.uniform(*spread) * s
+    for _ in range(int(rng.integers(*count))):
+        d = rng.uniform(-1.5, 1.5, 2) * sd if bold else rng.normal(0, sd, 2)
+        yield np.clip(c + d, lo, hi)
+
+
 def _pits(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray:
     m = np.zeros((s, s), np.float32)
-    c = rng.uniform(0.2, 0.8, 2) * s
-    spread = rng.uniform(0.06, 0.14) * s
-    for _ in range(int(rng.integers(8, 16))):
-        # bold: inside a square of half-side 1.5 spread, so one stray pit does not set the box
-        d = rng.uniform(-1.5, 1.5, 2) * spread if bold else rng.normal(0, spread, 2)
-        p = np.clip(c + d, 2, s - 3).astype(int)
+    for p in _cluster(rng, s, (0.06, 0.14), (8, 16), bold, 2, s - 3):
+        p = p.astype(int)
         cv2.circle(m, (int(p[0]), int(p[1])), int(rng.integers(2, 4)), 1.0, -1, cv2.LINE_AA)
     return m
 
@@ -157,11 +165,7 @@ def _crazing(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray
 
 def _scale(rng: np.random.Generator, s: int, bold: bool = False) -> np.ndarray:
     m = np.zeros((s, s), np.float32)
-    c = rng.uniform(0.2, 0.8, 2) * s
-    spread = rng.uniform(0.08, 0.16) * s
-    for _ in range(int(rng.integers(4, 9))):
-        d = rng.uniform(-1.5, 1.5, 2) * spread if bold else rng.normal(0, spread, 2)   # bold: as _pits
-        p = np.clip(c + d, 4, s - 5)
+    for p in _cluster(rng, s, (0.08, 0.16), (4, 9), bold, 4, s - 5):
         k = int(rng.integers(4, 7))
         ang = np.sort(rng.uniform(0, 2 * np.pi, k))
         rad = rng.uniform(0.03, 0.06) * s * rng.uniform(0.5, 1.0, k) * (1.5 if bold else 1.0)
