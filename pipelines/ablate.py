@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
@@ -24,8 +23,8 @@ from components.models.dasc_yolo import PAPER_TABLE3, TABLE3, write_dasc_yaml
 from components.models.lagnet_yolo import VARIANTS, ablation_rows, write_lagnet_yaml
 from components.report import write_table
 
-from .common import (dataset_dir, dataset_hash, log_outputs, model_data_yaml, numeric, read_params, split_file, stage_run,
-                     trainer_args)
+from .common import (dataset_dir, dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params,
+                     split_file, stage_run, trainer_args)
 from .tasks import evaluate_task, train_task
 
 COLUMNS = ["row", "mAP50", "P", "R", "F1", "params (M)", "GFLOPs@640", "FPS", "paper mAP", "paper F1",
@@ -50,13 +49,14 @@ def _grid_setup(params: dict, study: str, epochs: int | None) -> tuple:
     YAML, the training arguments at the grid's epochs (``epochs`` or ``ablation.epochs``), device,
     seed, box loss, the evaluate settings and the report folder."""
     ds = dataset_dir(params)
-    work = Path(section(params, "paths.work")) / f"ablation-{study}"
+    lay = layout(params)
+    work = lay.scratch(f"ablation-{study}")
     data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work / "data")
     train_args, device, seed = trainer_args(params)
     train_args["epochs"] = epochs or section(params, "ablation.epochs")
     return (ds, len(load_manifest(ds)["classes"]), work, data_yaml, train_args, device, seed,
             section(params, "loss.iou"), section(params, "evaluate"),
-            Path(section(params, "paths.reports")) / "ablation" / study)
+            lay.reports / "ablation" / study)
 
 
 @flow(name="ablate-dasc")
@@ -126,8 +126,8 @@ def ablate_lagnet_flow(rows: list[str] | None = None, epochs: int | None = None,
                        dataset_hash(ds), tags, dataset="train") as run:
             info = train_task(str(model_yaml), str(data_yaml), str(row_dir / "train"), train_args, device,
                               seed, iou_loss, run, toggles.lam)
-            served = {**section(params, "lam"), "baseline": str(Path(section(params, "paths.models")) / "baseline"
-                                                                / "weights" / "best.pt")} if toggles.lam else None
+            served = ({**section(params, "lam"), "baseline": str(layout(params).weights("baseline"))}
+                      if toggles.lam else None)
             m = evaluate_task(info["best"], str(data_yaml), ev, train_args["imgsz"], str(row_dir / "eval"),
                               str(row_dir / "eval-plots"), served)
             log_outputs(run, metrics=numeric(m, "test."))

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from components.config import ConfigError, StopError, load_params, section
+from components.layout import Layout
 
 EPILOG = "Run from the repository root (where params.yaml lives). Every value not given as an " \
          "option comes from params.yaml."
@@ -24,7 +25,7 @@ def _data_import(a: argparse.Namespace) -> int:
         return 1
     from .data import import_flow
 
-    root = a.root or section(load_params(a.params), "paths.datasets")
+    root = a.root or str(Layout.from_params(load_params(a.params)).datasets)
     s = import_flow(a.src, a.name, root, a.format, a.params)
     _print_summary(s, f"{root}/{a.name}")
     return 0
@@ -42,9 +43,8 @@ def _print_summary(s: dict, where: str) -> None:
 def _data_synth(a: argparse.Namespace) -> int:
     from .data import synth_flow
 
-    params = load_params(a.params)
-    root = a.root or section(params, "paths.datasets")
-    name = a.name or section(params, "data.name")
+    lay = Layout.from_params(load_params(a.params))
+    root, name = a.root or str(lay.datasets), a.name or lay.data_name
     _print_summary(synth_flow(root, name, a.params), f"{root}/{name}")
     return 0
 

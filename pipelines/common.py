@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from components.config import (PIPELINE_RUN_ENV, git_commit, load_params, params_hash, pipeline_run_id,  # noqa: F401
                                section, trainer_args)
 from components.detectors import uses_lam
+from components.layout import Layout
 from components.tracking import StageRun, start_stage_run
 
 from . import console
@@ -82,12 +83,17 @@ def read_params(params_file: str) -> dict:
     return load_params(params_file)
 
 
+def layout(params: dict) -> Layout:
+    """Where this params file puts datasets, splits, models, metrics, reports... (``components.layout``)."""
+    return Layout.from_params(params)
+
+
 def dataset_dir(params: dict) -> Path:
-    return Path(section(params, "paths.datasets")) / section(params, "data.name")
+    return layout(params).dataset
 
 
 def split_file(params: dict) -> Path:
-    return Path(section(params, "paths.splits")) / f"{section(params, 'data.name')}.json"
+    return layout(params).split_file
 
 
 def dataset_hash(ds_dir: Path) -> str | None:
@@ -149,7 +155,7 @@ def numeric(d: dict, prefix: str = "") -> dict[str, float]:
 
 
 def lam_dir(params: dict) -> Path:
-    return Path(section(params, "paths.lams")) / section(params, "data.name")
+    return layout(params).lam_dir
 
 
 def model_data_yaml(model: str, params: dict, data_yaml: Path) -> Path:

@@ -14,7 +14,7 @@ from components.data.increments import merge
 from components.data.split import add_increments, make_split
 from components.data.synth import SynthConfig, write_synth_dataset
 
-from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
+from .common import COMPUTE, dataset_dir, dataset_hash, layout, log_outputs, read_params, split_file, stage_run
 
 # The `data` stage (dvc.yaml) depends on this folder (and on the `data` params): a source under it
 # is re-imported by `dvc repro` when its files change. A source anywhere else (`../shared/...`, an
@@ -92,7 +92,8 @@ def prepare_flow(params_file: str = "params.yaml") -> dict:
     """DVC stage ``data``: ``data.source: synth`` generates, anything else is imported."""
     params = read_params(params_file)
     src = section(params, "data.source")
-    root, name = section(params, "paths.datasets"), section(params, "data.name")
+    lay = layout(params)
+    root, name = str(lay.datasets), lay.data_name
     if src == "synth":
         summary = synth_flow(root, name, params_file)
     else:

@@ -9,7 +9,6 @@ metrics JSON has no ``gain_vs_baseline``."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
@@ -18,7 +17,7 @@ from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import uses_lam
 from components.evaluate import PREDICTIONS
 
-from .common import dataset_dir, dataset_hash, log_outputs, model_data_yaml, numeric, read_params, split_file, stage_run
+from .common import dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params, stage_run
 from .tasks import evaluate_task, gain_task  # noqa: F401  (gain_task: tests use it from here)
 
 
@@ -26,28 +25,25 @@ from .tasks import evaluate_task, gain_task  # noqa: F401  (gain_task: tests use
 def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> dict:
     """Evaluate ``paths.models/model`` on the held-out split; write DVC metrics + plots."""
     params = read_params(params_file)
-    ds = dataset_dir(params)
-    model_dir = Path(section(params, "paths.models")) / model
-    weights = model_dir / "weights" / "best.pt"
+    lay = layout(params)
+    ds = lay.dataset
+    weights = lay.weights(model)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: run `dvc repro train_{model}` first")
-    train_info = json.loads((model_dir / "train_info.json").read_text())
-    metrics_file = Path(section(params, "paths.metrics")) / f"{model}.json"
-    plots_dir = Path(section(params, "paths.plots")) / model
-    report_dir = Path(section(params, "paths.reports")) / model
+    train_info = json.loads(lay.train_info(model).read_text())
+    metrics_file, plots_dir, report_dir = lay.metrics_file(model), lay.plots_dir(model), lay.report_dir(model)
     cfg = section(params, "evaluate")
-    baseline_stats = Path(section(params, "paths.reports")) / "baseline" / PREDICTIONS
+    baseline_stats = lay.report_dir("baseline") / PREDICTIONS
     if model != "baseline" and not baseline_stats.is_file():
         raise FileNotFoundError(f"{baseline_stats} not found: run `dvc repro evaluate@baseline` first")
     used = ["evaluate", "data.name", "split"] + (["lam"] if uses_lam(model, params) else [])
     with stage_run(f"evaluate:{model}", params, used, dataset_hash(ds),
                    {"model": model, "train_run_id": train_info["mlflow_run_id"]}, dataset=cfg["split"]) as run:
-        work = Path(section(params, "paths.work")) / f"evaluate-{model}"
-        data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work))
+        work = lay.scratch(f"evaluate-{model}")
+        data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(lay.split_file), work))
         lam = None
         if uses_lam(model, params):
-            lam = {**section(params, "lam"),
-                   "baseline": str(Path(section(params, "paths.models")) / "baseline" / "weights" / "best.pt")}
+            lam = {**section(params, "lam"), "baseline": str(lay.weights("baseline"))}
         metrics = evaluate_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], str(report_dir),
                                 str(plots_dir), lam)
         metrics["lam_source"] = "in-graph (as served)" if lam else None

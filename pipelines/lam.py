@@ -34,8 +34,7 @@ from components.lam import lam_grid, lam_image, make_lams, oof_folds
 from components.train import baseline_cfg, train_detector
 from components.yolo import YOLO
 
-from .common import (COMPUTE, dataset_dir, dataset_hash, lam_dir, log_outputs, read_params, split_file, stage_run,
-                     trainer_args)
+from .common import COMPUTE, dataset_hash, layout, log_outputs, read_params, stage_run, trainer_args
 
 CONTRAST = ("conf_in", "conf_out", "norm_in", "norm_out", "jet_in", "jet_out")
 
@@ -72,23 +71,22 @@ def lam_flow(params_file: str = "params.yaml") -> dict:
     cfg = section(params, "lam")
     if cfg["mode"] not in ("in_sample", "out_of_fold"):
         raise ValueError(f"lam.mode must be in_sample or out_of_fold (got '{cfg['mode']}')")
-    ds = dataset_dir(params)
-    base_dir = Path(section(params, "paths.models")) / "baseline"
-    weights = base_dir / "weights" / "best.pt"
+    lay = layout(params)
+    ds, weights = lay.dataset, lay.weights("baseline")
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: run `dvc repro train_baseline` first")
-    base_info = json.loads((base_dir / "train_info.json").read_text())
+    base_info = json.loads(lay.train_info("baseline").read_text())
     imgsz = base_info["imgsz"]
     manifest = load_manifest(ds)
     classes = manifest["classes"]
     entry = {e["name"]: e for e in manifest["images"]}
     path_of = {n: str((ds / e["image"]).resolve()) for n, e in entry.items()}
     boxes = {path_of[n]: [b[1:] for b in e["boxes"]] for n, e in entry.items()}
-    split = load_split(split_file(params))
-    out = lam_dir(params)
+    split = load_split(lay.split_file)
+    out = lay.lam_dir
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    report = Path(section(params, "paths.reports")) / "lam"
+    report = lay.report_dir("lam")
     used = ["lam", "data.name", "split"] + (["train", "baseline", "loss"] if cfg["mode"] == "out_of_fold" else [])
     with stage_run("lam", params, used, dataset_hash(ds),
                    {"lam_mode": cfg["mode"], "baseline_run_id": base_info["mlflow_run_id"]}) as run:
@@ -101,7 +99,7 @@ def lam_flow(params_file: str = "params.yaml") -> dict:
             folds = oof_folds(split["train"], cfg["folds"], section(params, "split.seed"))
             for i, names in enumerate(folds):
                 log.info("out_of_fold: baseline %d/%d (without %d training images)", i + 1, len(folds), len(names))
-                w = fold_task(str(ds), split, names, str(Path(section(params, "paths.work")) / f"lam-fold{i}"),
+                w = fold_task(str(ds), split, names, str(lay.scratch(f"lam-fold{i}")),
                               params)
                 jobs.append((w, names))
             jobs.append((str(weights), split["val"] + split["test"]))

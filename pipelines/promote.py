@@ -40,7 +40,8 @@ from components.registry import (CHAMPION, GATES, alias_version, client, decide,
                                  register, registry_lock, set_alias, version_description)
 from components.tracking import tracking_uri
 
-from .common import COMPUTE, TRANSIENT, dataset_dir, dataset_hash, log_outputs, read_params, split_file, stage_run
+from .common import (COMPUTE, TRANSIENT, dataset_dir, dataset_hash, layout, log_outputs, read_params, split_file,
+                     stage_run)
 from .tasks import export_model
 
 
@@ -95,20 +96,20 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
     if gate == "bootstrap" and metric != "mAP50":
         raise ValueError(f"promote.gate bootstrap compares mAP50: set promote.metric to mAP50, not {metric}")
     boot = section(params, "evaluate.bootstrap") if gate == "bootstrap" else None
-    mdir = Path(section(params, "paths.metrics"))
-    metrics = {m: json.loads((mdir / f"{m}.json").read_text()) for m in cfg["candidates"]
-               if (mdir / f"{m}.json").is_file()}
+    lay = layout(params)
+    metrics = {m: json.loads(lay.metrics_file(m).read_text()) for m in cfg["candidates"]
+               if lay.metrics_file(m).is_file()}
     best = choose(metrics, metric)
     log.info("candidate: %s (%s %.4f)", best, metric, metrics[best][metric])
     ds = dataset_dir(params)
     uri = tracking_uri(section(params, "tracking"))
     name = cfg["registered_model"]
-    info = json.loads((Path(section(params, "paths.models")) / best / "train_info.json").read_text())
+    info = json.loads(lay.train_info(best).read_text())
     imgsz = info["imgsz"]
     split_name = section(params, "evaluate.split")
     split = load_split(split_file(params))
-    data_yaml = write_yolo_data_yaml(ds, split, Path(section(params, "paths.work")) / "promote")
-    out = Path(section(params, "paths.reports")) / "promotion.json"
+    data_yaml = write_yolo_data_yaml(ds, split, lay.scratch("promote"))
+    out = lay.promotion
     used = ["promote", "export", "evaluate.split"] + (["evaluate.bootstrap"] if boot else [])
     with (stage_run("promote", params, used, dataset_hash(ds),
                     {"candidate": best, "train_run_id": info["mlflow_run_id"]}, dataset=split_name) as run,
@@ -122,7 +123,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
                 "params_hash": params_hash({k: section(params, k) for k in ("train", "loss", best)}),
                 "train_run_id": info["mlflow_run_id"], "imgsz": imgsz,
                 **{f"test.{k}": round(v, 4) for k, v in cand.items()}}
-        base_file = mdir / "baseline.json"
+        base_file = lay.metrics_file("baseline")
         description = version_description(
             display_name(best, params), best, {"name": section(params, "data.name"), "hash": tags["dataset_hash"],
                                                "source": ds.as_posix()},

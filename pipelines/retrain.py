@@ -42,7 +42,7 @@ from components.data.increments import BATCH_FILE, batch_id, file_sha256, inbox_
 from components.registry import CHAMPION, champion_version, client, latest_version
 from components.tracking import tracking_uri
 
-from .common import (COMPUTE, dataset_dir, dataset_hash, log_outputs, pipeline_env, read_params, split_file,
+from .common import (COMPUTE, dataset_dir, dataset_hash, layout, log_outputs, pipeline_env, read_params, split_file,
                      stage_run)
 
 ARCHIVED = "ARCHIVED"          # marker in archive/<batch>/ once every inbox file of the batch is there
@@ -129,7 +129,8 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
     cfg = section(params, "retrain")
     inbox, archive = Path(cfg["inbox"]), Path(cfg["archive"])
     increments = Path(section(params, "data.increments"))
-    staging = Path(section(params, "paths.work")) / "retrain"
+    lay = layout(params)
+    staging = lay.scratch("retrain")
     ds = dataset_dir(params)
     if not (ds / "manifest.json").is_file():
         log.info("no dataset yet: building it first (dvc repro split)")
@@ -189,7 +190,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
 
         # 4. retrain what the new data made stale, evaluate, promote through the gate; what the
         #    promote step did is read from the registry (not from git-tracked reports)
-        promo = Path(section(params, "paths.reports")) / "promotion.json"
+        promo = lay.promotion
         uri, name = tracking_uri(section(params, "tracking")), section(params, "promote.registered_model")
         reg_before, started = registry_state(uri, name), time.time()
         dvc("repro")
@@ -201,8 +202,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
         result["promotion"] = (promotion_of(uri, name, decided["version"], promo, started) if decided["version"] else None)
         if cfg["git_commit"] and decided["version"]:
             p = result["promotion"]
-            outs = ["dvc.lock", section(params, "paths.metrics"), section(params, "paths.plots"),
-                    str(Path(section(params, "paths.models")) / "tuned"), str(promo)]
+            outs = ["dvc.lock", str(lay.metrics), str(lay.plots), str(lay.models / "tuned"), str(promo)]
             result["model_commit"] = git_commit(outs, f"retrain: {p['model']} -> {section(params, 'promote.registered_model')}"
                                                       f" v{p['version']} ({p['alias']})")
         _finish(run, params, result)
@@ -252,7 +252,7 @@ def promotion_of(uri: str, name: str, version: str, report: Path, since: float =
 
 
 def _finish(run, params: dict, result: dict) -> None:
-    out = Path(section(params, "paths.reports")) / "retrain.json"
+    out = layout(params).reports / "retrain.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     p = result.get("promotion") or {}

@@ -19,7 +19,7 @@ from components.evaluate import evaluate_detector
 from components.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
 from components.train import train_detector
 
-from .common import COMPUTE, dataset_dir, dataset_hash, log_outputs, split_file, stage_run
+from .common import COMPUTE, dataset_dir, dataset_hash, layout, log_outputs, split_file, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +110,20 @@ def export_model(model: str, params: dict) -> dict:
     end-to-end graph: boxes after NMS, what the promotion registers); fail, and keep nothing, when
     ONNX Runtime and PyTorch disagree on test images (raw outputs; boxes of the NMS graph)."""
     cfg = section(params, "export")
-    model_dir = Path(section(params, "paths.models")) / model
-    weights = model_dir / "weights" / "best.pt"
+    lay = layout(params)
+    weights = lay.weights(model)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: run `dvc repro train_{model}` first")
-    info = json.loads((model_dir / "train_info.json").read_text())
+    info = json.loads(lay.train_info(model).read_text())
     ds = dataset_dir(params)
     manifest = load_manifest(ds)
     image_of = {e["name"]: str(ds / e["image"]) for e in manifest["images"]}
     images = [image_of[n] for n in load_split(split_file(params))["test"][: cfg["parity_images"]]]
-    out = Path(section(params, "paths.exports")) / model / "best.onnx"
+    out = lay.export(model)
     with stage_run(f"export:{model}", params, ["export"], dataset_hash(ds),
                    {"model": model, "train_run_id": info["mlflow_run_id"]}) as run:
         if uses_lam(model, params):
-            baseline = Path(section(params, "paths.models")) / "baseline" / "weights" / "best.pt"
+            baseline = lay.weights("baseline")
             parity = lagnet_export_task(str(baseline), str(weights), str(out), info["imgsz"], cfg,
                                         section(params, "lam"), images)
             path = parity.pop("onnx")

@@ -14,8 +14,8 @@ from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import model_cfg, uses_lam
 
-from .common import (dataset_dir, dataset_hash, load_tuned, log_outputs, model_data_yaml, read_params, split_file,
-                     stage_run, trainer_args)
+from .common import (dataset_hash, layout, load_tuned, log_outputs, model_data_yaml, read_params, stage_run,
+                     trainer_args)
 from .tasks import train_task
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,9 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
 
         tuned_info = load_tuned(tuned, model)
         params = apply(params, tuned_info["overrides"])
-    ds = dataset_dir(params)
-    out = Path(section(params, "paths.models")) / model
-    work = Path(section(params, "paths.work")) / f"train-{model}"
-    run_dir = Path(section(params, "paths.work")) / f"train-{model}-run"
+    lay = layout(params)
+    ds, out = lay.dataset, lay.model_dir(model)
+    work, run_dir = lay.scratch(f"train-{model}"), lay.scratch(f"train-{model}-run")
     nc = len(load_manifest(ds)["classes"])
     ds_hash = dataset_hash(ds)
     cfg = model_cfg(model, params, nc, work)
@@ -81,7 +80,7 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
     log.info("%s: %s%s", model, f"warm start from {init_what}" if init else f"cold start ({init_what})",
              "; resuming the interrupted run" if resume else "")
     with stage_run(f"train:{model}", params, used, ds_hash, tags, dataset="train") as run:
-        data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work))
+        data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(lay.split_file), work))
         if not resume:
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             key_file.write_text(key)
@@ -90,15 +89,13 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
         if out.exists():
             shutil.rmtree(out)
         shutil.move(str(run_dir), str(out))
-        key_file.unlink()
-        if cfg.endswith(".yaml") and Path(cfg).is_file():
-            shutil.copy(cfg, out / Path(cfg).name)      # the architecture, next to its weights
-        info.update(best=str(out / "weights" / "best.pt"), results_csv=str(out / "results.csv"),
+        key_file.unlink()                   # the architecture (+ its loss) is next to its weights: train_detector
+        info.update(best=str(lay.weights(model)), results_csv=str(out / "results.csv"),
                     model=model, model_cfg=Path(cfg).name, iou_loss=iou_loss, imgsz=train_args["imgsz"],
                     mlflow_run_id=run.run_id, dataset_hash=ds_hash,
                     tuned=tuned_info["overrides"] if tuned_info else None,
                     warm_start=init_what if init else None, resumed=resume)
-        (out / "train_info.json").write_text(json.dumps(info, indent=1))
+        lay.train_info(model).write_text(json.dumps(info, indent=1))
         log_outputs(run, metrics={"train_seconds": info["train_seconds"], "epochs_run": info["epochs_run"]},
                     artifacts=[(info["best"], "weights")] +
                     [(str(p), "training") for p in sorted(out.iterdir()) if p.is_file()])

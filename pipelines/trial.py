@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from components.detectors import model_cfg, uses_lam
 
-    from .common import (dataset_dir, dataset_hash, dataset_records, model_data_yaml, split_file, storage_url,
+    from .common import (dataset_dir, dataset_hash, dataset_records, layout, model_data_yaml, split_file, storage_url,
                          trainer_args)
 
     base = load_params(a.params)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     trial = optuna.trial.Trial(study, int(a.trial_id))
     model = a.model
     ds = dataset_dir(params)
-    work = Path(section(params, "paths.work")) / f"tune-{model}" / f"trial-{trial.number}"
+    work = layout(params).scratch(f"tune-{model}", f"trial-{trial.number}")
     cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
     data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work / "data"))
     args, device, seed = trainer_args(params)

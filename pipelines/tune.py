@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger
 from components.config import params_hash, section
 from components.tune import decide, default_point, default_trial, finished, full, open_study, suggest
 
-from .common import dataset_dir, dataset_hash, log_outputs, pipeline_env, read_params, stage_run, storage_url
+from .common import dataset_dir, dataset_hash, layout, log_outputs, pipeline_env, read_params, stage_run, storage_url
 from .trial import PRUNED
 
 
@@ -144,10 +144,10 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
                   "default_trial": ref.number if ref else None,
                   "default_params": suggest(optuna.trial.FixedTrial(default), space),
                   "trials": counts, "epochs_spent": sum(len(t.intermediate_values) for t in study.trials)}
-        out = Path(section(params, "paths.models")) / "tuned" / f"{model}.json"
+        out = layout(params).tuned(model)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
-        plots = _plots(study, Path(section(params, "paths.reports")) / "tune" / model)
+        plots = _plots(study, layout(params).reports / "tune" / model)
         refs = {} if default_value is None else {"default_value": default_value, "gain": result["gain"]}
         log_outputs(run, metrics={"best_value": best.value, **refs, **{f"trials.{k}": v for k, v in counts.items()},
                                   "epochs_spent": result["epochs_spent"]},
