@@ -21,7 +21,7 @@ from ultralytics.utils.torch_utils import get_num_params
 
 from components.evaluate import model_gflops
 from components.models.detect import DefectDetectionModel
-from components.models.lagnet_yolo import (PAPER_PARAMS_M, PAPER_TABLE4, PAPER_WIDTH, TABLE4, VARIANTS, LagnetToggles,
+from components.lagnet.config import (PAPER_PARAMS_M, PAPER_TABLE4, PAPER_WIDTH, TABLE4, VARIANTS, LagnetToggles,
                                            write_lagnet_yaml)
 
 from .common import cli, machine, write

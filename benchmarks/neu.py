@@ -82,7 +82,7 @@ def make_all_lams(imgsz: int, test_ratio: float, seed: int) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from components.lam import make_lams
+    from components.lagnet.lam import make_lams
     from components.yolo import YOLO
 
     params = load_params()
@@ -108,7 +108,7 @@ def make_all_lams(imgsz: int, test_ratio: float, seed: int) -> dict:
 
 
 def run_model(model: str, epochs: int, imgsz: int, test_ratio: float, seed: int) -> dict:
-    from components.lam_data import LamValidator, lam_data_yaml
+    from components.lagnet.data import LamValidator, lam_data_yaml
     from components.detectors import model_cfg
 
     params = load_params()
@@ -183,9 +183,9 @@ def onnx_check(model: str, imgsz: int, test_ratio: float, seed: int, n: int = 20
     import torch
     from ultralytics.utils.nms import non_max_suppression
 
-    from components.export import letterbox_batch
-    from components.lagnet_export import box_agreement, export_pipeline, load_pipeline, pipeline_parity
-    from components.lam_data import file_lam_batch
+    from components.deploy.export import letterbox_batch
+    from components.lagnet.export import box_agreement, export_pipeline, load_pipeline, pipeline_parity
+    from components.lagnet.data import file_lam_batch
 
     params = load_params()
     ds, split = dataset(test_ratio, seed)
@@ -222,7 +222,7 @@ def onnx_check(model: str, imgsz: int, test_ratio: float, seed: int, n: int = 20
 
 
 def table_lagnet(test_ratio: float) -> None:
-    from components.models.lagnet_yolo import PAPER_TABLE1
+    from components.lagnet.config import PAPER_TABLE1
 
     tag = split_tag(test_ratio)
     classes = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]

@@ -101,7 +101,7 @@ def make_lams(baseline_run: str, sets: dict, src: Path, device: str) -> dict:
     """LAMs of every image from ``baseline_run``'s best weights (the lam stage's way)."""
     import numpy as np
 
-    from components.lam import make_lams as write_lams
+    from components.lagnet.lam import make_lams as write_lams
     from components.yolo import YOLO
 
     params = protocol_params(sets)
@@ -132,7 +132,7 @@ def prepare(name: str, model: str, sets: dict, src: Path, lams_from: str | None
             ) -> tuple[dict, Path, Path, Path, bool]:
     """The run's params (protocol + ``sets``), dataset, work folder, data YAML (with the LAM
     folder for LAGNet) and whether the model reads a LAM."""
-    from components.lam_data import lam_data_yaml
+    from components.lagnet.data import lam_data_yaml
 
     params = protocol_params(sets)
     params["lam"]["baseline_run"] = lams_from
@@ -151,7 +151,7 @@ def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: st
         evaluate: bool = True) -> dict:
     from components.config import trainer_args
     from components.evaluate import evaluate_detector
-    from components.lam_data import LamValidator
+    from components.lagnet.data import LamValidator
     from components.train import train_detector
 
     params, ds, work, data_yaml, lam = prepare(name, model, sets, src, lams_from)
@@ -186,7 +186,7 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
     import shutil
 
     from components.evaluate import PREDICTIONS, evaluate_detector
-    from components.lam_data import LamValidator, served_lam_validator
+    from components.lagnet.data import LamValidator, served_lam_validator
 
     weights = best_weights(name)
     params, _, work, data_yaml, lam = prepare(name, model, sets, src, lams_from)
@@ -231,9 +231,9 @@ def served_check(name: str, lams_from: str, sets: dict, src: Path, conf: float =
     import torch
     from ultralytics.utils.nms import non_max_suppression
 
-    from components.export import letterbox_batch
-    from components.lagnet_export import box_agreement, export_pipeline, load_pipeline, pipeline_parity
-    from components.lam_data import file_lam_batch
+    from components.deploy.export import letterbox_batch
+    from components.lagnet.export import box_agreement, export_pipeline, load_pipeline, pipeline_parity
+    from components.lagnet.data import file_lam_batch
 
     params = protocol_params(sets)
     params["lam"]["baseline_run"] = lams_from
@@ -284,8 +284,8 @@ def lam_skew(lams_from: str, sets: dict, src: Path) -> dict:
     import torch
     from ultralytics.cfg import get_cfg
 
-    from components.lam import LamMap
-    from components.lam_data import PAD, VALID_MIN, build_lam_dataset, to_rgb_lam
+    from components.lagnet.lam import LamMap
+    from components.lagnet.data import PAD, VALID_MIN, build_lam_dataset, to_rgb_lam
     from components.yolo import YOLO
 
     params = protocol_params(sets)

@@ -49,7 +49,7 @@ def _fps(runs: dict[str, dict]) -> dict[str, dict]:
     import torch
 
     from components.evaluate import measure_latency
-    from components.lagnet_export import load_pipeline
+    from components.lagnet.export import load_pipeline
     from components.yolo import YOLO
 
     torch.set_num_threads(1)

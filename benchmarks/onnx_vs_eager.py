@@ -32,7 +32,7 @@ def _pytorch_model(promo: dict, params: dict) -> torch.nn.Module:
 
     models = Path(section(params, "paths.models"))
     if promo["model"] == "lagnet":
-        from components.lagnet_export import load_pipeline
+        from components.lagnet.export import load_pipeline
 
         lam = section(params, "lam")
         return load_pipeline(models / "baseline" / "weights" / "best.pt", models / "lagnet" / "weights" / "best.pt",
@@ -55,8 +55,8 @@ def main() -> None:
 
     from components.config import load_params, section
     from components.data.views import load_split
-    from components.export import letterbox_batch, ort_session
-    from components.lagnet_export import box_agreement
+    from components.deploy.export import letterbox_batch, ort_session
+    from components.lagnet.export import box_agreement
     from ultralytics.utils.nms import non_max_suppression
 
     params = load_params(a.params)

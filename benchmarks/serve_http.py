@@ -38,7 +38,7 @@ def tiny_model(folder: Path, imgsz: int) -> Path:
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
-    from components.export import export_onnx
+    from components.deploy.export import export_onnx
 
     model = DetectionModel("yolo11n.yaml", nc=len(NAMES), verbose=False)
     model.names = dict(NAMES)
@@ -72,7 +72,7 @@ def main() -> None:
     a = ap.parse_args()
     import cv2
 
-    from components.registry import CHAMPION, log_detector_model, register, set_alias
+    from components.deploy.registry import CHAMPION, log_detector_model, register, set_alias
 
     with tempfile.TemporaryDirectory(prefix="serve-http-") as tmp:
         tmp = Path(tmp)

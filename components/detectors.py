@@ -17,8 +17,8 @@ MODELS = ("baseline", "dasc", "lagnet")       # importing this module stays ligh
 def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
     """The model YAML to train: ultralytics' own for the baseline, generated ones (written into
     ``work``) for DASC-YOLO and LAGNet."""
-    from .models.dasc_yolo import DascToggles, write_dasc_yaml
-    from .models.lagnet_yolo import write_lagnet_yaml
+    from .dasc.config import DascToggles, write_dasc_yaml
+    from .lagnet.config import write_lagnet_yaml
     from .train import baseline_cfg
 
     if model == "baseline":
@@ -35,7 +35,7 @@ def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
 
 def lagnet_kwargs(g: dict) -> dict:
     """``write_lagnet_yaml`` keyword arguments from the params ``lagnet`` (+ ``lam``) section."""
-    from .models.lagnet_yolo import LagnetToggles
+    from .lagnet.config import LagnetToggles
 
     return dict(variant=g["variant"], width=g["width"], k=g["k"], n=g["n"],
                 toggles=LagnetToggles(g["lam"], g["scem"]))

@@ -21,30 +21,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import section
+from .config import ConfigError, section
 
 WEIGHTS = Path("weights") / "best.pt"
+_ROOTS = ("datasets", "splits", "models", "metrics", "plots", "reports", "exports", "lams", "work")
 
 
 @dataclass(frozen=True)
 class Layout:
-    datasets: Path
-    splits: Path
-    models: Path
-    metrics: Path
-    plots: Path
-    reports: Path
-    exports: Path
-    lams: Path
-    work: Path
-    data_name: str
+    """Built from a params dict (:meth:`from_params`); a ``paths`` key or ``data.name`` the params
+    lack is an error naming it when a path needs it (a partial params dict serves what it has)."""
+
+    paths: dict[str, Any]
+    name: str | None
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "Layout":
-        p = section(params, "paths")
-        return cls(**{k: Path(p[k]) for k in ("datasets", "splits", "models", "metrics", "plots", "reports",
-                                              "exports", "lams", "work")},
-                   data_name=str(section(params, "data.name")))
+        data = params.get("data")
+        return cls(dict(section(params, "paths")), data.get("name") if isinstance(data, dict) else None)
+
+    def _root(self, key: str) -> Path:
+        if key not in self.paths:
+            raise ConfigError(f"params.yaml has no key 'paths.{key}'")
+        return Path(self.paths[key])
+
+    def __getattr__(self, key: str) -> Path:          # lay.datasets, lay.models, ... (params paths.*)
+        if key in _ROOTS:
+            return self._root(key)
+        raise AttributeError(key)
+
+    @property
+    def data_name(self) -> str:
+        if self.name is None:
+            raise ConfigError("params.yaml has no key 'data.name'")
+        return str(self.name)
 
     @property
     def dataset(self) -> Path:

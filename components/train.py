@@ -4,8 +4,8 @@ offline.
 
 The baseline is plain YOLO11 at the scale from params (``yolo11{n,s,m,l,x}.yaml`` ships inside
 ultralytics, so nothing is downloaded); DASC-YOLO is YOLO11 with its modules inserted
-(``components/models/dasc_yolo.py``, written as ``dasc-yolo11<scale>.yaml``); LAGNet is
-``components/models/lagnet_yolo.py``'s YAML, trained on RGB + LAM (``components/lam_data.py``).
+(``components/dasc/config.py``, written as ``dasc-yolo11<scale>.yaml``); LAGNet is
+``components/lagnet/config.py``'s YAML, trained on RGB + LAM (``components/lagnet/data.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
-from .lam_data import LamTrainerMixin
+from .lagnet.data import LamTrainerMixin
 from .models.detect import DefectDetectionModel
 from .models.iou import IOU_LOSSES
 from .yolo import YOLO

@@ -19,8 +19,8 @@ from prefect import flow, get_run_logger
 from components.config import section
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
-from components.models.dasc_yolo import PAPER_TABLE3, TABLE3, write_dasc_yaml
-from components.models.lagnet_yolo import VARIANTS, ablation_rows, write_lagnet_yaml
+from components.dasc.config import PAPER_TABLE3, TABLE3, write_dasc_yaml
+from components.lagnet.config import VARIANTS, ablation_rows, write_lagnet_yaml
 from components.report import write_table
 
 from .common import (dataset_dir, dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params,

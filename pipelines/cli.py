@@ -152,7 +152,7 @@ def _predict(a: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from components.predict import Detector, ModelError, expand, predict, resolve_model
+    from components.deploy.predict import Detector, ModelError, expand, predict, resolve_model
     from components.tracking import tracking_uri
 
     params = load_params(a.params)

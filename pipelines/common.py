@@ -162,7 +162,7 @@ def model_data_yaml(model: str, params: dict, data_yaml: Path) -> Path:
     """The data YAML ``model`` trains / validates on: plus the LAM folder for LAGNet."""
     if not uses_lam(model, params):
         return data_yaml
-    from components.lam_data import lam_data_yaml
+    from components.lagnet.data import lam_data_yaml
 
     lams = lam_dir(params)
     if not (lams / "lam_info.json").is_file():

@@ -30,7 +30,7 @@ from prefect import flow, get_run_logger, task
 from components.config import section
 from components.data.canonical import load_manifest
 from components.data.views import SPLITS, load_split, write_yolo_data_yaml
-from components.lam import lam_grid, lam_image, make_lams, oof_folds
+from components.lagnet.lam import lam_grid, lam_image, make_lams, oof_folds
 from components.train import baseline_cfg, train_detector
 from components.yolo import YOLO
 

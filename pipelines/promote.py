@@ -36,7 +36,7 @@ from components.bootstrap import ImageStats, paired_bootstrap
 from components.config import git_commit, params_hash, section
 from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import display_name
-from components.registry import (CHAMPION, GATES, alias_version, client, decide, download_onnx, log_detector_model,
+from components.deploy.registry import (CHAMPION, GATES, alias_version, client, decide, download_onnx, log_detector_model,
                                  register, registry_lock, set_alias, version_description)
 from components.tracking import tracking_uri
 

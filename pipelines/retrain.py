@@ -39,7 +39,7 @@ from prefect import flow, get_run_logger, task
 from components.config import section
 from components.data.importers import ImportError_
 from components.data.increments import BATCH_FILE, batch_id, file_sha256, inbox_files, increment_dirs, ingest
-from components.registry import CHAMPION, champion_version, client, latest_version
+from components.deploy.registry import CHAMPION, champion_version, client, latest_version
 from components.tracking import tracking_uri
 
 from .common import (COMPUTE, dataset_dir, dataset_hash, layout, log_outputs, pipeline_env, read_params, split_file,

@@ -16,7 +16,7 @@ from components.data.canonical import load_manifest
 from components.data.views import load_split
 from components.detectors import uses_lam
 from components.evaluate import evaluate_detector
-from components.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
+from components.deploy.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
 from components.train import train_detector
 
 from .common import COMPUTE, dataset_dir, dataset_hash, layout, log_outputs, split_file, stage_run
@@ -47,7 +47,7 @@ def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: 
     computed in the graph from the RGB image, as the served one-graph model does."""
     validator = None
     if lam:
-        from components.lam_data import served_lam_validator
+        from components.lagnet.data import served_lam_validator
 
         validator = served_lam_validator(lam["baseline"], lam["alpha"], lam["beta"], lam["normalize"],
                                          lam["quantile"])
@@ -89,8 +89,8 @@ def parity_task(weights: str, onnx_path: str, images: list[str], imgsz: int) -> 
 @task(name="export-lagnet-pipeline", **COMPUTE)
 def lagnet_export_task(baseline: str, weights: str, out: str, imgsz: int, cfg: dict, lam: dict,
                        images: list[str]) -> dict:
-    from components.export import boxes_parity
-    from components.lagnet_export import export_pipeline, export_pipeline_nms, load_pipeline, pipeline_parity
+    from components.deploy.export import boxes_parity
+    from components.lagnet.export import export_pipeline, export_pipeline_nms, load_pipeline, pipeline_parity
 
     pipe = load_pipeline(baseline, weights, lam["alpha"], lam["beta"], lam["normalize"], lam["quantile"])
     path = export_pipeline(pipe, out, imgsz, cfg["opset"])

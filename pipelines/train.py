@@ -25,7 +25,7 @@ def warm_start(model: str, params: dict, cfg: str, nc: int, ch: int, dst: Path) 
     problem means a cold start, logged, never a failed training."""
     if not section(params, "retrain.warm_start"):
         return None, "retrain.warm_start is off"
-    from components.registry import champion_weights
+    from components.deploy.registry import champion_weights
     from components.tracking import tracking_uri
     from components.train import same_architecture
 

@@ -79,7 +79,7 @@ def tiny_detector(folder: Path, name: str = "detector.onnx", nms: bool = False, 
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
-    from components.export import export_onnx
+    from components.deploy.export import export_onnx
 
     model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
     model.names = {0: "scratch", 1: "hole"}

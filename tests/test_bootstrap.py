@@ -17,8 +17,8 @@ from ultralytics.utils.metrics import ap_per_class
 
 from components.bootstrap import ImageStats, map50, paired_bootstrap
 from components.evaluate import KeepStatsMixin, keep_stats
-from components.lam_data import LamValidator
-from components.registry import CHALLENGER, CHAMPION, decide
+from components.lagnet.data import LamValidator
+from components.deploy.registry import CHALLENGER, CHAMPION, decide
 
 Pred = tuple[int, float, bool]          # class, confidence, correct at IoU 0.5
 

@@ -130,7 +130,7 @@ def test_zero_gated_dasc_yolo_starts_as_the_yolo11_it_extends():
     """dasc.gate=zero: with YOLO11n's weights copied into the shared layers, DASC-YOLO-n's output
     equals YOLO11n's exactly (every inserted block is the identity at init); without the gate the
     paper's blocks change it."""
-    from components.models.dasc_yolo import DascToggles, dasc_yolo_cfg
+    from components.dasc.config import DascToggles, dasc_yolo_cfg
     from components.models.detect import DefectDetectionModel
 
     inserted = (ResCBAM, CBAM, SCConv, CSA, ProtoNet)
@@ -174,11 +174,11 @@ def test_a_dasc_yaml_builds_in_a_fresh_interpreter_without_importing_the_block_m
     import subprocess
     import sys
 
-    from components.models.dasc_yolo import DascToggles, write_dasc_yaml
+    from components.dasc.config import DascToggles, write_dasc_yaml
 
     cfg = write_dasc_yaml(tmp_path, "n", 6, DascToggles())
     code = ("import sys; from components.models.detect import DefectDetectionModel; "
-            "assert 'components.models.dasc_yolo' not in sys.modules; "
+            "assert 'components.dasc.config' not in sys.modules; "
             f"m = DefectDetectionModel(r'{cfg}', nc=6, verbose=False); "
             "print(sorted({type(x).__name__ for x in m.model} & {'ResCBAM', 'SCConv', 'CSA', 'ProtoNet'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -136,7 +136,7 @@ def test_rgb_only_backbone_projects_each_level():
 
 def _model(variant="small", width=32, k=5, n=2, toggles=None, tmp=None):
     from components.models.detect import DefectDetectionModel
-    from components.models.lagnet_yolo import LagnetToggles, write_lagnet_yaml
+    from components.lagnet.config import LagnetToggles, write_lagnet_yaml
 
     cfg = write_lagnet_yaml(tmp, variant, width, k, n, 6, toggles or LagnetToggles())
     return DefectDetectionModel(str(cfg), nc=6, verbose=False)
@@ -153,7 +153,7 @@ def test_lagnet_model_takes_rgb_plus_lam_and_has_three_strides(tmp_path):
 
 
 def test_table4_toggles_change_inputs_and_parameters(tmp_path):
-    from components.models.lagnet_yolo import TABLE4
+    from components.lagnet.config import TABLE4
 
     sizes = {}
     for row, t in TABLE4.items():
@@ -206,7 +206,7 @@ def test_model_neck_is_c3_pan_and_head_takes_per_level_channels(tmp_path):
 
 def test_neck_depth_reaches_the_c3_blocks(tmp_path):
     from components.models.detect import DefectDetectionModel
-    from components.models.lagnet_yolo import write_lagnet_yaml
+    from components.lagnet.config import write_lagnet_yaml
 
     cfg = write_lagnet_yaml(tmp_path, "small", 16, 5, 2, 6, depth=3)
     m = DefectDetectionModel(str(cfg), nc=6, verbose=False)
@@ -218,7 +218,7 @@ def test_neck_depth_reaches_the_c3_blocks(tmp_path):
 
 @pytest.mark.parametrize("variant", ["large", "small"])
 def test_paper_widths_give_the_paper_parameter_counts(variant, tmp_path):
-    from components.models.lagnet_yolo import PAPER_PARAMS_M, PAPER_WIDTH
+    from components.lagnet.config import PAPER_PARAMS_M, PAPER_WIDTH
 
     m = _model(variant, PAPER_WIDTH[variant], tmp=tmp_path)
     params = sum(p.numel() for p in m.parameters())
@@ -234,7 +234,7 @@ def test_paper_profile_uses_the_large_paper_width():
 
     import yaml
 
-    from components.models.lagnet_yolo import PAPER_WIDTH
+    from components.lagnet.config import PAPER_WIDTH
 
     prof = yaml.safe_load((Path(__file__).parents[1] / "profiles" / "paper-gpu-lagnet.yaml").read_text())
     assert prof["lagnet.variant"] == "large" and prof["lagnet.width"] == PAPER_WIDTH["large"]
@@ -242,7 +242,7 @@ def test_paper_profile_uses_the_large_paper_width():
 
 @pytest.mark.parametrize("scem", [False, True])
 def test_rgb_only_config_builds_and_runs(scem, tmp_path):
-    from components.models.lagnet_yolo import LagnetToggles
+    from components.lagnet.config import LagnetToggles
 
     m = _model(width=16, toggles=LagnetToggles(lam=False, scem=scem), tmp=tmp_path).eval()
     assert m.yaml["channels"] == 3 and isinstance(m.model[1], LagPAN)
@@ -252,11 +252,11 @@ def test_rgb_only_config_builds_and_runs(scem, tmp_path):
 
 
 def test_pipeline_export_with_the_c3_neck(tmp_path):
-    # baseline -> LAM -> LAGNet as one ONNX graph (components/lagnet_export.py) on tiny random models
+    # baseline -> LAM -> LAGNet as one ONNX graph (components/lagnet/export.py) on tiny random models
     import numpy as np
     from ultralytics.nn.tasks import DetectionModel
 
-    from components.lagnet_export import LagnetPipeline, export_pipeline, pipeline_parity
+    from components.lagnet.export import LagnetPipeline, export_pipeline, pipeline_parity
 
     torch.manual_seed(0)
     base = DetectionModel("yolo11n.yaml", nc=6, verbose=False).fuse().eval()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from components.lam import JET_BGR, fuse_levels, lam_image, level_confidence, unletterbox
+from components.lagnet.lam import JET_BGR, fuse_levels, lam_image, level_confidence, unletterbox
 
 
 def _pred(nc=2, hot=0.9):
@@ -84,7 +84,7 @@ class _LevelZeroBrightness(torch.nn.Module):
 
 
 def test_make_lams_puts_a_box_shaped_response_on_the_box(tmp_path):
-    from components.lam import make_lams
+    from components.lagnet.lam import make_lams
 
     # 200 x 100 image letterboxed to 160: scale 0.8 -> 160 x 80 content, 40 px padding on top;
     # the box (40..120, 30..80) lands on 32..96 x 64..104: whole 8-px cells of level 0. The map is
@@ -112,7 +112,7 @@ def test_make_lams_puts_a_box_shaped_response_on_the_box(tmp_path):
 
 
 def test_in_graph_lam_matches_the_hand_computed_blend():
-    from components.lam import LamMap
+    from components.lagnet.lam import LamMap
 
     x = torch.zeros(1, 3, 32, 32)
     x[0, :, 8:24, 8:24] = 0.6                               # 2 x 2 level-0 cells, brightness 0.6
@@ -125,7 +125,7 @@ def test_in_graph_lam_matches_the_hand_computed_blend():
 
 
 def test_out_of_fold_folds_partition_the_training_images():
-    from components.lam import oof_folds
+    from components.lagnet.lam import oof_folds
 
     names = [f"img{i:03d}" for i in range(10)]
     folds = oof_folds(names, 3, seed=0)
@@ -136,7 +136,7 @@ def test_out_of_fold_folds_partition_the_training_images():
 
 
 def test_opencv_unletterbox_equals_the_torch_one():
-    from components.lam import unletterbox_np
+    from components.lagnet.lam import unletterbox_np
 
     conf = torch.rand(1, 160, 160)
     a = unletterbox(conf, (100, 200), 0.8, (0.0, 40.0))[0].numpy()
@@ -146,7 +146,7 @@ def test_opencv_unletterbox_equals_the_torch_one():
 
 
 def test_normalize_confidence_against_hand_computed_values():
-    from components.lam import normalize_confidence
+    from components.lagnet.lam import normalize_confidence
 
     conf = torch.tensor([[[0.0, 0.1], [0.2, 0.4]], [[0.0, 0.0], [0.0, 0.0]]])
     assert normalize_confidence(conf, "none") is conf
@@ -166,8 +166,8 @@ def test_lam_file_equals_the_in_graph_lam(tmp_path, normalize):
     """The LAM the training / validation path makes from the confidence-map file and the LAM the
     served graph computes are the same map on the image, also when the image is resized (80 x 64
     letterboxed to 64): the file is stored at the loader's scale and holds the very JET index."""
-    from components.lam import LamMap, make_lams
-    from components.lam_data import file_lam_batch
+    from components.lagnet.lam import LamMap, make_lams
+    from components.lagnet.data import file_lam_batch
 
     rng = np.random.default_rng(0)
     for shape in ((64, 64), (64, 80)):
@@ -195,8 +195,8 @@ def test_lam_file_equals_the_in_graph_lam(tmp_path, normalize):
 def test_served_validator_feeds_lagnet_what_the_pipeline_feeds_it():
     from types import SimpleNamespace
 
-    from components.lam import LamMap
-    from components.lam_data import ServedLamValidator
+    from components.lagnet.lam import LamMap
+    from components.lagnet.data import ServedLamValidator
 
     cls = type("V", (ServedLamValidator,), {"lam_map": LamMap(_LevelZeroBrightness(), normalize="image_max")})
     v = object.__new__(cls)

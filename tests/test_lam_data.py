@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from components.lam_data import LamDataset, RgbOnlyHSV, lam_data_yaml
+from components.lagnet.data import LamDataset, RgbOnlyHSV, lam_data_yaml
 
 
 def _write(tmp_path, n=4, size=128):
@@ -89,8 +89,8 @@ def test_validation_letterbox_keeps_alignment_and_marks_the_bars(tmp_path):
 
 
 def test_to_rgb_lam_codes_and_blends_as_the_served_graph_and_zeroes_padding():
-    from components.lam import JET_BGR
-    from components.lam_data import to_rgb_lam
+    from components.lagnet.lam import JET_BGR
+    from components.lagnet.data import to_rgb_lam
 
     x = torch.zeros(1, 5, 2, 2)
     x[0, :3] = 0.4                                             # grey RGB

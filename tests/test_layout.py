@@ -50,3 +50,12 @@ def test_layout_of_the_shipped_params_matches_dvc_yaml():
 def test_layout_without_paths_says_which_key():
     with pytest.raises(ConfigError, match="paths"):
         Layout.from_params({"data": {"name": "x"}})
+
+
+def test_a_partial_params_dict_serves_what_it_has_and_names_what_it_lacks():
+    lay = Layout.from_params({"paths": {"datasets": "d"}, "data": {"name": "neu"}})
+    assert lay.dataset == Path("d/neu")
+    with pytest.raises(ConfigError, match="'paths.models'"):
+        lay.weights("dasc")
+    with pytest.raises(ConfigError, match="'data.name'"):
+        Layout.from_params({"paths": {"datasets": "d"}}).dataset

@@ -262,7 +262,7 @@ def test_per_class_plot_draws_one_bar_per_class_at_its_ap():
 
 def test_registered_version_description_says_detector_data_metrics_and_gain(tracking, tmp_path):
     from components.detectors import display_name
-    from components.registry import log_detector_model, register, version_description
+    from components.deploy.registry import log_detector_model, register, version_description
 
     path = tiny_onnx(tmp_path / "m.onnx")
     params = {"dasc": {"scale": "n"}, "baseline": {"scale": "n"}, "lagnet": {"variant": "small", "lam": True}}

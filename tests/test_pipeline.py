@@ -432,8 +432,8 @@ def test_first_promotion_registers_an_onnx_champion(project):
     info = mlflow.models.get_model_info(f"models:/defect-detector/{promoted['version']}")
     # what `mlflow models serve` serves (encoded image in) with the end-to-end ONNX graph inside
     assert "python_function" in info.flavors and info.signature.inputs.input_names() == ["image"]
-    from components.registry import ONNX_FILE, download_onnx
-    from components.serving import has_nms, read_meta
+    from components.deploy.registry import ONNX_FILE, download_onnx
+    from components.deploy.serving import has_nms, read_meta
 
     assert info.metadata["onnx"] == ONNX_FILE
     graph = download_onnx(f"sqlite:///{root}/mlflow.db", f"models:/defect-detector/{promoted['version']}",

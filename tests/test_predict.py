@@ -26,7 +26,7 @@ def tiny_onnx(tmp_path_factory) -> Path:
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
-    from components.export import export_onnx
+    from components.deploy.export import export_onnx
 
     d = tmp_path_factory.mktemp("model")
     model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)

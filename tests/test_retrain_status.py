@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from components.registry import champion_version, latest_version
+from components.deploy.registry import champion_version, latest_version
 from pipelines.retrain import promotion_of, registry_state, retrain_status
 
 NAME = "defect-detector"

@@ -193,7 +193,7 @@ def register_champion(url: str, detector: Path, mp: pytest.MonkeyPatch) -> tuple
     it, a new registered version, ``champion`` on it. Returns (version, the run's artifact URI)."""
     from mlflow.tracking import MlflowClient
 
-    from components.registry import CHAMPION, alias_version, log_detector_model, register, set_alias
+    from components.deploy.registry import CHAMPION, alias_version, log_detector_model, register, set_alias
     from components.tracking import start_stage_run
 
     tracking = isolate_mlflow(mp, url)

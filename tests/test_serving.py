@@ -30,7 +30,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("detector")
     raw = tiny_detector(d, "raw.onnx")
     nms = d / "nms.onnx"
-    from components.export import export_onnx
+    from components.deploy.export import export_onnx
 
     export_onnx(d / "w.pt", nms, 64, 17, False, nms=True)           # the same weights, end to end
     return {"raw": raw, "nms": nms, "weights": d / "w.pt"}
@@ -39,8 +39,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
 def test_end_to_end_graph_has_boxes_metadata_and_matches_pytorch(models, tmp_path):
     import onnxruntime as ort
 
-    from components.export import letterbox_batch, nms_parity
-    from components.serving import LETTERBOX, read_meta
+    from components.deploy.export import letterbox_batch, nms_parity
+    from components.deploy.serving import LETTERBOX, read_meta
 
     meta = read_meta(models["nms"])
     assert meta["names"] == {0: "scratch", 1: "hole"} and meta["imgsz"] == [64, 64] and meta["stride"] == 32
@@ -62,7 +62,7 @@ def test_end_to_end_graph_has_boxes_metadata_and_matches_pytorch(models, tmp_pat
 def test_predict_on_the_end_to_end_graph_matches_the_raw_graph(models, tmp_path):
     """Boxes straight from the graph, mapped back with the metadata's letterbox rule, are the boxes
     of ultralytics' path (letterbox, raw graph, NMS, scale back) in the image's pixels."""
-    from components.predict import Detector, predict
+    from components.deploy.predict import Detector, predict
 
     img = tmp_path / "imgs" / "part.jpg"
     make_image(img, seed=7, size=(96, 80))
@@ -88,7 +88,7 @@ def _post(url: str, body: dict) -> dict:
 def test_mlflow_models_serve_answers_an_encoded_image_with_boxes(models, tmp_path, monkeypatch):
     """The registered wrapper, served from the registry by ``mlflow models serve --env-manager
     local`` (offline), answers a base64 JPEG / PNG with boxes in the image's pixels and class names."""
-    from components.registry import CHAMPION, ONNX_FILE, download_onnx, log_detector_model, register, set_alias
+    from components.deploy.registry import CHAMPION, ONNX_FILE, download_onnx, log_detector_model, register, set_alias
     from components.tracking import start_stage_run
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -149,9 +149,9 @@ def test_lagnet_end_to_end_graph_matches_the_pipeline(tmp_path):
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
-    from components.export import boxes_parity
-    from components.lagnet_export import LagnetPipeline, export_pipeline_nms
-    from components.serving import read_meta
+    from components.deploy.export import boxes_parity
+    from components.lagnet.export import LagnetPipeline, export_pipeline_nms
+    from components.deploy.serving import read_meta
     from test_lagnet_modules import _model
 
     torch.manual_seed(0)
@@ -174,7 +174,7 @@ def test_lagnet_end_to_end_graph_matches_the_pipeline(tmp_path):
 
     from ultralytics.engine.exporter import NMSModel
 
-    from components.lagnet_export import _XyxyPipeline, box_agreement
+    from components.lagnet.export import _XyxyPipeline, box_agreement
 
     args = SimpleNamespace(format="onnx", dynamic=False, batch=1, conf=0.001, iou=0.7, max_det=300,
                            agnostic_nms=False, opset=17, quantize=None)

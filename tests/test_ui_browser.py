@@ -47,7 +47,7 @@ def build_store(uri: str, tmp: Path, mp: pytest.MonkeyPatch) -> dict:
     pipeline-run id, the dataset as a dataset input), then `promote` registering each as an ONNX
     version of ``defect-detector`` with its description, DASC-YOLO last, as ``champion``."""
     from components.config import PIPELINE_RUN_ENV
-    from components.registry import CHAMPION, log_detector_model, register, set_alias, version_description
+    from components.deploy.registry import CHAMPION, log_detector_model, register, set_alias, version_description
     from components.tracking import start_stage_run
 
     tracking = isolate_mlflow(mp, uri)

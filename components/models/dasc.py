@@ -1,7 +1,7 @@
 """DASC-YOLO blocks (``../shared/papers/dasc-yolo.md``), one block per class.
 
 Every block keeps its input shape (``c`` channels in, ``c`` out) so it can be inserted anywhere
-in a YOLO11 graph; ``components/models/dasc_yolo.py`` places them.
+in a YOLO11 graph; ``components/dasc/config.py`` places them.
 """
 
 from __future__ import annotations

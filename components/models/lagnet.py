@@ -5,7 +5,7 @@ fusion at C3/C4/C5, the PAN neck of eqs (4)-(5) as YOLOv5's (ultralytics' ``C3``
 P4 / P5 = ``width`` / 2 ``width`` / 4 ``width`` channels, ``depth`` C3 repeats) and SCEM after
 P3/P4/P5. The spatial and channel attentions are CBAM's (``components/models/dasc.py``), as
 LAGNet names no other.
-``components/models/lagnet_yolo.py`` wires them into an ultralytics detection model (YAML),
+``components/lagnet/config.py`` wires them into an ultralytics detection model (YAML),
 ``MobileNetV3Features`` is the single-branch (RGB only, "w/o LAM") backbone of Table 4.
 """
 

@@ -78,7 +78,7 @@ SERVING_MODULE = "defectops_serving"
 
 
 def _serving_requirements() -> list[str]:
-    """What ``components/serving.py`` imports, pinned to the installed versions."""
+    """What ``components/deploy/serving.py`` imports, pinned to the installed versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
@@ -100,12 +100,12 @@ def log_detector_model(uri: str, run_id: str, onnx_path: str | Path, conf: float
                        example_image: str | Path | None = None) -> str:
     """Log the end-to-end ONNX graph (``export_onnx(nms=True)``) in run ``run_id`` as the MLflow
     model ``model`` that a version of ``promote.registered_model`` is: a pyfunc that
-    ``mlflow models serve`` answers encoded images with (``components.serving.ServingModel``: base64
+    ``mlflow models serve`` answers encoded images with (``components.deploy.serving.ServingModel``: base64
     image in an ``image`` column -> boxes in image pixels with class names; param ``conf``, default
     ``conf``), holding the ONNX file itself as ``artifacts/model.onnx`` (:data:`ONNX_FILE`, named in
     the model's metadata with its tensor interface) for any ONNX runtime: ``defectops predict
     --model models:/...`` and the champion's re-scoring download and run that file.
-    ``components/serving.py`` is the model's code as the top-level module ``defectops_serving`` (the
+    ``components/deploy/serving.py`` is the model's code as the top-level module ``defectops_serving`` (the
     pickled wrapper refers to that, so the served model does not import the project).
     Returns the model URI."""
     import base64

@@ -8,7 +8,7 @@ size and the maximum over levels is taken; the letterbox padding is cut away, so
 up with the pixels of the image as the network sees it (resized by the letterbox ratio).
 
 The steps are plain tensor code, so ``LamMap`` (baseline -> LAM) runs inside the one ONNX graph
-of ``LagnetPipeline`` (baseline -> LAM -> LAGNet, ``components/lagnet_export.py``); the JET
+of ``LagnetPipeline`` (baseline -> LAM -> LAGNet, ``components/lagnet/export.py``); the JET
 colours are OpenCV's own table, held as a buffer.
 
 For training, ``make_lams`` writes each image's (normalised) *confidence map* as an 8-bit grey
@@ -17,7 +17,7 @@ PNG at the loader's scale (the letterbox content: a 200 px NEU-DET image at imgs
 resizes the image to exactly that size (long side = imgsz, bilinear, as the letterbox does), so
 the map meets it without a resample, and on the served framing the file path's LAM is the served
 LAM bit for bit (the stored byte is the JET index). The training data path
-(``components/lam_data.py``) moves the map through the same augmentation and letterbox as the
+(``components/lagnet/data.py``) moves the map through the same augmentation and letterbox as the
 image and only then codes and blends it (``lam_blend``, the function the served graph uses), at
 the network's input resolution. Colour-coding before a resize (the earlier design) resampled JET
 colours into colours the served LAM never has, a train/serve skew. ``lam_grid`` is the sample

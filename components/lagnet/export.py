@@ -2,7 +2,7 @@
 
 LAGNet needs a LAM made by another detector; serving two models and the glue between them is
 what the paper leaves as future work. ``LagnetPipeline`` holds both networks and the LAM step
-(``components.lam.LamMap``: confidence maps, level fusion, JET lookup table as a buffer,
+(``components.lagnet.lam.LamMap``: confidence maps, level fusion, JET lookup table as a buffer,
 eq. 1 blend) in one ``nn.Module``, exported to one ONNX graph whose input is the letterboxed RGB
 batch in [0, 1] and whose output is the usual ``(B, 4 + nc, anchors)`` detection tensor (same
 NMS as every other detector). The image size is fixed at export (the LAM's level split depends
@@ -10,7 +10,7 @@ on it); the batch is dynamic.
 
 The LAM inside the graph is blended at the network's input resolution, the training LAMs were
 blended at the image's own resolution and then letterboxed: the two differ by interpolation
-order only. ``evaluate lagnet`` scores the served path (``lam_data.ServedLamValidator`` computes
+order only. ``evaluate lagnet`` scores the served path (``lagnet.data.ServedLamValidator`` computes
 the LAM of every validation batch with this same ``LamMap``), so its figures are the exported
 model's; ``benchmarks/neu_cpu.py --served-check`` measures files vs served boxes on NEU-DET.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .export import box_agreement  # noqa: F401  (used below; benchmarks import it from here too)
+from ..deploy.export import box_agreement  # noqa: F401  (used below; benchmarks import it from here too)
 from .lam import LamMap, head_output
 
 
@@ -47,7 +47,7 @@ class LagnetPipeline(nn.Module):
 def load_pipeline(baseline_weights: str | Path, lagnet_weights: str | Path, alpha: float = 0.5,
                   beta: float = 0.5, normalize: str = "none", quantile: float = 0.99) -> LagnetPipeline:
     """Both checkpoints, fused (Conv+BN) and in eval mode, as one module."""
-    from .yolo import YOLO
+    from ..yolo import YOLO
 
     base = YOLO(str(baseline_weights)).model.float().fuse().eval()
     lag = YOLO(str(lagnet_weights)).model.float().fuse().eval()
@@ -104,7 +104,7 @@ def export_pipeline_nms(pipe: LagnetPipeline, out: str | Path, imgsz: int, opset
 
     from ultralytics.engine.exporter import NMSModel
 
-    from .export import add_metadata, nms_metadata
+    from ..deploy.export import add_metadata, nms_metadata
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def pipeline_parity(pipe: LagnetPipeline, onnx_path: str | Path, x: np.ndarray, 
     the same NMS: equal count per image and the IoU of matched boxes."""
     from ultralytics.utils.nms import non_max_suppression
 
-    from .export import ort_session
+    from ..deploy.export import ort_session
 
     with torch.inference_mode():
         ref = pipe(torch.from_numpy(x)).numpy()

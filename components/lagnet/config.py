@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from .lagnet import SCEM, DualMobileNetV3, LagPAN, MobileNetV3Features, pan_widths
+from ..models.lagnet import SCEM, DualMobileNetV3, LagPAN, MobileNetV3Features, pan_widths
 
 
 VARIANTS = {"large": "LAGNet", "small": "LAGNet-s"}

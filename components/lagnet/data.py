@@ -1,7 +1,7 @@
 """RGB + LAM data path for LAGNet through ultralytics' dataset / trainer / validator seams.
 
 Each image is read with its baseline confidence map (``<lam dir>/<image stem>.png``, 8-bit grey,
-made by ``components/lam.py``) and a constant *valid* channel (255), stacked into one 5-channel
+made by ``components/lagnet/lam.py``) and a constant *valid* channel (255), stacked into one 5-channel
 array (BGR, confidence, valid) *before* any augmentation, so mosaic, mixup, flips, the random
 affine and the letterbox move image, map and boxes together (ultralytics' augmentations are
 channel-agnostic; its ``Format`` only swaps BGR->RGB for 3-channel arrays, ``LamFormat`` does it
@@ -9,7 +9,7 @@ for the colour part). Colour augmentation (HSV) touches the colour part only.
 
 The LAM itself is made on the batch, after augmentation, by ``to_rgb_lam`` in the trainer's and
 validator's ``preprocess``: confidence -> ``JET(round(255 c))`` -> blended with the (augmented)
-RGB by ``components.lam.lam_blend``, the same function, order and resolution as the served
+RGB by ``components.lagnet.lam.lam_blend``, the same function, order and resolution as the served
 one-graph model. Padding that augmentation or the letterbox adds is 114 in every channel; the
 valid channel tells it apart (< 184.5) and the confidence there is set to 0. The maps are stored
 at the loader's scale, so an un-augmented image meets its map without a resample; validation
@@ -87,7 +87,7 @@ def _swap_hsv(t) -> None:
 def to_rgb_lam(img, alpha: float = 0.5, beta: float = 0.5):
     """A ``(B, 5, H, W)`` batch in [0, 1] (RGB, confidence, valid) -> ``(B, 6, H, W)`` RGB + LAM, the
     model's input: the confidence of padded pixels (valid channel <= ``VALID_MIN``) is 0, then
-    ``components.lam.lam_blend`` codes and blends it with the RGB, as the served graph does."""
+    ``components.lagnet.lam.lam_blend`` codes and blends it with the RGB, as the served graph does."""
     import torch
 
     if img.ndim != 4 or img.shape[1] != 5:
@@ -220,12 +220,12 @@ class LamValidator(DetectionValidator):
 
 class ServedLamValidator(LamValidator):
     """``LamValidator`` that scores what is served: the LAM channels of every batch are replaced by
-    the LAM the one-graph model computes (``components.lam.LamMap``: the baseline on the same
+    the LAM the one-graph model computes (``components.lagnet.lam.LamMap``: the baseline on the same
     letterboxed RGB batch, at the network's input resolution, normalised and JET-coded as
     configured), so ``evaluate lagnet`` measures the exported pipeline, not the LAM files. Use
     ``served_lam_validator`` to bind the baseline."""
 
-    lam_map = None                                  # a components.lam.LamMap, bound by the factory
+    lam_map = None                                  # a components.lagnet.lam.LamMap, bound by the factory
 
     def preprocess(self, batch):
         import torch
@@ -244,7 +244,7 @@ def served_lam_validator(baseline_weights: str | Path, alpha: float = 0.5, beta:
                          normalize: str = "none", quantile: float = 0.99) -> type[ServedLamValidator]:
     """A ``ServedLamValidator`` class whose LAMs come from ``baseline_weights`` (fused, eval)."""
     from .lam import LamMap
-    from .yolo import YOLO
+    from ..yolo import YOLO
 
     base = YOLO(str(baseline_weights)).model.float().fuse().eval()
     lam_map = LamMap(base, alpha, beta, normalize, quantile).eval()

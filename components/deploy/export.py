@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .yolo import YOLO
+from ..yolo import YOLO
 
 
 def ort_providers() -> list[str]:

@@ -2,7 +2,7 @@
 ``models:/defect-detector@champion``) over images with ONNX Runtime.
 
 An end-to-end graph (``export_onnx(nms=True)``, what the promotion registers: boxes after NMS
-come out of the graph) runs on ONNX Runtime directly (``components.serving.BoxModel``): letterbox
+come out of the graph) runs on ONNX Runtime directly (``components.deploy.serving.BoxModel``): letterbox
 by the rule in its metadata, boxes mapped back to image pixels, class names from its metadata;
 the IoU of its NMS is the one baked into the graph. A raw graph (``(B, 4 + nc, anchors)``, older
 versions) goes through ultralytics' ONNX backend (letterbox, inference, NMS). The execution
@@ -199,7 +199,7 @@ class Detector:
     ultralytics' predictor (:class:`ModelError` if it cannot be)."""
 
     def __init__(self, onnx_path: Path, imgsz: int | None = None):
-        from .yolo import YOLO
+        from ..yolo import YOLO
 
         self.path = Path(onnx_path)
         self.boxes = None
