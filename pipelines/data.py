@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 from components.config import section
 from components.data.canonical import load_manifest
 from components.data.importers import import_dataset
-from components.data.increments import merge
+from components.data.inbox import merge
 from components.data.split import add_increments, make_split
 from components.data.synth import SynthConfig, write_synth_dataset
 

@@ -38,14 +38,14 @@ from prefect import flow, get_run_logger, task
 
 from components.config import section
 from components.data.importers import ImportError_
-from components.data.increments import BATCH_FILE, batch_id, file_sha256, inbox_files, increment_dirs, ingest
+from components.data.inbox import (ARCHIVED, archive_batch, batch_files, batch_id, inbox_files, increment_dirs,
+                                   ingest)
 from components.deploy.registry import CHAMPION, champion_version, client, latest_version
 from components.tracking import tracking_uri
 
 from .common import (COMPUTE, dataset_dir, dataset_hash, layout, log_outputs, pipeline_env, read_params, split_file,
                      stage_run)
 
-ARCHIVED = "ARCHIVED"          # marker in archive/<batch>/ once every inbox file of the batch is there
 
 
 def _env() -> dict:
@@ -77,10 +77,6 @@ def git_commit(paths: list[str], message: str) -> str | None:
     return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def _batch_files(d: Path) -> dict[str, str]:
-    return json.loads((d / BATCH_FILE).read_text())["files"]
-
-
 @task(name="ingest-batch", **COMPUTE)
 def ingest_task(inbox: str, files: dict[str, str], batch: str, staging: str, existing: str, fmt: str,
                 clip_px: float, test: list[str] | None = None, follow_symlinks: str = "never") -> dict:
@@ -91,34 +87,8 @@ def ingest_task(inbox: str, files: dict[str, str], batch: str, staging: str, exi
 
 
 @task(name="archive-batch", **COMPUTE)
-def archive_batch(inbox: str, archive: str, batch: str, files: dict[str, str], report: str | None) -> int:
-    """Move the batch's inbox files to ``archive/<batch>/`` (copy, verify, then delete), with the
-    quarantine report; idempotent. Returns the number of files moved by this call."""
-    inbox, dest = Path(inbox), Path(archive) / batch
-    moved = 0
-    for rel, sha in files.items():
-        src, dst = inbox / rel, dest / "files" / rel
-        if not (dst.is_file() and file_sha256(dst) == sha):
-            if not src.is_file():
-                raise FileNotFoundError(f"{src} (batch {batch}) is neither in the inbox nor archived")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(dst.name + ".part")
-            shutil.copy2(src, tmp)
-            if file_sha256(tmp) != sha:
-                raise OSError(f"{src} changed while archiving batch {batch}; left in the inbox")
-            os.replace(tmp, dst)
-        if src.is_file() and file_sha256(src) == sha:
-            src.unlink()
-            moved += 1
-    for d in sorted((p for p in inbox.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        if not any(d.iterdir()):
-            d.rmdir()                                   # empty sub-folders the batch came in
-    if report:
-        for f in ("quarantine.md", "quarantine.json"):
-            if (Path(report) / f).is_file():
-                shutil.copy2(Path(report) / f, dest / f)
-    (dest / ARCHIVED).write_text(json.dumps({"batch": batch, "files": len(files)}))
-    return moved
+def archive_task(inbox: str, archive: str, batch: str, files: dict[str, str], report: str | None) -> int:
+    return archive_batch(Path(inbox), Path(archive), batch, files, Path(report) if report else None)
 
 
 @flow(name="retrain")
@@ -140,7 +110,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
 
     # 1. batches a crash left between ingest and archive come first; their files are not a new batch
     pending = [d for d in increment_dirs(increments) if not (archive / d.name / ARCHIVED).is_file()]
-    taken = {(rel, sha) for d in pending for rel, sha in _batch_files(d).items()}
+    taken = {(rel, sha) for d in pending for rel, sha in batch_files(d).items()}
     files = {rel: sha for rel, sha in inbox_files(inbox).items() if (rel, sha) not in taken}
     with stage_run("retrain", params, ["retrain", "data"], before) as run:
         if files:
@@ -155,7 +125,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
                                     section(params, "data.follow_symlinks"))
                 except ImportError_ as e:            # nothing usable: report, archive, no new version
                     log.warning("%s", e)
-                    archive_batch(str(inbox), str(archive), batch, files, str(staging / batch))
+                    archive_task(str(inbox), str(archive), batch, files, str(staging / batch))
                     result.update(status="all quarantined", quarantine=str(archive / batch / "quarantine.md"))
                     result["batches"].append({"batch": batch, "images": 0, "quarantined": len(files)})
                     _finish(run, params, result)
@@ -178,7 +148,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
             # 3. only now do the inbox files leave the inbox
             for d in pending:
                 summary = json.loads((d / "summary.json").read_text())
-                moved = archive_batch(str(inbox), str(archive), d.name, _batch_files(d), str(d))
+                moved = archive_task(str(inbox), str(archive), d.name, batch_files(d), str(d))
                 log.info("batch %s: %d inbox file(s) archived to %s", d.name, moved, archive / d.name)
                 result["batches"].append({"batch": d.name, "images": summary["images"],
                                           "quarantined": summary["quarantined"],

@@ -9,7 +9,7 @@ import pytest
 
 from components.data.canonical import load_manifest
 from components.data.importers import ImportError_
-from components.data.increments import batch_id, inbox_files, increment_dirs, ingest, merge
+from components.data.inbox import batch_id, inbox_files, increment_dirs, ingest, merge
 from components.data.split import add_increments, make_split
 from components.data.synth import SynthConfig, write_synth_dataset
 
@@ -107,8 +107,8 @@ def test_merged_increments_keep_the_test_split_fixed(tmp_path, base):
 def test_archiving_a_batch_survives_a_crash_half_way(tmp_path, base, monkeypatch):
     import os
 
-    import pipelines.retrain as rt
-    from components.data.increments import file_sha256
+    import components.data.inbox as rt
+    from components.data.inbox import file_sha256
 
     inbox, archive = tmp_path / "inbox", tmp_path / "archive"
     drop_batch(inbox, base)
@@ -124,13 +124,13 @@ def test_archiving_a_batch_survives_a_crash_half_way(tmp_path, base, monkeypatch
 
     monkeypatch.setattr(rt.os, "replace", flaky)
     with pytest.raises(OSError, match="injected"):
-        rt.archive_batch.fn(str(inbox), str(archive), "b1", files, None)
+        rt.archive_batch(inbox, archive, "b1", files, None)
     # nothing lost: every file is in the inbox or, verified, in the archive
     for rel, sha in files.items():
         assert (inbox / rel).is_file() or file_sha256(archive / "b1" / "files" / rel) == sha
     assert not (archive / "b1" / rt.ARCHIVED).exists()
     monkeypatch.setattr(rt.os, "replace", real)
-    rt.archive_batch.fn(str(inbox), str(archive), "b1", files, None)
+    rt.archive_batch(inbox, archive, "b1", files, None)
     assert inbox_files(inbox) == {} and (archive / "b1" / rt.ARCHIVED).is_file()
     assert {rel: file_sha256(archive / "b1" / "files" / rel) for rel in files} == files
 

@@ -1,4 +1,6 @@
-"""New samples arriving after the first dataset: *increments* (``defectops retrain``).
+"""The inbox (``defectops retrain``): new samples arriving after the first dataset. Files dropped
+into the inbox form a *batch*; what the batch yields after validation is an *increment* (a
+canonical dataset merged into the base one); the batch's files are then archived.
 
 A batch dropped into the inbox (VOC or YOLO layout) is validated by the same importer as any
 dataset (``importers``: unreadable images, bad boxes, unknown classes... quarantined with their
@@ -12,14 +14,17 @@ atomically; the batch id is a hash of the inbox files, so a rerun after a crash 
 batch. ``merge`` appends every increment to the base dataset (the ``data`` stage); the split keeps
 the base test split fixed and deals increment images to train/val only (``split.add_increments``).
 
-The inbox is only ever read here; moving it to the archive is the retrain flow's last data step.
+``ingest`` only ever reads the inbox; ``archive_batch`` (copy, verify, then delete) is the retrain
+flow's last data step, once the increment's dataset version is committed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -168,3 +173,41 @@ def merge(root: Path, name: str, increments: Path) -> dict | None:
     return write_dataset(Path(root), name, classes, samples, rejections, source=base["source"],
                          fmt=base["format"], warnings=base.get("warnings"), near_dup_bits=bits,
                          extra_summary={"increments": added, **{k: base[k] for k in ("rare_classes",) if k in base}})
+
+
+ARCHIVED = "ARCHIVED"          # marker in archive/<batch>/ once every inbox file of the batch is there
+
+
+def batch_files(increment: Path) -> dict[str, str]:
+    """The inbox files (relative path -> sha256) an increment was made from (its ``batch.json``)."""
+    return json.loads((Path(increment) / BATCH_FILE).read_text())["files"]
+
+
+def archive_batch(inbox: Path, archive: Path, batch: str, files: dict[str, str], report: Path | None) -> int:
+    """Move the batch's inbox files to ``archive/<batch>/`` (copy, verify, then delete), with the
+    quarantine report; idempotent. Returns the number of files moved by this call."""
+    inbox, dest = Path(inbox), Path(archive) / batch
+    moved = 0
+    for rel, sha in files.items():
+        src, dst = inbox / rel, dest / "files" / rel
+        if not (dst.is_file() and file_sha256(dst) == sha):
+            if not src.is_file():
+                raise FileNotFoundError(f"{src} (batch {batch}) is neither in the inbox nor archived")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".part")
+            shutil.copy2(src, tmp)
+            if file_sha256(tmp) != sha:
+                raise OSError(f"{src} changed while archiving batch {batch}; left in the inbox")
+            os.replace(tmp, dst)
+        if src.is_file() and file_sha256(src) == sha:
+            src.unlink()
+            moved += 1
+    for d in sorted((p for p in inbox.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()                                   # empty sub-folders the batch came in
+    if report:
+        for f in ("quarantine.md", "quarantine.json"):
+            if (Path(report) / f).is_file():
+                shutil.copy2(Path(report) / f, dest / f)
+    (dest / ARCHIVED).write_text(json.dumps({"batch": batch, "files": len(files)}))
+    return moved
