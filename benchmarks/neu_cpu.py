@@ -334,6 +334,8 @@ def main() -> None:
     ap.add_argument("--trained-on", default="this machine", help="where --evaluate's weights were trained")
     ap.add_argument("--train-csv", type=Path, help="--evaluate: the run's ultralytics results.csv")
     ap.add_argument("--table", nargs="*", metavar="ROLE=RUN", help="baseline=RUN dasc=RUN lagnet_s=RUN")
+    ap.add_argument("--seeds", nargs="*", metavar="ROLE=RUN,RUN",
+                    help="--table: seed-averaged rows, e.g. baseline=RUN,RUN lagnet_s=RUN,RUN")
     ap.add_argument("--served-check", action="store_true",
                     help="LAGNet --run: ONNX one-graph vs PyTorch pipeline, served vs file LAMs, all test images")
     ap.add_argument("--lam-skew", action="store_true",
@@ -345,7 +347,8 @@ def main() -> None:
         raise SystemExit(f"NEU-DET not found at {a.neu}")
     if a.table is not None:
         from .neu_cpu_table import table
-        table(dict(x.split("=", 1) for x in a.table))
+        table(dict(x.split("=", 1) for x in a.table),
+              {k: v.split(",") for k, v in (x.split("=", 1) for x in a.seeds)} if a.seeds else None)
     elif a.served_check:
         served_check(a.run, a.lams_from, parse_sets(a.set), a.neu)
     elif a.lam_skew:

@@ -6,7 +6,9 @@ measured back to back in this process (so the ratios are fair), and the papers' 
     python -m benchmarks.neu_cpu --table baseline=base-mosaic dasc=dasc-gate-local control=base-s1-mosaic \\
         lagnet_s=cpu-lagnet-s-e36@base-e36
 ``control``: the baseline trained with another seed, the same comparison: how large a "gain"
-training noise alone makes. ``ROLE=RUN@REF``: the gain of RUN is measured against the baseline run
+training noise alone makes. ``--seeds baseline=RUN,RUN lagnet_s=RUN,RUN``: seed-averaged rows, the
+gain of each group's mean mAP50 over the baseline group's, every run resampled on the same test
+images (``components.bootstrap.seed_bootstrap``), with each group's seed spread. ``ROLE=RUN@REF``: the gain of RUN is measured against the baseline run
 REF (trained with the same epochs as RUN) instead of the main baseline.
 """
 
@@ -69,7 +71,32 @@ def _fps(runs: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-def table(roles: dict[str, str]) -> Path:
+def seed_rows(seeds: dict[str, list[str]]) -> tuple[dict, list[dict]]:
+    """Seed-averaged comparison of every group in ``seeds`` with ``seeds["baseline"]``."""
+    from components.bootstrap import ImageStats, seed_bootstrap
+
+    if "baseline" not in seeds:
+        raise SystemExit("--seeds needs baseline=RUN,RUN")
+    stats = {role: [ImageStats.load(RUNS / f"{r}-test.npz") for r in runs] for role, runs in seeds.items()}
+    tests = {role: [json.loads((RUNS / f"{r}.json").read_text())["test"] for r in runs] for role, runs in seeds.items()}
+    out, rows = {}, []
+    for role, runs in seeds.items():
+        g = None if role == "baseline" else seed_bootstrap(stats["baseline"], stats[role], 2000, 0)
+        per_class = {c: sum(t["per_class_AP50"][c] for t in tests[role]) / len(runs) for c in CLASSES}
+        out[role] = {"runs": runs, "mAP50_each": [t["mAP50"] for t in tests[role]],
+                     "mAP50_mean": sum(t["mAP50"] for t in tests[role]) / len(runs), "per_class_mean": per_class,
+                     "gain_vs_baseline": g}
+        spread = max(out[role]["mAP50_each"]) - min(out[role]["mAP50_each"])
+        rows.append({"model": f"{NAMES.get(role, role)}, mean of {len(runs)} seeds ({', '.join(runs)})",
+                     "mAP50": round(100 * out[role]["mAP50_mean"], 1),
+                     "gain vs baseline [95 % CI]": (f"{100 * g['mAP50']:+.1f} [{100 * g['ci95'][0]:+.1f}, "
+                                                    f"{100 * g['ci95'][1]:+.1f}] (seed means)") if g else "",
+                     **{c: round(100 * v, 1) for c, v in per_class.items()},
+                     "trained on": f"seed spread {100 * spread:.1f} points"})
+    return out, rows
+
+
+def table(roles: dict[str, str], seeds: dict[str, list[str]] | None = None) -> Path:
     from components.bootstrap import ImageStats, paired_bootstrap
 
     if "baseline" not in roles:
@@ -126,6 +153,9 @@ def table(roles: dict[str, str]) -> Path:
                      "FPS (CPU b1)": "" if m["fps"] is None else m["fps"] if "fps_served_pipeline" not in m else
                      f"{m['fps']} ({m['fps_served_pipeline']} with LAM)",
                      "epoch s": m["epoch_s"], "trained on": m["trained_on"]})
+    if seeds:
+        payload["seed_averaged"], extra = seed_rows(seeds)
+        rows += extra
     for name, p in PAPERS.items():
         rows.append({"model": name, "mAP50": p["mAP50"], **{c: p[c] for c in CLASSES},
                      "params": f"{p['params_M']}M" if "params_M" in p else "", "FPS (CPU b1)":
@@ -141,6 +171,11 @@ def table(roles: dict[str, str]) -> Path:
               "224 px); LAGNet's second figure is the served graph (baseline + LAM + LAGNet). 'epoch s': seconds "
               "per training epoch on the machine named in 'trained on' (the H200 ran 3-7 trainings side by side, "
               "so its figures are not speeds of one training).")
+    if seeds:
+        notes += (" Seed-averaged rows: each detector's mean test mAP50 over its seeds; the gain is the difference "
+                  "of the means with a bootstrap over the same drawn test images for every run (2000 resamples), "
+                  "which covers image sampling, not seed variance: with two seeds the seed spread is shown beside "
+                  "it, and a gain smaller than the spread is not evidence.")
     rect = [NAMES.get(role, role) for role, r in runs.items() if "framing" not in r]
     notes += (" Scored at the served framing (the square 224 px letterbox that predict and the exported model "
               "take), except " + ", ".join(rect) + ": evaluated before that change, on ultralytics' rect "

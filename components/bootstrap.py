@@ -158,19 +158,39 @@ def paired_bootstrap(a: ImageStats, b: ImageStats, n: int = RESAMPLES, seed: int
     both equal ultralytics' reported mAP50), ``ci95`` (2.5th and 97.5th percentiles of the
     resampled gains), ``p_le_0`` (share of resampled gains <= 0), ``resamples``, ``images``,
     ``seed``, and both point mAP50s (``mAP50_a``, ``mAP50_b``)."""
+    return seed_bootstrap([a], [b], n, seed)
+
+
+def seed_bootstrap(a: list[ImageStats], b: list[ImageStats], n: int = RESAMPLES, seed: int = SEED) -> dict:
+    """:func:`paired_bootstrap` between two *groups* of runs (a detector trained with several
+    seeds): the gain of ``b``'s mean mAP50 over ``a``'s, every run scored on the same drawn images
+    in each resample. The interval covers the test-image sampling of the seed-averaged
+    comparison; the spread between seeds is each group's own (``a_spread`` / ``b_spread``: max -
+    min of its runs' mAP50). ``mAP50_a`` / ``mAP50_b``: the groups' mean mAP50."""
     if n < 1000:
         raise ValueError(f"resamples must be >= 1000 for a 95 % percentile interval, got {n}")
-    if len(a) == 0:
+    if not a or not b:
+        raise ValueError("each group needs at least one run")
+    ref = a[0]
+    if len(ref) == 0:
         raise ValueError("no images to resample")
-    perm = _align(a, b)
-    ma, mb = map50(a), map50(b)
-    images, rng = len(a), np.random.default_rng(seed)
-    ra, rb = _Resampler(a), _Resampler(b)
-    gains, count_b = np.empty(n), np.empty(images, dtype=np.int64)
+    perms = [_align(ref, x) for x in a + b]
+    point = [map50(x) for x in a + b]
+    ma, mb = float(np.mean(point[:len(a)])), float(np.mean(point[len(a):]))
+    images, rng = len(ref), np.random.default_rng(seed)
+    res = [_Resampler(x) for x in a + b]
+    gains, counts = np.empty(n), [np.empty(images, dtype=np.int64) for _ in res]
     for k in range(n):
         count = np.bincount(rng.integers(0, images, images), minlength=images)   # times each image is drawn
-        count_b[perm] = count                                                   # the same draw, b's order
-        gains[k] = rb.map50(count_b) - ra.map50(count)
+        m = []
+        for r, perm, c in zip(res, perms, counts):
+            c[perm] = count                                                     # the same draw, this run's order
+            m.append(r.map50(c))
+        gains[k] = np.mean(m[len(a):]) - np.mean(m[:len(a)])
     lo, hi = np.percentile(gains, [2.5, 97.5])
-    return {"mAP50": mb - ma, "ci95": [float(lo), float(hi)], "resamples": int(n), "images": images,
-            "seed": int(seed), "p_le_0": float(np.mean(gains <= 0)), "mAP50_a": ma, "mAP50_b": mb}
+    out = {"mAP50": mb - ma, "ci95": [float(lo), float(hi)], "resamples": int(n), "images": images,
+           "seed": int(seed), "p_le_0": float(np.mean(gains <= 0)), "mAP50_a": ma, "mAP50_b": mb}
+    if len(a) > 1 or len(b) > 1:
+        out.update(runs_a=len(a), runs_b=len(b), a_spread=max(point[:len(a)]) - min(point[:len(a)]),
+                   b_spread=max(point[len(a):]) - min(point[len(a):]))
+    return out

@@ -15,7 +15,7 @@ import torch
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils.metrics import ap_per_class
 
-from components.bootstrap import ImageStats, map50, paired_bootstrap
+from components.bootstrap import ImageStats, map50, paired_bootstrap, seed_bootstrap
 from components.evaluate import KeepStatsMixin, keep_stats
 from components.lagnet.data import LamValidator
 from components.deploy.registry import CHALLENGER, CHAMPION, decide
@@ -83,6 +83,26 @@ def test_a_clearly_better_detector_has_its_whole_interval_above_zero():
     # the interval is an interval of the resampled gains, not a constant: another seed moves it
     other = paired_bootstrap(a, b, seed=1)["ci95"]
     assert other != [lo, hi] and abs(other[0] - lo) < 0.05
+
+
+# ---- (b2) groups of runs (seeds)
+
+def test_seed_groups_average_the_runs_on_the_same_draws():
+    """Two seeds per detector: the point gain is the difference of the group means (by hand from
+    each run's mAP50), a group of one is the paired bootstrap exactly, and a run repeated in its
+    group changes nothing."""
+    a, b = random_pair(60, 0.75, seed=0)
+    a2, b2 = random_pair(60, 0.4, seed=0)             # same images and labels, other rankings
+    g = seed_bootstrap([a, a2], [b, b2], n=1000, seed=5)
+    hand = (map50(b) + map50(b2)) / 2 - (map50(a) + map50(a2)) / 2
+    assert g["mAP50"] == pytest.approx(hand, abs=1e-12) and g["runs_a"] == 2 and g["runs_b"] == 2
+    assert g["a_spread"] == pytest.approx(abs(map50(a) - map50(a2)), abs=1e-12)
+    assert g["b_spread"] == pytest.approx(abs(map50(b) - map50(b2)), abs=1e-12) and g["b_spread"] > 0.01
+    assert g["ci95"][0] < g["mAP50"] < g["ci95"][1]
+    one, pair = seed_bootstrap([a], [b], n=1000, seed=5), paired_bootstrap(a, b, n=1000, seed=5)
+    assert one == pair and "runs_a" not in one
+    twice = seed_bootstrap([a, a], [b, b], n=1000, seed=5)
+    assert twice["mAP50"] == pytest.approx(pair["mAP50"]) and twice["ci95"] == pytest.approx(pair["ci95"])
 
 
 # ---- (c) a small case computed by hand
