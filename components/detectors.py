@@ -1,36 +1,94 @@
-"""What each detector is, in one place: its model config from params, and whether it reads a LAM.
+"""The detector catalogue: what each detector is, in one place.
 
-Flows, benchmarks and trials ask here instead of importing the train flow. ``params`` is the
-already-parsed params tree (components never read params.yaml themselves).
+One :class:`DetectorSpec` per detector (``CATALOGUE``): the paper it comes from, how its model YAML
+is built from params, its name as the papers give it, whether it reads a LAM (and so how many
+input channels it takes, which trainer and validator it needs, how it is exported: alone, or as
+the one graph baseline -> LAM -> LAGNet), and the Optuna space that tunes it. Flows, benchmarks
+and trials ask here instead of importing the train flow. ``params`` is the already-parsed params
+tree (components never read params.yaml themselves). Importing this module stays light (the CLI's
+choices): torch / ultralytics are imported when a config is built or a trainer asked for.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .config import section
 
-MODELS = ("baseline", "dasc", "lagnet")       # importing this module stays light (the CLI's choices):
-                                             # torch / ultralytics are imported when a config is built
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    key: str                                       # the params section / DVC stage suffix
+    paper: str | None                              # ../shared/papers/<paper>, None for the baseline
+    build: Callable[[dict, int, Path], str]        # (params, classes, work folder) -> model YAML
+    name: Callable[[dict], str]                    # params -> "YOLO11n", "DASC-YOLO-n", "LAGNet-s"...
+    reads_lam: Callable[[dict], bool]              # params -> does it take RGB + LAM
+    tune_space: str | None                         # the params key of its Optuna space
+
+    def channels(self, params: dict) -> int:
+        """Input channels of the trained network: 6 (RGB + the JET-coded LAM) or 3."""
+        return 6 if self.reads_lam(params) else 3
+
+    def trainer(self, params: dict) -> type:
+        """ultralytics trainer class: ``LamTrainer`` (RGB + LAM data path) or ``DefectTrainer``."""
+        from .train import DefectTrainer, LamTrainer
+
+        return LamTrainer if self.reads_lam(params) else DefectTrainer
+
+    def export(self, params: dict) -> str:
+        """``pipeline``: exported as one graph with the baseline that makes its LAM
+        (``components.lagnet.export``); ``single``: the network alone (``components.deploy.export``)."""
+        return "pipeline" if self.reads_lam(params) else "single"
+
+
+def _baseline_cfg(params: dict, nc: int, work: Path) -> str:
+    from .train import baseline_cfg
+
+    return baseline_cfg(section(params, "baseline.scale"))
+
+
+def _dasc_cfg(params: dict, nc: int, work: Path) -> str:
+    from .dasc.config import DascToggles, write_dasc_yaml
+
+    d = dict(section(params, "dasc"))
+    scale = d.pop("scale")
+    return str(write_dasc_yaml(work, scale, nc, DascToggles(**d)))
+
+
+def _lagnet_cfg(params: dict, nc: int, work: Path) -> str:
+    from .lagnet.config import write_lagnet_yaml
+
+    return str(write_lagnet_yaml(work, nc=nc, **lagnet_kwargs(dict(section(params, "lagnet")))))
+
+
+def _lagnet_name(params: dict) -> str:
+    name = "LAGNet-s" if section(params, "lagnet.variant") == "small" else "LAGNet"
+    return name if bool(section(params, "lagnet.lam")) else f"{name} (RGB only)"
+
+
+CATALOGUE: dict[str, DetectorSpec] = {
+    "baseline": DetectorSpec("baseline", None, _baseline_cfg,
+                             lambda p: f"YOLO11{section(p, 'baseline.scale')}", lambda p: False, None),
+    "dasc": DetectorSpec("dasc", "dasc-yolo.md", _dasc_cfg,
+                         lambda p: f"DASC-YOLO-{section(p, 'dasc.scale')}", lambda p: False, "tune.space.dasc"),
+    "lagnet": DetectorSpec("lagnet", "lagnet.md", _lagnet_cfg, _lagnet_name,
+                           lambda p: bool(section(p, "lagnet.lam")), "tune.space.lagnet"),
+}
+MODELS = tuple(CATALOGUE)
+
+
+def spec(model: str) -> DetectorSpec:
+    if model not in CATALOGUE:
+        raise ValueError(f"unknown model '{model}' (choose from {', '.join(MODELS)})")
+    return CATALOGUE[model]
 
 
 def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
     """The model YAML to train: ultralytics' own for the baseline, generated ones (written into
     ``work``) for DASC-YOLO and LAGNet."""
-    from .dasc.config import DascToggles, write_dasc_yaml
-    from .lagnet.config import write_lagnet_yaml
-    from .train import baseline_cfg
-
-    if model == "baseline":
-        return baseline_cfg(section(params, "baseline.scale"))
-    if model == "dasc":
-        d = dict(section(params, "dasc"))
-        scale = d.pop("scale")
-        return str(write_dasc_yaml(work, scale, nc, DascToggles(**d)))
-    if model == "lagnet":
-        g = dict(section(params, "lagnet"))
-        return str(write_lagnet_yaml(work, nc=nc, **lagnet_kwargs(g)))
-    raise ValueError(f"unknown model '{model}' (choose from {', '.join(MODELS)})")
+    return spec(model).build(params, nc, work)
 
 
 def lagnet_kwargs(g: dict) -> dict:
@@ -44,16 +102,9 @@ def lagnet_kwargs(g: dict) -> dict:
 def display_name(model: str, params: dict) -> str:
     """The detector as the papers name it, with its size: ``YOLO11n``, ``DASC-YOLO-n``, ``LAGNet-s``
     (``LAGNet`` for the large variant; ``(RGB only)`` without the LAM branch)."""
-    if model == "baseline":
-        return f"YOLO11{section(params, 'baseline.scale')}"
-    if model == "dasc":
-        return f"DASC-YOLO-{section(params, 'dasc.scale')}"
-    if model == "lagnet":
-        name = "LAGNet-s" if section(params, "lagnet.variant") == "small" else "LAGNet"
-        return name if uses_lam(model, params) else f"{name} (RGB only)"
-    raise ValueError(f"unknown model '{model}' (choose from {', '.join(MODELS)})")
+    return spec(model).name(params)
 
 
 def uses_lam(model: str, params: dict) -> bool:
     """Does ``model`` read RGB + LAM (LAGNet with its LAM branch on)?"""
-    return model == "lagnet" and bool(section(params, "lagnet.lam"))
+    return spec(model).reads_lam(params)

@@ -14,7 +14,7 @@ from components.bootstrap import ImageStats, paired_bootstrap
 from components.config import StopError, section
 from components.data.canonical import load_manifest
 from components.data.views import load_split
-from components.detectors import uses_lam
+from components.detectors import spec, uses_lam
 from components.evaluate import evaluate_detector
 from components.deploy.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
 from components.train import train_detector
@@ -122,7 +122,7 @@ def export_model(model: str, params: dict) -> dict:
     out = lay.export(model)
     with stage_run(f"export:{model}", params, ["export"], dataset_hash(ds),
                    {"model": model, "train_run_id": info["mlflow_run_id"]}) as run:
-        if uses_lam(model, params):
+        if spec(model).export(params) == "pipeline":          # baseline -> LAM -> LAGNet, one graph
             baseline = lay.weights("baseline")
             parity = lagnet_export_task(str(baseline), str(weights), str(out), info["imgsz"], cfg,
                                         section(params, "lam"), images)

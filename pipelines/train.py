@@ -12,7 +12,7 @@ from prefect import flow
 from components.config import params_hash, section
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
-from components.detectors import model_cfg, uses_lam
+from components.detectors import model_cfg, spec, uses_lam
 
 from .common import (dataset_hash, layout, load_tuned, log_outputs, model_data_yaml, read_params, stage_run,
                      trainer_args)
@@ -64,7 +64,7 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
     cfg = model_cfg(model, params, nc, work)
     iou_loss = section(params, "loss.iou")
     lam = uses_lam(model, params)
-    init, init_what = warm_start(model, params, cfg, nc, 6 if lam else 3, work / "warm_start")
+    init, init_what = warm_start(model, params, cfg, nc, spec(model).channels(params), work / "warm_start")
     train_args, device, seed = trainer_args(params)
     key = params_hash({"cfg": Path(cfg).read_text() if Path(cfg).is_file() else cfg, "args": train_args,
                        "device": device, "seed": seed, "iou": iou_loss, "lam": lam, "data": ds_hash,
