@@ -26,7 +26,9 @@ CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale
 NAMES = {"baseline": "YOLO11n (ours)", "dasc": "DASC-YOLO-n (ours)", "lagnet_s": "LAGNet-s (ours)",
          "control": "YOLO11n, seed 1 (control)", "baseline_e36": "YOLO11n (ours), 36 epochs",
          "dasc_gate_local": "DASC-YOLO-n, zero gates + CSA local (ours)",
-         "gpu_baseline": "YOLO11n (ours), trained on the H200"}
+         "gpu_baseline": "YOLO11n (ours), trained on the H200",
+         "gpu_control": "YOLO11n, seed 1, trained on the H200 (control)",
+         "lagnet_s_s1": "LAGNet-s, seed 1 (ours)"}
 # dasc-yolo.md Table 4 (NEU-DET; large models, 640 px, the paper's protocol) and Table 3 (n scale,
 # its leather set: params, FPS); lagnet.md Table 1 (NEU-DET, 640 px, 500 epochs, RTX 4090)
 PAPERS = {
@@ -164,7 +166,7 @@ def table(roles: dict[str, str], seeds: dict[str, list[str]] | None = None) -> P
             "GFLOPs@640", "FPS (CPU b1)", "epoch s", "trained on"]
     notes = (f"Notes: test AP50 in % on {protocol['test_images']} test images, best epoch on the validation "
              "images. Gain: paired bootstrap of the test images (2000 resamples, ultralytics' AP recomputed per "
-             "resample); an interval containing 0 is no evidence of a gain. The control row is the baseline "
+             "resample); an interval containing 0 is no evidence of a gain. The control rows are the baseline "
              "trained with seed 1: the gain training noise alone produces. Paper rows: 640 px, their own "
              "protocols and (DASC-YOLO Table 4) large models; their FPS are GPU figures.")
     notes += (" FPS: all rows measured back to back in this run (eager PyTorch, fused, 1 thread, batch 1, "
