@@ -69,6 +69,15 @@ ATTEMPTS = [
      "complete: served test 71.9 = on the map files 71.9, served vs files same boxes on 360/360 (skew gone); "
      "+2.0 [+0.2, +3.9] over cpu-base-mosaic (one seed each; a second YOLO11n seed moved -1.8); target 73.3 "
      "missed; crazing 38.9"),
+    ("cpu-base-s1", "cpu-base-s1", "cpu-base-s1", 60,
+     "protocol baseline, seed 1, on this CPU (side by side with cpu-lagnet-s-s1, 1 torch thread each)",
+     "control: test 68.0 vs 69.9 for seed 0, -1.9 [-3.7, +0.1]: training noise alone moves the test mAP50 by "
+     "about as much as the bootstrap interval is wide"),
+    ("cpu-lagnet-s-s1", "cpu-lagnet-s-s1", "cpu-lagnet-s-s1", 60,
+     "LAGNet-s, seed 1 (LAMs from cpu-base-mosaic), side by side with cpu-base-s1",
+     "complete: test 71.3 as served, +3.3 [+1.1, +5.4] over cpu-base-s1; seed means (2 each) LAGNet-s 71.6 vs "
+     "YOLO11n 68.9, +2.7 [+1.1, +4.2], larger than either seed spread (0.6 / 1.9); validation (180 images) "
+     "means only +0.7 (68.7 vs 68.0); target 73.3 missed; crazing 34.4"),
 ]
 
 
