@@ -2,11 +2,11 @@
 
 One :class:`DetectorSpec` per detector (``CATALOGUE``): the paper it comes from, how its model YAML
 is built from params, its name as the papers give it, whether it reads a LAM (and so how many
-input channels it takes, which trainer and validator it needs, how it is exported: alone, or as
+input channels it takes and so its data path, how it is exported: alone, or as
 the one graph baseline -> LAM -> LAGNet), and the Optuna space that tunes it. Flows, benchmarks
 and trials ask here instead of importing the train flow. ``params`` is the already-parsed params
 tree (components never read params.yaml themselves). Importing this module stays light (the CLI's
-choices): torch / ultralytics are imported when a config is built or a trainer asked for.
+choices): torch / ultralytics are imported when a config is built.
 """
 
 from __future__ import annotations
@@ -30,12 +30,6 @@ class DetectorSpec:
     def channels(self, params: dict) -> int:
         """Input channels of the trained network: 6 (RGB + the JET-coded LAM) or 3."""
         return 6 if self.reads_lam(params) else 3
-
-    def trainer(self, params: dict) -> type:
-        """ultralytics trainer class: ``LamTrainer`` (RGB + LAM data path) or ``DefectTrainer``."""
-        from .train import DefectTrainer, LamTrainer
-
-        return LamTrainer if self.reads_lam(params) else DefectTrainer
 
     def export(self, params: dict) -> str:
         """``pipeline``: exported as one graph with the baseline that makes its LAM

@@ -171,6 +171,8 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     threads = resolve_threads(train_args.pop("threads", None) if threads is None else threads)
     if not str(model_cfg).endswith((".yaml", ".yml")):
         raise ValueError(f"train from a model YAML, not '{model_cfg}' (no weights are downloaded)")
+    if iou_loss not in IOU_LOSSES:                  # before out_dir is cleared
+        raise ValueError(f"loss.iou must be one of {', '.join(IOU_LOSSES)} (got '{iou_loss}')")
     clash = _RESERVED & set(train_args)
     if clash:
         raise ValueError(f"params.train must not set {sorted(clash)}: the pipeline sets them")
@@ -179,8 +181,6 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     resume = resume and last.is_file()
     if out_dir.exists() and not resume:
         shutil.rmtree(out_dir)
-    if iou_loss not in IOU_LOSSES:
-        raise ValueError(f"loss.iou must be one of {', '.join(IOU_LOSSES)} (got '{iou_loss}')")
     model = DefectYOLO(str(last) if resume else model_yaml(model_cfg, iou_loss, out_dir))
     trainer = LamTrainer if lam else DefectTrainer
     if on_epoch is not None:

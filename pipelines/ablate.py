@@ -23,8 +23,7 @@ from components.dasc.config import PAPER_TABLE3, TABLE3, write_dasc_yaml
 from components.lagnet.config import VARIANTS, ablation_rows, write_lagnet_yaml
 from components.report import write_table
 
-from .common import (dataset_dir, dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params,
-                     split_file, stage_run, trainer_args)
+from .common import dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params, stage_run, trainer_args
 from .tasks import evaluate_task, train_task
 
 COLUMNS = ["row", "mAP50", "P", "R", "F1", "params (M)", "GFLOPs@640", "FPS", "paper mAP", "paper F1",
@@ -48,10 +47,9 @@ def _grid_setup(params: dict, study: str, epochs: int | None) -> tuple:
     """What both grids share: the dataset, its class count, the rows' work folder, the RGB data
     YAML, the training arguments at the grid's epochs (``epochs`` or ``ablation.epochs``), device,
     seed, box loss, the evaluate settings and the report folder."""
-    ds = dataset_dir(params)
     lay = layout(params)
-    work = lay.scratch(f"ablation-{study}")
-    data_yaml = write_yolo_data_yaml(ds, load_split(split_file(params)), work / "data")
+    ds, work = lay.dataset, lay.scratch(f"ablation-{study}")
+    data_yaml = write_yolo_data_yaml(ds, load_split(lay.split_file), work / "data")
     train_args, device, seed = trainer_args(params)
     train_args["epochs"] = epochs or section(params, "ablation.epochs")
     return (ds, len(load_manifest(ds)["classes"]), work, data_yaml, train_args, device, seed,

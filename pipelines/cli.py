@@ -84,20 +84,15 @@ def _evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _flow(module: str, name: str, *args):
-    """Run flow ``name`` of ``pipelines.<module>`` (imported now: a command loads only its own flow)."""
-    import importlib
-
-    return getattr(importlib.import_module(f".{module}", __package__), name)(*args)
-
-
 def _say(*lines: str) -> int:
     print("\n".join(lines))
     return 0
 
 
 def _export(a: argparse.Namespace) -> int:
-    r = _flow("export", "export_flow", a.model, a.params)
+    from .export import export_flow
+
+    r = export_flow(a.model, a.params)
     return _say(f"{a.model}: {r['onnx']} (ONNX Runtime vs PyTorch on {r['shape'][0]} test images: max abs diff "
                 f"{r['max_abs_diff']:.2e}, relative {r['max_rel_diff']:.2e}; provider {r['provider']})",
                 *([f"{a.model}: {r['onnx_nms']} (end to end, boxes after NMS: {r['nms_same_count']} of "
@@ -106,21 +101,27 @@ def _export(a: argparse.Namespace) -> int:
 
 
 def _lam(a: argparse.Namespace) -> int:
-    info = _flow("lam", "lam_flow", a.params)
+    from .lam import lam_flow
+
+    info = lam_flow(a.params)
     return _say(f"LAMs ({info['mode']}): {info['images']} images in {info['seconds']} s",
                 *(f"  {s}: mean confidence {v['conf_in']} inside boxes, {v['conf_out']} outside; "
                   f"JET luminance {v['jet_in']} vs {v['jet_out']}" for s, v in info["per_split"].items()))
 
 
 def _tune(a: argparse.Namespace) -> int:
-    r = _flow("tune", "tune_flow", a.model, a.trials, a.params)
+    from .tune import tune_flow
+
+    r = tune_flow(a.model, a.trials, a.params)
     return _say(f"{r['study']}: best val mAP50 {r['best_value']:.4f} (trial {r['best_trial']}, {r['best_params']}); "
                 f"default {r['default_value']}; decision: {r['decision']}, applied {r['overrides'] or 'nothing'}; "
                 f"trials {r['trials']}, {r['epochs_spent']} epochs spent")
 
 
 def _promote(a: argparse.Namespace) -> int:
-    r = _flow("promote", "promote_flow", a.params)
+    from .promote import promote_flow
+
+    r = promote_flow(a.params)
     return _say(f"{r['model']} -> registered version {r['version']}, alias '{r['alias']}' ({r['reason']})")
 
 

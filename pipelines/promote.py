@@ -40,8 +40,7 @@ from components.deploy.registry import (CHAMPION, GATES, alias_version, client, 
                                  register, registry_lock, set_alias, version_description)
 from components.tracking import tracking_uri
 
-from .common import (COMPUTE, TRANSIENT, dataset_dir, dataset_hash, layout, log_outputs, read_params, split_file,
-                     stage_run)
+from .common import COMPUTE, TRANSIENT, dataset_hash, layout, log_outputs, read_params, stage_run
 from .tasks import export_model
 
 
@@ -101,13 +100,13 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
                if lay.metrics_file(m).is_file()}
     best = choose(metrics, metric)
     log.info("candidate: %s (%s %.4f)", best, metric, metrics[best][metric])
-    ds = dataset_dir(params)
+    ds = lay.dataset
     uri = tracking_uri(section(params, "tracking"))
     name = cfg["registered_model"]
     info = json.loads(lay.train_info(best).read_text())
     imgsz = info["imgsz"]
     split_name = section(params, "evaluate.split")
-    split = load_split(split_file(params))
+    split = load_split(lay.split_file)
     data_yaml = write_yolo_data_yaml(ds, split, lay.scratch("promote"))
     out = lay.promotion
     used = ["promote", "export", "evaluate.split"] + (["evaluate.bootstrap"] if boot else [])

@@ -43,8 +43,7 @@ from components.data.inbox import (ARCHIVED, archive_batch, batch_files, batch_i
 from components.deploy.registry import CHAMPION, champion_version, client, latest_version
 from components.tracking import tracking_uri
 
-from .common import (COMPUTE, dataset_dir, dataset_hash, layout, log_outputs, pipeline_env, read_params, split_file,
-                     stage_run)
+from .common import COMPUTE, dataset_hash, layout, log_outputs, pipeline_env, read_params, stage_run
 
 
 
@@ -101,7 +100,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
     increments = Path(section(params, "data.increments"))
     lay = layout(params)
     staging = lay.scratch("retrain")
-    ds = dataset_dir(params)
+    ds = lay.dataset
     if not (ds / "manifest.json").is_file():
         log.info("no dataset yet: building it first (dvc repro split)")
         dvc("repro", "split")
@@ -118,7 +117,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
             log.info("inbox: %d new file(s) -> batch %s", len(files), batch)
             if not (increments / batch).is_dir():
                 try:
-                    split_path = split_file(params)
+                    split_path = lay.split_file
                     test = json.loads(split_path.read_text())["test"] if split_path.is_file() else None
                     s = ingest_task(str(inbox), files, batch, str(staging), str(ds),
                                     section(params, "data.format"), section(params, "data.clip_px"), test,

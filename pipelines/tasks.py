@@ -14,12 +14,12 @@ from components.bootstrap import ImageStats, paired_bootstrap
 from components.config import StopError, section
 from components.data.canonical import load_manifest
 from components.data.views import load_split
-from components.detectors import spec, uses_lam
+from components.detectors import spec
 from components.evaluate import evaluate_detector
 from components.deploy.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
 from components.train import train_detector
 
-from .common import COMPUTE, dataset_dir, dataset_hash, layout, log_outputs, split_file, stage_run
+from .common import COMPUTE, dataset_hash, layout, log_outputs, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,15 @@ def export_model(model: str, params: dict) -> dict:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: run `dvc repro train_{model}` first")
     info = json.loads(lay.train_info(model).read_text())
-    ds = dataset_dir(params)
+    ds = lay.dataset
     manifest = load_manifest(ds)
     image_of = {e["name"]: str(ds / e["image"]) for e in manifest["images"]}
-    images = [image_of[n] for n in load_split(split_file(params))["test"][: cfg["parity_images"]]]
+    images = [image_of[n] for n in load_split(lay.split_file)["test"][: cfg["parity_images"]]]
     out = lay.export(model)
+    pipeline = spec(model).export(params) == "pipeline"      # baseline -> LAM -> LAGNet, one graph
     with stage_run(f"export:{model}", params, ["export"], dataset_hash(ds),
                    {"model": model, "train_run_id": info["mlflow_run_id"]}) as run:
-        if spec(model).export(params) == "pipeline":          # baseline -> LAM -> LAGNet, one graph
+        if pipeline:
             baseline = lay.weights("baseline")
             parity = lagnet_export_task(str(baseline), str(weights), str(out), info["imgsz"], cfg,
                                         section(params, "lam"), images)
@@ -137,7 +138,7 @@ def export_model(model: str, params: dict) -> dict:
                     tags={"onnx_provider": parity["provider"]})
         boxes_differ = "same_count" in parity and (parity["same_count"] != parity["images"] or (
             parity["min_matched_iou"] is not None and parity["min_matched_iou"] < 0.99))
-        rtol = cfg["pipeline_rtol"] if uses_lam(model, params) else cfg["parity_rtol"]
+        rtol = cfg["pipeline_rtol"] if pipeline else cfg["parity_rtol"]
         nms_differ = parity["nms_same_count"] != parity["nms_images"] or parity["nms_unmatched"] > 0 or (
             parity["nms_min_matched_iou"] is not None and parity["nms_min_matched_iou"] < 0.99)
         boxes_differ = boxes_differ or nms_differ

@@ -143,5 +143,8 @@ def test_the_loss_travels_with_the_model_yaml(tmp_path):
     assert written == tmp_path / "run" / "yolo11s.yaml"                       # the name keeps the scale guess
     small = DefectDetectionModel(str(written), nc=3, verbose=False)
     assert small.iou_loss == "eiou" and small.yaml["scale"] == "s"
+    (tmp_path / "out" / "weights").mkdir(parents=True)
+    (tmp_path / "out" / "weights" / "best.pt").write_bytes(b"an earlier run")
     with pytest.raises(ValueError, match="loss.iou must be one of"):
         train_detector("yolo11n.yaml", tmp_path / "d.yaml", tmp_path / "out", {}, "cpu", 0, "giou2")
+    assert (tmp_path / "out" / "weights" / "best.pt").read_bytes() == b"an earlier run"   # refused before clearing
