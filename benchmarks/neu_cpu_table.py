@@ -28,7 +28,8 @@ NAMES = {"baseline": "YOLO11n (ours)", "dasc": "DASC-YOLO-n (ours)", "lagnet_s":
          "dasc_gate_local": "DASC-YOLO-n, zero gates + CSA local (ours)",
          "gpu_baseline": "YOLO11n (ours), trained on the H200",
          "gpu_control": "YOLO11n, seed 1, trained on the H200 (control)",
-         "lagnet_s_s1": "LAGNet-s, seed 1 (ours)"}
+         "lagnet_s_s1": "LAGNet-s, seed 1 (ours)", "dasc_s1": "DASC-YOLO-n, seed 1 (ours)",
+         "control_s2": "YOLO11n, seed 2 (control)"}
 # dasc-yolo.md Table 4 (NEU-DET; large models, 640 px, the paper's protocol) and Table 3 (n scale,
 # its leather set: params, FPS); lagnet.md Table 1 (NEU-DET, 640 px, 500 epochs, RTX 4090)
 PAPERS = {
@@ -91,11 +92,20 @@ def seed_rows(seeds: dict[str, list[str]]) -> tuple[dict, list[dict]]:
         spread = max(out[role]["mAP50_each"]) - min(out[role]["mAP50_each"])
         rows.append({"model": f"{NAMES.get(role, role)}, mean of {len(runs)} seeds ({', '.join(runs)})",
                      "mAP50": round(100 * out[role]["mAP50_mean"], 1),
-                     "gain vs baseline [95 % CI]": (f"{100 * g['mAP50']:+.1f} [{100 * g['ci95'][0]:+.1f}, "
-                                                    f"{100 * g['ci95'][1]:+.1f}] (seed means)") if g else "",
+                     "gain vs baseline [95 % CI]": (
+                         f"{100 * g['mAP50']:+.1f} [{100 * g['ci95'][0]:+.1f}, {100 * g['ci95'][1]:+.1f}] (seed "
+                         f"means; images drawn){_two_level(g)}") if g else "",
                      **{c: round(100 * v, 1) for c, v in per_class.items()},
                      "trained on": f"seed spread {100 * spread:.1f} points"})
     return out, rows
+
+
+def _two_level(g: dict) -> str:
+    """The interval with the runs drawn as well as the images (``seed_bootstrap``), when there is one."""
+    if "ci95_runs_and_images" not in g:
+        return ""
+    lo, hi = g["ci95_runs_and_images"]
+    return f"; runs and images drawn [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
 def table(roles: dict[str, str], seeds: dict[str, list[str]] | None = None) -> Path:
@@ -176,8 +186,10 @@ def table(roles: dict[str, str], seeds: dict[str, list[str]] | None = None) -> P
     if seeds:
         notes += (" Seed-averaged rows: each detector's mean test mAP50 over its seeds; the gain is the difference "
                   "of the means with a bootstrap over the same drawn test images for every run (2000 resamples), "
-                  "which covers image sampling, not seed variance: with two seeds the seed spread is shown beside "
-                  "it, and a gain smaller than the spread is not evidence.")
+                  "which covers image sampling, not seed variance; the second interval also draws each group's "
+                  "runs with replacement in every resample, so the seed-to-seed spread counts (coarse with two or "
+                  "three seeds). Each group's seed spread is shown beside it; a gain smaller than the spread is not "
+                  "evidence.")
     rect = [NAMES.get(role, role) for role, r in runs.items() if "framing" not in r]
     notes += (" Scored at the served framing (the square 224 px letterbox that predict and the exported model "
               "take), except " + ", ".join(rect) + ": evaluated before that change, on ultralytics' rect "

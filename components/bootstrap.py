@@ -166,7 +166,9 @@ def seed_bootstrap(a: list[ImageStats], b: list[ImageStats], n: int = RESAMPLES,
     seeds): the gain of ``b``'s mean mAP50 over ``a``'s, every run scored on the same drawn images
     in each resample. The interval covers the test-image sampling of the seed-averaged
     comparison; the spread between seeds is each group's own (``a_spread`` / ``b_spread``: max -
-    min of its runs' mAP50). ``mAP50_a`` / ``mAP50_b``: the groups' mean mAP50."""
+    min of its runs' mAP50). ``mAP50_a`` / ``mAP50_b``: the groups' mean mAP50.
+    ``ci95_runs_and_images``: a two-level interval, the runs of each group drawn with replacement
+    as well as the images, so that seed-to-seed variation counts (coarse with few runs)."""
     if n < 1000:
         raise ValueError(f"resamples must be >= 1000 for a 95 % percentile interval, got {n}")
     if not a or not b:
@@ -179,18 +181,26 @@ def seed_bootstrap(a: list[ImageStats], b: list[ImageStats], n: int = RESAMPLES,
     ma, mb = float(np.mean(point[:len(a)])), float(np.mean(point[len(a):]))
     images, rng = len(ref), np.random.default_rng(seed)
     res = [_Resampler(x) for x in a + b]
-    gains, counts = np.empty(n), [np.empty(images, dtype=np.int64) for _ in res]
+    scores, counts = np.empty((n, len(res))), [np.empty(images, dtype=np.int64) for _ in res]
     for k in range(n):
         count = np.bincount(rng.integers(0, images, images), minlength=images)   # times each image is drawn
-        m = []
-        for r, perm, c in zip(res, perms, counts):
+        for j, (r, perm, c) in enumerate(zip(res, perms, counts)):
             c[perm] = count                                                     # the same draw, this run's order
-            m.append(r.map50(c))
-        gains[k] = np.mean(m[len(a):]) - np.mean(m[:len(a)])
+            scores[k, j] = r.map50(c)
+    sa, sb = scores[:, :len(a)], scores[:, len(a):]
+    gains = sb.mean(axis=1) - sa.mean(axis=1)
     lo, hi = np.percentile(gains, [2.5, 97.5])
     out = {"mAP50": mb - ma, "ci95": [float(lo), float(hi)], "resamples": int(n), "images": images,
            "seed": int(seed), "p_le_0": float(np.mean(gains <= 0)), "mAP50_a": ma, "mAP50_b": mb}
     if len(a) > 1 or len(b) > 1:
+        # two levels: each resample also draws every group's runs with replacement (its own
+        # generator, so the image draws, and ci95, stay as above): the seed-to-seed spread enters
+        # the interval. With two or three runs a group, a coarse estimate of that spread.
+        runs = np.random.default_rng([seed, 1])
+        pick_a, pick_b = runs.integers(0, len(a), (n, len(a))), runs.integers(0, len(b), (n, len(b)))
+        two = (np.take_along_axis(sb, pick_b, 1).mean(axis=1) - np.take_along_axis(sa, pick_a, 1).mean(axis=1))
+        lo2, hi2 = np.percentile(two, [2.5, 97.5])
         out.update(runs_a=len(a), runs_b=len(b), a_spread=max(point[:len(a)]) - min(point[:len(a)]),
-                   b_spread=max(point[len(a):]) - min(point[len(a):]))
+                   b_spread=max(point[len(a):]) - min(point[len(a):]),
+                   ci95_runs_and_images=[float(lo2), float(hi2)], p_le_0_runs_and_images=float(np.mean(two <= 0)))
     return out

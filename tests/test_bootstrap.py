@@ -105,6 +105,19 @@ def test_seed_groups_average_the_runs_on_the_same_draws():
     assert twice["mAP50"] == pytest.approx(pair["mAP50"]) and twice["ci95"] == pytest.approx(pair["ci95"])
 
 
+def test_two_level_interval_counts_the_seed_spread():
+    """Drawing the runs as well as the images: identical runs change nothing; runs that differ
+    (B's two rankings differ by several points) widen the interval beyond the images-only one."""
+    a, b = random_pair(60, 0.75, seed=0)
+    a2, b2 = random_pair(60, 0.4, seed=0)
+    twice = seed_bootstrap([a, a], [b, b], n=1000, seed=5)
+    assert twice["ci95_runs_and_images"] == pytest.approx(twice["ci95"])
+    g = seed_bootstrap([a, a2], [b, b2], n=1000, seed=5)
+    width = g["ci95"][1] - g["ci95"][0]
+    width2 = g["ci95_runs_and_images"][1] - g["ci95_runs_and_images"][0]
+    assert width2 > width * 1.2 and g["ci95_runs_and_images"][0] < g["mAP50"] < g["ci95_runs_and_images"][1]
+
+
 # ---- (c) a small case computed by hand
 
 def hand_case() -> list[dict]:
