@@ -40,7 +40,7 @@ PAIR = "pair-t1-w2-ram"      # two trainings of t1-w2-ram at once
 
 def train_once(name: str, threads: int, workers: int, cache, epochs: int, fraction: float, src: Path) -> dict:
     """One YOLO11n training of ``fraction`` of the NEU-DET training images; its epoch times."""
-    from components.config import section, trainer_args
+    from components.config import trainer_args
     from components.data.views import write_yolo_data_yaml
     from components.train import baseline_cfg, train_detector
 
@@ -52,7 +52,7 @@ def train_once(name: str, threads: int, workers: int, cache, epochs: int, fracti
     args["fraction"] = fraction            # an ultralytics train arg params.yaml does not carry
     t = time.time()
     res = train_detector(baseline_cfg("n"), data_yaml, work / "train", args, "cpu", seed,
-                         section(params, "loss.iou"), threads=threads)
+                         params.loss.iou, threads=threads)
     rows = list(csv.DictReader((work / "train" / "results.csv").open()))
     times = [float(r["time"]) for r in rows]
     epoch_s = [round(b - a, 2) for a, b in zip([0.0] + times[:-1], times)]

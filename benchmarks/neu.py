@@ -25,7 +25,7 @@ import json
 import time
 from pathlib import Path
 
-from components.config import load_params, section
+from components.settings import load_settings
 from components.data.canonical import load_manifest
 from components.data.importers import import_dataset
 from components.data.split import make_split
@@ -85,16 +85,16 @@ def make_all_lams(imgsz: int, test_ratio: float, seed: int) -> dict:
     from components.lagnet.lam import make_lams
     from components.yolo import YOLO
 
-    params = load_params()
+    params = load_settings()
     ds, split = dataset(test_ratio, seed)
     m = load_manifest(ds)
     paths = {e["name"]: ds / e["image"] for e in m["images"]}
     boxes = {str(paths[e["name"]]): np.asarray([b[1:] for b in e["boxes"]]) for e in m["images"]}
-    lam = section(params, "lam")
+    lam = params.lam
     t = time.time()
     with tqdm(total=len(paths), desc="LAMs", unit="img") as bar:
         made = make_lams(YOLO(str(baseline_weights(test_ratio))).model, list(paths.values()), lam_dir(test_ratio),
-                         imgsz, lam["batch"], "cpu", lam["alpha"], lam["beta"], bar.update, boxes)
+                         imgsz, lam.batch, "cpu", lam.alpha, lam.beta, bar.update, boxes)
     secs = time.time() - t
     stats = {}
     for part in ("train", "test"):
@@ -111,10 +111,10 @@ def run_model(model: str, epochs: int, imgsz: int, test_ratio: float, seed: int)
     from components.lagnet.data import LamValidator, lam_data_yaml
     from components.detectors import model_cfg
 
-    params = load_params()
+    params = load_settings()
     lagnet = model in LAGNET_VARIANT
     if lagnet:
-        params["lagnet"] = {**params["lagnet"], "variant": LAGNET_VARIANT[model]}
+        params = params.override({"lagnet.variant": LAGNET_VARIANT[model]}, f"benchmark model {model}")
         if not (lam_dir(test_ratio) / "lam_info.json").is_file():
             raise SystemExit(f"no LAMs in {lam_dir(test_ratio)}: run --lams --test-ratio {test_ratio} first")
     ds, split = dataset(test_ratio, seed)
@@ -122,23 +122,21 @@ def run_model(model: str, epochs: int, imgsz: int, test_ratio: float, seed: int)
     work = WORK / tag / f"run-{model}"
     data_yaml = write_yolo_data_yaml(ds, split, work / "data")
     if lagnet:
-        data_yaml = lam_data_yaml(data_yaml, lam_dir(test_ratio), section(params, "lam.alpha"),
-                                  section(params, "lam.beta"))
+        data_yaml = lam_data_yaml(data_yaml, lam_dir(test_ratio), params.lam.alpha, params.lam.beta)
     cfg = model_cfg("lagnet" if lagnet else model, params, len(load_manifest(ds)["classes"]), work)
     args, _, _ = trainer_args(params)
     args.update(epochs=epochs, imgsz=imgsz)
     t = time.time()
-    res = train_detector(cfg, data_yaml, work / "train", args, "cpu", seed, section(params, "loss.iou"),
-                         lam=lagnet)
+    res = train_detector(cfg, data_yaml, work / "train", args, "cpu", seed, params.loss.iou, lam=lagnet)
     train_s = time.time() - t
-    ev = section(params, "evaluate")
-    metrics = evaluate_detector(res.last, data_yaml, "test", imgsz, ev["batch"], ev["conf"], ev["iou"],
-                                "cpu", ev["latency"], work / "eval", work / "eval-plots",
+    ev = params.evaluate
+    metrics = evaluate_detector(res.last, data_yaml, "test", imgsz, ev.batch, ev.conf, ev.iou,
+                                "cpu", ev.latency.plain(), work / "eval", work / "eval-plots",
                                 validator=LamValidator if lagnet else None)
     out = {"model": model, "epochs": epochs, "imgsz": imgsz, "test_ratio": test_ratio, "seed": seed,
-           "iou_loss": section(params, "loss.iou"), "train_args": args, "train_seconds": round(train_s),
+           "iou_loss": params.loss.iou, "train_args": args, "train_seconds": round(train_s),
            "weights": "last epoch", "metrics": metrics,
-           "model_params": section(params, "lagnet" if lagnet else model), "command": cli()}
+           "model_params": params.get("lagnet" if lagnet else model), "command": cli()}
     (RESULTS / "neu" / tag).mkdir(parents=True, exist_ok=True)
     (RESULTS / "neu" / tag / f"{model}.json").write_text(json.dumps(out, indent=2))
     return out
@@ -187,16 +185,16 @@ def onnx_check(model: str, imgsz: int, test_ratio: float, seed: int, n: int = 20
     from components.lagnet.export import box_agreement, export_pipeline, load_pipeline, pipeline_parity
     from components.lagnet.data import file_lam_batch
 
-    params = load_params()
+    params = load_settings()
     ds, split = dataset(test_ratio, seed)
     m = load_manifest(ds)
     path_of = {e["name"]: str(ds / e["image"]) for e in m["images"]}
     images = [path_of[nm] for nm in split["test"][:n]]
     weights = WORK / split_tag(test_ratio) / f"run-{model}" / "train" / "weights" / "last.pt"
-    lam = section(params, "lam")
-    pipe = load_pipeline(baseline_weights(test_ratio), weights, lam["alpha"], lam["beta"])
+    lam = params.lam
+    pipe = load_pipeline(baseline_weights(test_ratio), weights, lam.alpha, lam.beta)
     onnx_path = export_pipeline(pipe, WORK / split_tag(test_ratio) / f"{model}-pipeline.onnx", imgsz,
-                                section(params, "export.opset"))
+                                params.export.opset)
     x = letterbox_batch(images, imgsz)
     parity = pipeline_parity(pipe, onnx_path, x, conf=conf)
     # a weakly trained model may have no score above 0.25: compare boxes at a low threshold too

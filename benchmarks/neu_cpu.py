@@ -27,7 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from components.config import apply_overrides, load_params, load_profile, section
+from components.config import load_profile
+from components.settings import Settings, resolve
 from components.data.canonical import load_manifest
 from components.data.importers import import_dataset
 from components.data.split import make_split
@@ -78,23 +79,23 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def protocol_params(sets: dict) -> dict:
-    return apply_overrides(apply_overrides(load_params(), load_profile(PROFILE)), sets)
+def protocol_params(sets: dict) -> Settings:
+    """params.yaml + the CPU protocol profile + ``--set`` (``components.settings.resolve``)."""
+    return resolve("params.yaml", [(f"profile {PROFILE.name}", load_profile(PROFILE)), ("--set", sets)])
 
 
-def dataset(params: dict, src: Path) -> tuple[Path, dict]:
+def dataset(params: Settings, src: Path) -> tuple[Path, dict]:
     ds = WORK / "neu-det"
     if not (ds / "manifest.json").is_file():
-        import_dataset(src, "neu-det", WORK, "voc", section(params, "data.clip_px"), section(params, "data.classes"))
+        import_dataset(src, "neu-det", WORK, "voc", params.data.clip_px, list(params.data.classes))
     m = load_manifest(ds)
-    s = section(params, "split")
-    return ds, make_split(m["images"], m["classes"], s["test_ratio"], s["val_ratio"], s["seed"], 0)
+    s = params.split
+    return ds, make_split(m["images"], m["classes"], s.test_ratio, s.val_ratio, s.seed, 0)
 
 
-def lam_dir(params: dict) -> Path:
+def lam_dir(params: Settings, baseline_run: str | None) -> Path:
     """One LAM folder per baseline run and normalisation."""
-    lam = section(params, "lam")
-    return WORK / f"lams-{lam['baseline_run']}-{lam['normalize']}"
+    return WORK / f"lams-{baseline_run}-{params.lam.normalize}"
 
 
 def make_lams(baseline_run: str, sets: dict, src: Path, device: str) -> dict:
@@ -105,45 +106,44 @@ def make_lams(baseline_run: str, sets: dict, src: Path, device: str) -> dict:
     from components.yolo import YOLO
 
     params = protocol_params(sets)
-    params["lam"]["baseline_run"] = baseline_run
     ds, split = dataset(params, src)
     m = load_manifest(ds)
     paths = {e["name"]: ds / e["image"] for e in m["images"]}
     boxes = {str(paths[e["name"]]): np.asarray([b[1:] for b in e["boxes"]]) for e in m["images"]}
-    lam = section(params, "lam")
+    lam = params.lam
     weights = best_weights(baseline_run)
     t = time.time()
-    made = write_lams(YOLO(str(weights)).model, list(paths.values()), lam_dir(params),
-                      section(params, "train.imgsz"), lam["batch"], device, lam["alpha"], lam["beta"], None,
-                      boxes, lam["normalize"], lam["quantile"])
+    made = write_lams(YOLO(str(weights)).model, list(paths.values()), lam_dir(params, baseline_run),
+                      params.train.imgsz, lam.batch, device, lam.alpha, lam.beta, None,
+                      boxes, lam.normalize, lam.quantile)
     keys = ("conf_in", "conf_out", "norm_in", "norm_out", "jet_in", "jet_out")
     stats = {part: {k: round(float(np.nanmean([made[str(paths[n])][k] for n in split[part]])), 4) for k in keys}
              for part in ("train", "val", "test")}
-    info = {"baseline_run": baseline_run, "normalize": lam["normalize"], "quantile": lam["quantile"],
+    info = {"baseline_run": baseline_run, "normalize": lam.normalize, "quantile": lam.quantile,
             "images": len(made), "seconds": round(time.time() - t, 1), "per_split": stats, "command": cli()}
-    (lam_dir(params) / "lam_info.json").write_text(json.dumps(info, indent=1))
+    (lam_dir(params, baseline_run) / "lam_info.json").write_text(json.dumps(info, indent=1))
     RUNS.mkdir(parents=True, exist_ok=True)
-    (RUNS / f"lams-{baseline_run}-{lam['normalize']}.json").write_text(json.dumps(info, indent=1))
+    (RUNS / f"lams-{baseline_run}-{lam.normalize}.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
     return info
 
 
 def prepare(name: str, model: str, sets: dict, src: Path, lams_from: str | None
-            ) -> tuple[dict, Path, Path, Path, bool]:
+            ) -> tuple[Settings, Path, Path, Path, bool]:
     """The run's params (protocol + ``sets``), dataset, work folder, data YAML (with the LAM
     folder for LAGNet) and whether the model reads a LAM."""
     from components.lagnet.data import lam_data_yaml
 
     params = protocol_params(sets)
-    params["lam"]["baseline_run"] = lams_from
     ds, split = dataset(params, src)
     work = WORK / name
     data_yaml = write_yolo_data_yaml(ds, split, work / "data")
     lam = uses_lam(model, params)
     if lam:
-        if not (lam_dir(params) / "lam_info.json").is_file():
-            raise SystemExit(f"no LAMs in {lam_dir(params)}: run --make-lams --lams-from <baseline run> first")
-        data_yaml = lam_data_yaml(data_yaml, lam_dir(params), section(params, "lam.alpha"), section(params, "lam.beta"))
+        lams = lam_dir(params, lams_from)
+        if not (lams / "lam_info.json").is_file():
+            raise SystemExit(f"no LAMs in {lams}: run --make-lams --lams-from <baseline run> first")
+        data_yaml = lam_data_yaml(data_yaml, lams, params.lam.alpha, params.lam.beta)
     return params, ds, work, data_yaml, lam
 
 
@@ -158,18 +158,18 @@ def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: st
     cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
     args, _, seed = trainer_args(params)
     t = time.time()
-    res = train_detector(cfg, data_yaml, work / "train", args, device, seed, section(params, "loss.iou"), lam=lam)
+    res = train_detector(cfg, data_yaml, work / "train", args, device, seed, params.loss.iou, lam=lam)
     train_s = time.time() - t
-    ev = section(params, "evaluate")
+    ev = params.evaluate
     out = {"run": name, "model": model, "overrides": sets, "device": device, "train_seconds": round(train_s, 1),
            "epoch_s": round(train_s / max(1, res.epochs_run), 2), "epochs_run": res.epochs_run,
-           "weights": "best epoch on val", "params_used": {k: section(params, k) for k in
+           "weights": "best epoch on val", "params_used": {k: params.get(k) for k in
                                                           ("train", "split", "loss", model if model != "baseline"
                                                            else "baseline", "lam")},
            "lams_from": lams_from, "framing": FRAMING, "machine": machine(), "command": cli()}
     for part in ("val", "test") if evaluate else ():
-        out[part] = evaluate_detector(res.best, data_yaml, part, args["imgsz"], ev["batch"], ev["conf"], ev["iou"],
-                                      device, {**ev["latency"], "runs": 10}, work / f"eval-{part}",
+        out[part] = evaluate_detector(res.best, data_yaml, part, args["imgsz"], ev.batch, ev.conf, ev.iou,
+                                      device, {**ev.latency.plain(), "runs": 10}, work / f"eval-{part}",
                                       work / f"plots-{part}", validator=LamValidator if lam else None)
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / f"{name}.json").write_text(json.dumps(out, indent=1))
@@ -190,7 +190,7 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
 
     weights = best_weights(name)
     params, _, work, data_yaml, lam = prepare(name, model, sets, src, lams_from)
-    ev = section(params, "evaluate")
+    ev = params.evaluate
     out = {"run": name, "model": model, "overrides": sets, "lams_from": lams_from, "trained_on": trained_on,
            "weights": "best epoch on val", "framing": FRAMING, "machine": machine(), "command": cli()}
     if train_csv and train_csv.is_file():
@@ -201,17 +201,16 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
             RUNS / f"{name}-results.csv").resolve() else None
     validator = None
     if lam:     # score what is served: the LAM computed in the graph from the RGB batch
-        g = section(params, "lam")
-        validator = served_lam_validator(best_weights(lams_from), g["alpha"], g["beta"],
-                                         g["normalize"], g["quantile"])
+        g = params.lam
+        validator = served_lam_validator(best_weights(lams_from), g.alpha, g.beta, g.normalize, g.quantile)
         out["lam_source"] = "in-graph (as served)"
     for part in ("val", "test"):
-        out[part] = evaluate_detector(weights, data_yaml, part, section(params, "train.imgsz"), ev["batch"],
-                                      ev["conf"], ev["iou"], "cpu", ev["latency"], work / f"eval-{part}",
+        out[part] = evaluate_detector(weights, data_yaml, part, params.train.imgsz, ev.batch,
+                                      ev.conf, ev.iou, "cpu", ev.latency.plain(), work / f"eval-{part}",
                                       work / f"plots-{part}", validator=validator)
     if lam:     # the same weights on the LAM files (the training path), for the skew
-        out["test_on_lam_files"] = evaluate_detector(weights, data_yaml, "test", section(params, "train.imgsz"),
-                                                     ev["batch"], ev["conf"], ev["iou"], "cpu", ev["latency"],
+        out["test_on_lam_files"] = evaluate_detector(weights, data_yaml, "test", params.train.imgsz,
+                                                     ev.batch, ev.conf, ev.iou, "cpu", ev.latency.plain(),
                                                      work / "eval-test-files", work / "plots-test-files",
                                                      validator=LamValidator)
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -236,22 +235,20 @@ def served_check(name: str, lams_from: str, sets: dict, src: Path, conf: float =
     from components.lagnet.data import file_lam_batch
 
     params = protocol_params(sets)
-    params["lam"]["baseline_run"] = lams_from
     ds, split = dataset(params, src)
     m = load_manifest(ds)
     path_of = {e["name"]: str(ds / e["image"]) for e in m["images"]}
     images = [path_of[n] for n in split["test"]][:limit]
-    imgsz, g = section(params, "train.imgsz"), section(params, "lam")
-    pipe = load_pipeline(best_weights(lams_from), best_weights(name), g["alpha"], g["beta"], g["normalize"],
-                         g["quantile"])
-    onnx_path = export_pipeline(pipe, WORK / name / "pipeline.onnx", imgsz, section(params, "export.opset"))
+    imgsz, g = params.train.imgsz, params.lam
+    pipe = load_pipeline(best_weights(lams_from), best_weights(name), g.alpha, g.beta, g.normalize, g.quantile)
+    onnx_path = export_pipeline(pipe, WORK / name / "pipeline.onnx", imgsz, params.export.opset)
     out = {"run": name, "images": len(images), "conf": conf, "imgsz": imgsz, "onnx_vs_pytorch": None}
     parities, served, files = [], [], []
     for i in range(0, len(images), 32):
         chunk = images[i:i + 32]
         x = letterbox_batch(chunk, imgsz)
         parities.append(pipeline_parity(pipe, onnx_path, x, conf=conf))
-        from_files = file_lam_batch(chunk, lam_dir(params), imgsz, g["alpha"], g["beta"])
+        from_files = file_lam_batch(chunk, lam_dir(params, lams_from), imgsz, g.alpha, g.beta)
         with torch.inference_mode():
             xt = torch.from_numpy(x)
             served += non_max_suppression(pipe(xt), conf, 0.7)
@@ -289,15 +286,14 @@ def lam_skew(lams_from: str, sets: dict, src: Path) -> dict:
     from components.yolo import YOLO
 
     params = protocol_params(sets)
-    params["lam"]["baseline_run"] = lams_from
     ds, split = dataset(params, src)
     data_yaml = write_yolo_data_yaml(ds, split, WORK / f"lam-skew-{lams_from}")
-    imgsz, g = section(params, "train.imgsz"), section(params, "lam")
-    data = {**yaml.safe_load(data_yaml.read_text()), "lam": str(lam_dir(params)), "channels": 6}
+    imgsz, g = params.train.imgsz, params.lam
+    data = {**yaml.safe_load(data_yaml.read_text()), "lam": str(lam_dir(params, lams_from)), "channels": 6}
     val = build_lam_dataset(get_cfg(overrides={"imgsz": imgsz}), str(Path(data["path"]) / data["test"]), 16, data,
                             mode="val", stride=32)
-    lam_map = LamMap(YOLO(str(best_weights(lams_from))).model.float().fuse().eval(), g["alpha"], g["beta"],
-                     g["normalize"], g["quantile"]).eval()
+    lam_map = LamMap(YOLO(str(best_weights(lams_from))).model.float().fuse().eval(), g.alpha, g.beta,
+                     g.normalize, g.quantile).eval()
     diffs = {"now": [], "before": [], "now_inside": [], "before_inside": []}
     shape = None
     for i in range(len(val)):
@@ -305,7 +301,7 @@ def lam_skew(lams_from: str, sets: dict, src: Path) -> dict:
         shape = tuple(x.shape[-2:])
         with torch.inference_mode():
             served = lam_map(x[:, :3])
-        now = to_rgb_lam(x, g["alpha"], g["beta"])[:, 3:]
+        now = to_rgb_lam(x, g.alpha, g.beta)[:, 3:]
         inside = (x[:, 4:5] > VALID_MIN).expand_as(now)
         before = torch.where(inside, now, torch.full_like(now, PAD / 255))
         for k, v in (("now", now), ("before", before)):

@@ -26,18 +26,18 @@ import torch
 from .common import cli, machine, write
 
 
-def _pytorch_model(promo: dict, params: dict) -> torch.nn.Module:
-    from components.config import section
+def _pytorch_model(promo: dict, params) -> torch.nn.Module:
+    from components.layout import Layout
     from components.yolo import YOLO
 
-    models = Path(section(params, "paths.models"))
+    lay = Layout.from_params(params)
     if promo["model"] == "lagnet":
         from components.lagnet.export import load_pipeline
 
-        lam = section(params, "lam")
-        return load_pipeline(models / "baseline" / "weights" / "best.pt", models / "lagnet" / "weights" / "best.pt",
-                             lam["alpha"], lam["beta"])
-    return YOLO(str(models / promo["model"] / "weights" / "best.pt")).model.float().fuse().eval()
+        lam = params.lam
+        return load_pipeline(lay.weights("baseline"), lay.weights("lagnet"), lam.alpha, lam.beta, lam.normalize,
+                             lam.quantile)
+    return YOLO(str(lay.weights(promo["model"]))).model.float().fuse().eval()
 
 
 def _raw(out) -> torch.Tensor:
@@ -53,18 +53,20 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args()
 
-    from components.config import load_params, section
     from components.data.views import load_split
+    from components.layout import Layout
+    from components.settings import load_settings
     from components.deploy.export import letterbox_batch, ort_session
     from components.lagnet.export import box_agreement
     from ultralytics.utils.nms import non_max_suppression
 
-    params = load_params(a.params)
-    promo = json.loads((Path(section(params, "paths.reports")) / "promotion.json").read_text())
-    info = json.loads((Path(section(params, "paths.models")) / promo["model"] / "train_info.json").read_text())
+    params = load_settings(a.params)
+    lay = Layout.from_params(params)
+    promo = json.loads(lay.promotion.read_text())
+    info = json.loads(lay.train_info(promo["model"]).read_text())
     imgsz = info["imgsz"]
-    ds = Path(section(params, "paths.datasets")) / section(params, "data.name")
-    split = load_split(Path(section(params, "paths.splits")) / f"{section(params, 'data.name')}.json")
+    ds = lay.dataset
+    split = load_split(lay.split_file)
     names = split["test"][: a.images]
     files = [next((ds / "images").glob(f"{n}.*")) for n in names]
     x = letterbox_batch(files, imgsz)

@@ -52,6 +52,7 @@ def main() -> None:
     import os
 
     from components.config import load_params
+    from components.settings import load_settings
     from components.data.views import load_split  # noqa: F401  (fails early without a split)
     from components.tune import open_study
     from pipelines.common import dataset_dir, dataset_hash
@@ -67,17 +68,17 @@ def main() -> None:
         files[pr].write_text(yaml.safe_dump(_params(base, a.model, a.trials, a.epochs, pr), sort_keys=False))
 
     pruned = tune_flow(a.model, None, str(files[a.pruner]))
-    pp = load_params(files[a.pruner])
-    s1 = optuna.load_study(study_name=pruned["study"], storage=pp["tune"]["storage"])
+    pp = load_settings(files[a.pruner])
+    s1 = optuna.load_study(study_name=pruned["study"], storage=pp.tune.storage)
     # the same trials, unpruned: enqueue each trial's params in order, then let the flow run them
-    up = load_params(files["none"])
+    up = load_settings(files["none"])
     name2 = study_name(up, a.model, dataset_hash(dataset_dir(up)))
-    s2 = open_study(name2, up["tune"]["storage"], up["tune"]["seed"], "none", a.epochs)
+    s2 = open_study(name2, up.tune.storage, up.tune.seed, "none", a.epochs)
     if not s2.trials:
         for t in sorted(s1.trials, key=lambda t: t.number):
             s2.enqueue_trial(t.params)
     unpruned = tune_flow(a.model, None, str(files["none"]))
-    s2 = optuna.load_study(study_name=unpruned["study"], storage=up["tune"]["storage"])
+    s2 = optuna.load_study(study_name=unpruned["study"], storage=up.tune.storage)
 
     full = {t.number: t for t in s2.trials}
     rows = []

@@ -16,7 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from components.config import apply_overrides, load_params, section, trainer_args
+from components.config import trainer_args
+from components.settings import resolve
 
 from .common import RESULTS, cli, machine, write
 from .neu_cpu import parse_sets
@@ -33,26 +34,26 @@ def run(label: str, sets: dict, device: str = "cpu") -> dict:
     from components.evaluate import evaluate_detector
     from components.train import baseline_cfg, train_detector
 
-    params = apply_overrides(load_params(), sets)
-    syn = section(params, "data.synth")
+    params = resolve("params.yaml", [("--set", sets)])
+    syn = params.data.synth.plain()
     code = (Path(__file__).resolve().parents[1] / "components" / "data" / "synth.py").read_bytes()
     key = hashlib.sha256(json.dumps(syn, sort_keys=True).encode() + code).hexdigest()[:10]   # params + generator
     root = WORK / f"synth-{key}"
     if not (root / "synth" / "manifest.json").is_file():
         write_synth_dataset(SynthConfig(**{**syn, "contrast": tuple(syn["contrast"])}), root, "synth")
     m = load_manifest(root / "synth")
-    s = section(params, "split")
-    split = make_split(m["images"], m["classes"], s["test_ratio"], s["val_ratio"], s["seed"], 0)
+    s = params.split
+    split = make_split(m["images"], m["classes"], s.test_ratio, s.val_ratio, s.seed, 0)
     work = WORK / label
     data_yaml = write_yolo_data_yaml(root / "synth", split, work / "data")
     args, _, seed = trainer_args(params)
     t = time.time()
-    res = train_detector(baseline_cfg(section(params, "baseline.scale")), data_yaml, work / "train", args, device,
-                         seed, section(params, "loss.iou"))
+    res = train_detector(baseline_cfg(params.baseline.scale), data_yaml, work / "train", args, device,
+                         seed, params.loss.iou)
     secs = time.time() - t
-    ev = section(params, "evaluate")
-    scores = {part: evaluate_detector(res.best, data_yaml, part, args["imgsz"], ev["batch"], ev["conf"], ev["iou"],
-                                      device, {**ev["latency"], "runs": 3}, work / f"eval-{part}",
+    ev = params.evaluate
+    scores = {part: evaluate_detector(res.best, data_yaml, part, args["imgsz"], ev.batch, ev.conf, ev.iou,
+                                      device, {**ev.latency.plain(), "runs": 3}, work / f"eval-{part}",
                                       work / f"plots-{part}")
               for part in ("val", "test")}
     row = {"label": label, "overrides": sets, "train_seconds": round(secs, 1), "epochs_run": res.epochs_run,

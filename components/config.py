@@ -72,11 +72,11 @@ def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return p
 
 
-def trainer_args(params: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
-    """params.train as ultralytics train arguments, minus ``device`` and ``seed``, which the
-    caller passes itself: ``(args, device, seed)``."""
-    args = dict(section(params, "train"))
-    return args, args.pop("device"), args.pop("seed")
+def trainer_args(params) -> tuple[dict[str, Any], str, int]:
+    """The settings' ``train`` section (``components.settings.Settings``) as ultralytics train
+    arguments, minus ``device`` and ``seed``, which the caller passes itself: ``(args, device, seed)``."""
+    t = params.train
+    return t.ultralytics(), t.device, t.seed
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:

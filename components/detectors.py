@@ -4,8 +4,8 @@ One :class:`DetectorSpec` per detector (``CATALOGUE``): the paper it comes from,
 is built from params, its name as the papers give it, whether it reads a LAM (and so how many
 input channels it takes and so its data path, how it is exported: alone, or as
 the one graph baseline -> LAM -> LAGNet), and the Optuna space that tunes it. Flows, benchmarks
-and trials ask here instead of importing the train flow. ``params`` is the already-parsed params
-tree (components never read params.yaml themselves). Importing this module stays light (the CLI's
+and trials ask here instead of importing the train flow. ``params`` is the already-parsed
+:class:`~components.settings.Settings` (components never read params.yaml themselves). Importing this module stays light (the CLI's
 choices): torch / ultralytics are imported when a config is built.
 """
 
@@ -15,60 +15,60 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .config import section
+from .settings import Settings
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
     key: str                                       # the params section / DVC stage suffix
     paper: str | None                              # ../shared/papers/<paper>, None for the baseline
-    build: Callable[[dict, int, Path], str]        # (params, classes, work folder) -> model YAML
-    name: Callable[[dict], str]                    # params -> "YOLO11n", "DASC-YOLO-n", "LAGNet-s"...
-    reads_lam: Callable[[dict], bool]              # params -> does it take RGB + LAM
+    build: Callable[[Settings, int, Path], str]    # (params, classes, work folder) -> model YAML
+    name: Callable[[Settings], str]                # params -> "YOLO11n", "DASC-YOLO-n", "LAGNet-s"...
+    reads_lam: Callable[[Settings], bool]          # params -> does it take RGB + LAM
     tune_space: str | None                         # the params key of its Optuna space
 
-    def channels(self, params: dict) -> int:
+    def channels(self, params: Settings) -> int:
         """Input channels of the trained network: 6 (RGB + the JET-coded LAM) or 3."""
         return 6 if self.reads_lam(params) else 3
 
-    def export(self, params: dict) -> str:
+    def export(self, params: Settings) -> str:
         """``pipeline``: exported as one graph with the baseline that makes its LAM
         (``components.lagnet.export``); ``single``: the network alone (``components.deploy.export``)."""
         return "pipeline" if self.reads_lam(params) else "single"
 
 
-def _baseline_cfg(params: dict, nc: int, work: Path) -> str:
+def _baseline_cfg(params: Settings, nc: int, work: Path) -> str:
     from .train import baseline_cfg
 
-    return baseline_cfg(section(params, "baseline.scale"))
+    return baseline_cfg(params.baseline.scale)
 
 
-def _dasc_cfg(params: dict, nc: int, work: Path) -> str:
+def _dasc_cfg(params: Settings, nc: int, work: Path) -> str:
     from .dasc.config import DascToggles, write_dasc_yaml
 
-    d = dict(section(params, "dasc"))
+    d = params.dasc.plain()
     scale = d.pop("scale")
     return str(write_dasc_yaml(work, scale, nc, DascToggles(**d)))
 
 
-def _lagnet_cfg(params: dict, nc: int, work: Path) -> str:
+def _lagnet_cfg(params: Settings, nc: int, work: Path) -> str:
     from .lagnet.config import write_lagnet_yaml
 
-    return str(write_lagnet_yaml(work, nc=nc, **lagnet_kwargs(dict(section(params, "lagnet")))))
+    return str(write_lagnet_yaml(work, nc=nc, **lagnet_kwargs(params.lagnet.plain())))
 
 
-def _lagnet_name(params: dict) -> str:
-    name = "LAGNet-s" if section(params, "lagnet.variant") == "small" else "LAGNet"
-    return name if bool(section(params, "lagnet.lam")) else f"{name} (RGB only)"
+def _lagnet_name(params: Settings) -> str:
+    name = "LAGNet-s" if params.lagnet.variant == "small" else "LAGNet"
+    return name if params.lagnet.lam else f"{name} (RGB only)"
 
 
 CATALOGUE: dict[str, DetectorSpec] = {
     "baseline": DetectorSpec("baseline", None, _baseline_cfg,
-                             lambda p: f"YOLO11{section(p, 'baseline.scale')}", lambda p: False, None),
+                             lambda p: f"YOLO11{p.baseline.scale}", lambda p: False, None),
     "dasc": DetectorSpec("dasc", "dasc-yolo.md", _dasc_cfg,
-                         lambda p: f"DASC-YOLO-{section(p, 'dasc.scale')}", lambda p: False, "tune.space.dasc"),
+                         lambda p: f"DASC-YOLO-{p.dasc.scale}", lambda p: False, "tune.space.dasc"),
     "lagnet": DetectorSpec("lagnet", "lagnet.md", _lagnet_cfg, _lagnet_name,
-                           lambda p: bool(section(p, "lagnet.lam")), "tune.space.lagnet"),
+                           lambda p: p.lagnet.lam, "tune.space.lagnet"),
 }
 MODELS = tuple(CATALOGUE)
 
@@ -79,7 +79,7 @@ def spec(model: str) -> DetectorSpec:
     return CATALOGUE[model]
 
 
-def model_cfg(model: str, params: dict, nc: int, work: Path) -> str:
+def model_cfg(model: str, params: Settings, nc: int, work: Path) -> str:
     """The model YAML to train: ultralytics' own for the baseline, generated ones (written into
     ``work``) for DASC-YOLO and LAGNet."""
     return spec(model).build(params, nc, work)
@@ -93,12 +93,12 @@ def lagnet_kwargs(g: dict) -> dict:
                 toggles=LagnetToggles(g["lam"], g["scem"]))
 
 
-def display_name(model: str, params: dict) -> str:
+def display_name(model: str, params: Settings) -> str:
     """The detector as the papers name it, with its size: ``YOLO11n``, ``DASC-YOLO-n``, ``LAGNet-s``
     (``LAGNet`` for the large variant; ``(RGB only)`` without the LAM branch)."""
     return spec(model).name(params)
 
 
-def uses_lam(model: str, params: dict) -> bool:
+def uses_lam(model: str, params: Settings) -> bool:
     """Does ``model`` read RGB + LAM (LAGNet with its LAM branch on)?"""
     return spec(model).reads_lam(params)

@@ -29,14 +29,17 @@ _ROOTS = ("datasets", "splits", "models", "metrics", "plots", "reports", "export
 
 @dataclass(frozen=True)
 class Layout:
-    """Built from a params dict (:meth:`from_params`); a ``paths`` key or ``data.name`` the params
-    lack is an error naming it when a path needs it (a partial params dict serves what it has)."""
+    """Built from the settings (:meth:`from_params`, ``components.settings.Settings``) or a params
+    dict; a ``paths`` key or ``data.name`` a partial params dict lacks is an error naming it when a
+    path needs it (it serves what it has)."""
 
     paths: dict[str, Any]
     name: str | None
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Layout":
+    def from_params(cls, params: Any) -> "Layout":
+        if not isinstance(params, dict):                 # Settings
+            return cls(params.paths.plain(), params.data.name)
         data = params.get("data")
         return cls(dict(section(params, "paths")), data.get("name") if isinstance(data, dict) else None)
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import optuna
 
-from components.config import section
 
 # user attribute of the default trial (enqueued with it, so every worker can tell it)
 DEFAULT_ATTR = "default"
@@ -72,13 +71,14 @@ def make_pruner(name: str, epochs: int, warmup_epochs: int = 0) -> optuna.pruner
     return optuna.pruners.HyperbandPruner(min_resource=warmup + 1, max_resource=epochs)
 
 
-def default_point(space: dict[str, Any], params: dict) -> dict[str, Any]:
+def default_point(space: dict[str, Any], params) -> dict[str, Any]:
     """params.yaml's values of the searched leaves, as Optuna params (``{space key: value}``):
     the trial every study contains. The space must contain them (a list holding the value, a
-    range around it), else the default could not be a trial of the study."""
+    range around it), else the default could not be a trial of the study. ``params``: the
+    settings (``components.settings.Settings``)."""
     out = {}
     for key, spec in searched(space):
-        value = section(params, TARGETS[key])
+        value = params.get(TARGETS[key])
         inside = (float(spec["low"]) <= float(value) <= float(spec["high"]) if isinstance(spec, dict)
                   else isinstance(spec, list) and value in spec)
         if not inside:

@@ -16,12 +16,12 @@ from dataclasses import asdict
 
 from prefect import flow, get_run_logger
 
-from components.config import section
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
 from components.dasc.config import PAPER_TABLE3, TABLE3, write_dasc_yaml
 from components.lagnet.config import VARIANTS, ablation_rows, write_lagnet_yaml
 from components.report import write_table
+from components.settings import Settings
 
 from .common import dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params, stage_run, trainer_args
 from .tasks import evaluate_task, train_task
@@ -43,7 +43,7 @@ def select_rows(requested: list[str] | str, grid: dict = TABLE3) -> list[str]:
     return rows
 
 
-def _grid_setup(params: dict, study: str, epochs: int | None) -> tuple:
+def _grid_setup(params: Settings, study: str, epochs: int | None) -> tuple:
     """What both grids share: the dataset, its class count, the rows' work folder, the RGB data
     YAML, the training arguments at the grid's epochs (``epochs`` or ``ablation.epochs``), device,
     seed, box loss, the evaluate settings and the report folder."""
@@ -51,9 +51,9 @@ def _grid_setup(params: dict, study: str, epochs: int | None) -> tuple:
     ds, work = lay.dataset, lay.scratch(f"ablation-{study}")
     data_yaml = write_yolo_data_yaml(ds, load_split(lay.split_file), work / "data")
     train_args, device, seed = trainer_args(params)
-    train_args["epochs"] = epochs or section(params, "ablation.epochs")
+    train_args["epochs"] = epochs or params.ablation.epochs
     return (ds, len(load_manifest(ds)["classes"]), work, data_yaml, train_args, device, seed,
-            section(params, "loss.iou"), section(params, "evaluate"),
+            params.loss.iou, params.evaluate,
             lay.reports / "ablation" / study)
 
 
@@ -62,9 +62,9 @@ def ablate_dasc_flow(rows: list[str] | None = None, epochs: int | None = None,
                      params_file: str = "params.yaml") -> dict:
     params = read_params(params_file)
     log = get_run_logger()
-    rows = select_rows(rows or section(params, "ablation.rows"))
+    rows = select_rows(rows or params.ablation.rows)
     ds, nc, work, data_yaml, train_args, device, seed, iou_loss, ev, out = _grid_setup(params, "dasc", epochs)
-    epochs, scale = train_args["epochs"], section(params, "dasc.scale")
+    epochs, scale = train_args["epochs"], params.dasc.scale
     table, results = [], {}
     for i, row in enumerate(rows, 1):
         log.info("ablation row %d/%d: %s", i, len(rows), row)
@@ -88,7 +88,7 @@ def ablate_dasc_flow(rows: list[str] | None = None, epochs: int | None = None,
                       "paper mAP": paper[0], "paper F1": paper[3], "paper params (M)": paper[4]})
         preamble = (f"Dataset `{ds.name}` ({dataset_hash(ds)}), YOLO11{scale}, {epochs} epochs, imgsz "
                     f"{train_args['imgsz']}, box loss {iou_loss}, device {device}; metrics on the test split; "
-                    f"FPS: eager PyTorch, batch {ev['latency']['batch']}. Paper: leather dataset, its own "
+                    f"FPS: eager PyTorch, batch {ev.latency.batch}. Paper: leather dataset, its own "
                     f"protocol (Table 3). {i}/{len(rows)} rows done.")
         md, _ = write_table(out, "DASC-YOLO ablation (Table 3)", preamble, table, COLUMNS,
                             {"rows": results, "epochs": epochs, "dataset": ds.name, "scale": scale})
@@ -104,27 +104,27 @@ def ablate_lagnet_flow(rows: list[str] | None = None, epochs: int | None = None,
                        params_file: str = "params.yaml") -> dict:
     params = read_params(params_file)
     log = get_run_logger()
-    g = section(params, "lagnet")
-    grid = ablation_rows(g["k"], g["n"])
-    rows = select_rows(rows or section(params, "ablation.lagnet_rows"), grid)
+    g = params.lagnet
+    grid = ablation_rows(g.k, g.n)
+    rows = select_rows(rows or params.ablation.lagnet_rows, grid)
     ds, nc, work, rgb_yaml, train_args, device, seed, iou_loss, ev, out = _grid_setup(params, "lagnet", epochs)
     epochs = train_args["epochs"]
-    lam_yaml = (model_data_yaml("lagnet", {**params, "lagnet": {**g, "lam": True}}, rgb_yaml)
+    lam_yaml = (model_data_yaml("lagnet", params.override({"lagnet.lam": True}, "ablation: LAM rows"), rgb_yaml)
                 if any(grid[r][0].lam for r in rows) else None)
     table, results = [], {}
     for i, row in enumerate(rows, 1):
         log.info("LAGNet ablation row %d/%d: %s", i, len(rows), row)
         toggles, k, n, paper = grid[row]
         row_dir = work / _slug(row)
-        model_yaml = write_lagnet_yaml(row_dir, g["variant"], g["width"], k, n, nc, toggles)
+        model_yaml = write_lagnet_yaml(row_dir, g.variant, g.width, k, n, nc, toggles)
         data_yaml = lam_yaml if toggles.lam else rgb_yaml
         tags = {"ablation": "lagnet", "row": row, "lagnet.lam": toggles.lam, "lagnet.scem": toggles.scem,
-                "lagnet.k": k, "lagnet.n": n, "lagnet.variant": g["variant"]}
+                "lagnet.k": k, "lagnet.n": n, "lagnet.variant": g.variant}
         with stage_run(f"ablate:lagnet:{row}", params, ["train", "loss", "ablation", "lagnet", "lam"],
                        dataset_hash(ds), tags, dataset="train") as run:
             info = train_task(str(model_yaml), str(data_yaml), str(row_dir / "train"), train_args, device,
                               seed, iou_loss, run, toggles.lam)
-            served = ({**section(params, "lam"), "baseline": str(layout(params).weights("baseline"))}
+            served = ({**params.lam.plain(), "baseline": str(layout(params).weights("baseline"))}
                       if toggles.lam else None)
             m = evaluate_task(info["best"], str(data_yaml), ev, train_args["imgsz"], str(row_dir / "eval"),
                               str(row_dir / "eval-plots"), served)
@@ -136,12 +136,12 @@ def ablate_lagnet_flow(rows: list[str] | None = None, epochs: int | None = None,
                       "P": round(100 * m["precision"], 1), "R": round(100 * m["recall"], 1),
                       "F1": round(100 * m["F1"], 1), "params (M)": round(m["params"] / 1e6, 3),
                       "GFLOPs@640": m["GFLOPs"], "FPS": m["fps"], "paper mAP (NEU-DET)": "" if paper is None else paper})
-        preamble = (f"Dataset `{ds.name}` ({dataset_hash(ds)}), {VARIANTS[g['variant']]} (MobileNetV3-"
-                    f"{g['variant']}, width {g['width']}), {epochs} epochs, imgsz {train_args['imgsz']}, box loss "
-                    f"{iou_loss}, LAM mode {section(params, 'lam.mode')}, device {device}; metrics on the test "
-                    f"split; FPS: eager PyTorch of the detector alone, batch {ev['latency']['batch']}. Paper: "
+        preamble = (f"Dataset `{ds.name}` ({dataset_hash(ds)}), {VARIANTS[g.variant]} (MobileNetV3-"
+                    f"{g.variant}, width {g.width}), {epochs} epochs, imgsz {train_args['imgsz']}, box loss "
+                    f"{iou_loss}, LAM mode {params.lam.mode}, device {device}; metrics on the test "
+                    f"split; FPS: eager PyTorch of the detector alone, batch {ev.latency.batch}. Paper: "
                     "NEU-DET, 640 px, 500 epochs, MobileNetV3-Large rows of Table 4 and Table 5 "
                     f"(its YOLOv5 anchor head; ours is ultralytics' anchor-free head). {i}/{len(rows)} rows done.")
         md, _ = write_table(out, "LAGNet ablation (Tables 4 and 5)", preamble, table, LAGNET_COLUMNS,
-                            {"rows": results, "epochs": epochs, "dataset": ds.name, "lagnet": g})
+                            {"rows": results, "epochs": epochs, "dataset": ds.name, "lagnet": g.plain()})
     return {"table": str(md), "rows": results}

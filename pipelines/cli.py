@@ -12,8 +12,9 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from components.config import ConfigError, StopError, load_params, section
+from components.config import ConfigError, StopError
 from components.layout import Layout
+from components.settings import load_settings
 
 EPILOG = "Run from the repository root (where params.yaml lives). Every value not given as an " \
          "option comes from params.yaml."
@@ -25,7 +26,7 @@ def _data_import(a: argparse.Namespace) -> int:
         return 1
     from .data import import_flow
 
-    root = a.root or str(Layout.from_params(load_params(a.params)).datasets)
+    root = a.root or str(Layout.from_params(load_settings(a.params)).datasets)
     s = import_flow(a.src, a.name, root, a.format, a.params)
     _print_summary(s, f"{root}/{a.name}")
     return 0
@@ -43,7 +44,7 @@ def _print_summary(s: dict, where: str) -> None:
 def _data_synth(a: argparse.Namespace) -> int:
     from .data import synth_flow
 
-    lay = Layout.from_params(load_params(a.params))
+    lay = Layout.from_params(load_settings(a.params))
     root, name = a.root or str(lay.datasets), a.name or lay.data_name
     _print_summary(synth_flow(root, name, a.params), f"{root}/{name}")
     return 0
@@ -153,18 +154,18 @@ def _predict(a: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from components.deploy.predict import Detector, ModelError, expand, predict, resolve_model
+    from components.deploy.predict import MODEL_CACHE, Detector, ModelError, expand, predict, resolve_model
     from components.tracking import tracking_uri
 
-    params = load_params(a.params)
-    cfg = section(params, "predict")
+    params = load_settings(a.params)
+    cfg = params.predict
     images = expand(a.paths)
     if not images:
         print("error: no files found", file=sys.stderr)
         return 2
     try:
         with _quiet_registry():
-            onnx = resolve_model(a.model, tracking_uri(section(params, "tracking")), Path(".cache/models"))
+            onnx = resolve_model(a.model, tracking_uri(params.tracking.plain()), MODEL_CACHE)
         detector = Detector(onnx)
     except ModelError as e:
         logging.getLogger(__name__).debug("cannot load the model %s", a.model, exc_info=True)
@@ -176,9 +177,9 @@ def _predict(a: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm
 
-    out = Path(a.out or cfg["out"])
+    out = Path(a.out or cfg.out)
     with tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2) as bar:
-        r = predict(detector, images, out, a.conf if a.conf is not None else cfg["conf"], cfg["iou"],
+        r = predict(detector, images, out, a.conf if a.conf is not None else cfg.conf, cfg.iou,
                     progress=bar.update)
     n = sum(len(i.get("detections", [])) for i in r["images"])
     print(f"{a.model} ({onnx.name}, ONNX Runtime {r['provider']}): {len(images) - r['failed']} image(s), "

@@ -12,8 +12,8 @@ from typing import Any, Iterator
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from components.config import (PIPELINE_RUN_ENV, git_commit, load_params, params_hash, pipeline_run_id,  # noqa: F401
-                               section, trainer_args)
+from components.config import PIPELINE_RUN_ENV, git_commit, params_hash, pipeline_run_id, trainer_args  # noqa: F401
+from components.settings import Settings, load_settings
 from components.detectors import uses_lam
 from components.layout import Layout
 from components.tracking import StageRun, start_stage_run
@@ -57,17 +57,21 @@ def close_run(run: StageRun, status: str) -> None:
 
 
 @contextmanager
-def stage_run(stage: str, params: dict, used: list[str], dataset_hash: str | None = None,
+def stage_run(stage: str, params: Settings, used: list[str], dataset_hash: str | None = None,
               extra_tags: dict | None = None, dataset: str | None = None) -> Iterator[StageRun]:
     """One MLflow run for this stage execution: params of the ``used`` sections, flattened;
     tags: git commit, dataset content hash, params hash (and MLflow's source tags, the pipeline
     run: ``components.tracking.start_stage_run``). ``dataset``: the context (``train``, ``test``)
     in which the run reads the project's dataset and split, logged as MLflow dataset inputs
-    (``dataset_records``). Marked FAILED if the stage raises."""
-    used_params = {k: section(params, k) for k in used}
+    (``dataset_records``). The params logged are the values the run used, after every override
+    (a profile, a tuned decision); which layer set which key is the tag ``defectops.overrides``.
+    Marked FAILED if the stage raises."""
+    used_params = {k: params.get(k) for k in used}
     tags = {"git_commit": git_commit(), "params_hash": params_hash(used_params),
             **({"dataset_hash": dataset_hash} if dataset_hash else {}), **(extra_tags or {})}
-    run = open_run(stage, section(params, "tracking"), used_params, tags)
+    if params.overrides:
+        tags["defectops.overrides"] = json.dumps(params.overrides_record())[:5000]   # an MLflow tag value
+    run = open_run(stage, params.tracking.plain(), used_params, tags)
     try:
         records = dataset_records(params) if dataset else []
         if records:
@@ -79,20 +83,21 @@ def stage_run(stage: str, params: dict, used: list[str], dataset_hash: str | Non
     close_run(run, "FINISHED")
 
 
-def read_params(params_file: str) -> dict:
-    return load_params(params_file)
+def read_params(params_file: str) -> Settings:
+    """params.yaml, parsed once into typed settings (``components.settings``)."""
+    return load_settings(params_file)
 
 
-def layout(params: dict) -> Layout:
+def layout(params: Settings) -> Layout:
     """Where this params file puts datasets, splits, models, metrics, reports... (``components.layout``)."""
     return Layout.from_params(params)
 
 
-def dataset_dir(params: dict) -> Path:
+def dataset_dir(params: Settings) -> Path:
     return layout(params).dataset
 
 
-def split_file(params: dict) -> Path:
+def split_file(params: Settings) -> Path:
     return layout(params).split_file
 
 
@@ -101,7 +106,7 @@ def dataset_hash(ds_dir: Path) -> str | None:
     return json.loads(summary.read_text())["content_hash"] if summary.is_file() else None
 
 
-def dataset_records(params: dict) -> list[dict]:
+def dataset_records(params: Settings) -> list[dict]:
     """The project's dataset and its split as MLflow dataset inputs (``StageRun.log_dataset``).
 
     MLflow keeps one record per (name, digest) in an experiment, so a profile holds only what the
@@ -120,7 +125,7 @@ def dataset_records(params: dict) -> list[dict]:
     if not summary.is_file():
         return []
     s = json.loads(summary.read_text())
-    name = section(params, "data.name")
+    name = params.data.name
     profile = {"images": s["images"], "boxes": s["boxes"], "classes": s["classes"],
                "boxes_per_class": s.get("boxes_per_class"),
                **({"increments": s["increments"]} if s.get("increments") else {})}
@@ -154,11 +159,11 @@ def numeric(d: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def lam_dir(params: dict) -> Path:
+def lam_dir(params: Settings) -> Path:
     return layout(params).lam_dir
 
 
-def model_data_yaml(model: str, params: dict, data_yaml: Path) -> Path:
+def model_data_yaml(model: str, params: Settings, data_yaml: Path) -> Path:
     """The data YAML ``model`` trains / validates on: plus the LAM folder for LAGNet."""
     if not uses_lam(model, params):
         return data_yaml
@@ -167,13 +172,13 @@ def model_data_yaml(model: str, params: dict, data_yaml: Path) -> Path:
     lams = lam_dir(params)
     if not (lams / "lam_info.json").is_file():
         raise FileNotFoundError(f"no LAMs in {lams}: run `dvc repro lam` (defectops lam) first")
-    return lam_data_yaml(data_yaml, lams, section(params, "lam.alpha"), section(params, "lam.beta"))
+    return lam_data_yaml(data_yaml, lams, params.lam.alpha, params.lam.beta)
 
 
-def storage_url(params: dict) -> str:
+def storage_url(params: Settings) -> str:
     """``OPTUNA_STORAGE`` (e.g. ``postgresql://user@db/optuna``; credentials stay in the
     environment) wins over ``tune.storage``."""
-    return os.environ.get("OPTUNA_STORAGE") or section(params, "tune.storage")
+    return os.environ.get("OPTUNA_STORAGE") or params.tune.storage
 
 
 def load_tuned(path: str | Path, model: str) -> dict:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from components.config import section
 from components.data.canonical import load_manifest
 from components.data.importers import import_dataset
 from components.data.inbox import merge
@@ -46,10 +45,9 @@ def import_task(src: str, name: str, root: str, fmt: str, clip_px: float, classe
 
 
 @task(name="synthesise-dataset", **COMPUTE)
-def synth_task(cfg: dict, root: str, name: str) -> dict:
-    c = dict(cfg)
-    c["contrast"] = tuple(c["contrast"])
-    return write_synth_dataset(SynthConfig(**c), root, name)
+def synth_task(cfg: SynthConfig, root: str, name: str) -> dict:
+    """``cfg``: the ``data.synth`` settings (they are the generator's ``SynthConfig``)."""
+    return write_synth_dataset(cfg, root, name)
 
 
 @flow(name="data-import")
@@ -58,9 +56,11 @@ def import_flow(src: str, name: str, root: str, fmt: str, params_file: str = "pa
     params = read_params(params_file)
     unwatched = not watched_by_dvc(src)
     with stage_run(f"data-import:{name}", params, ["data"], extra_tags={"source": src}) as run:
-        opts = {k: section(params, f"data.{k}") for k in ("near_dup_bits", "min_class_boxes", "follow_symlinks")}
-        summary = import_task(src, name, root, fmt, section(params, "data.clip_px"),
-                              section(params, "data.classes"), unwatched, opts)
+        d = params.data
+        opts = {"near_dup_bits": d.near_dup_bits, "min_class_boxes": d.min_class_boxes,
+                "follow_symlinks": d.follow_symlinks}
+        summary = import_task(src, name, root, fmt, d.clip_px, list(d.classes) if d.classes is not None else None,
+                              unwatched, opts)
         _report(run, Path(root) / name, summary)
     log = get_run_logger()
     log.info("imported %s: %d images, %d boxes, %d quarantined; %d source groups (largest %d, %d "
@@ -82,7 +82,7 @@ def synth_flow(root: str, name: str, params_file: str = "params.yaml") -> dict:
     """Generate the seeded synthetic surface-defect dataset (the embedded default data)."""
     params = read_params(params_file)
     with stage_run(f"data-synth:{name}", params, ["data.synth"]) as run:
-        summary = synth_task(section(params, "data.synth"), root, name)
+        summary = synth_task(params.data.synth, root, name)
         _report(run, Path(root) / name, summary)
     return summary
 
@@ -91,14 +91,14 @@ def synth_flow(root: str, name: str, params_file: str = "params.yaml") -> dict:
 def prepare_flow(params_file: str = "params.yaml") -> dict:
     """DVC stage ``data``: ``data.source: synth`` generates, anything else is imported."""
     params = read_params(params_file)
-    src = section(params, "data.source")
+    src = params.data.source
     lay = layout(params)
     root, name = str(lay.datasets), lay.data_name
     if src == "synth":
         summary = synth_flow(root, name, params_file)
     else:
-        summary = import_flow(src, name, root, section(params, "data.format"), params_file)
-    merged = merge_task(root, name, section(params, "data.increments"))
+        summary = import_flow(src, name, root, params.data.format, params_file)
+    merged = merge_task(root, name, params.data.increments)
     if merged and "source_hash" in summary:      # the merged summary keeps the source's fingerprint
         merged.update({k: summary[k] for k in ("source_hash", "source_files")})
         (Path(root) / name / "summary.json").write_text(json.dumps(merged, indent=2))
@@ -135,7 +135,7 @@ def split_flow(params_file: str = "params.yaml") -> dict:
     params = read_params(params_file)
     ds, out = dataset_dir(params), split_file(params)
     with stage_run("split", params, ["split", "data.name"], dataset_hash(ds)) as run:
-        result = split_task(str(ds), section(params, "split"))
+        result = split_task(str(ds), params.split.plain())
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
         log_outputs(run, metrics={**{f"{k}_images": result["counts"][k]["images"] for k in ("train", "val", "test")},

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from components.config import load_params, section
+from components.settings import load_settings
 
 
 def _run(argv: list[str], env: dict) -> str:
@@ -25,15 +25,14 @@ def _run(argv: list[str], env: dict) -> str:
 
 
 def deploy(params_file: str = "params.yaml", prefect_file: str = "infra/prefect.yaml") -> list[str]:
-    params = load_params(params_file)
+    params = load_settings(params_file)
     if not os.environ.get("PREFECT_API_URL"):
         raise ValueError("PREFECT_API_URL is not set: deployments live on a Prefect server "
                          "(`prefect server start`, or infra/docker-compose.yml)")
     if not Path(prefect_file).is_file():
         raise FileNotFoundError(f"no deployment file {prefect_file}")
     env = {**os.environ, "DEFECTOPS_ROOT": os.environ.get("DEFECTOPS_ROOT", str(Path.cwd().resolve())),
-           "DEFECTOPS_RETRAIN_CRON": str(section(params, "retrain.schedule")),
-           "DEFECTOPS_RETRAIN_TZ": str(section(params, "retrain.timezone"))}
+           "DEFECTOPS_RETRAIN_CRON": params.retrain.schedule, "DEFECTOPS_RETRAIN_TZ": params.retrain.timezone}
     prefect = str(Path(sys.executable).parent / "prefect")
     pools = _run(["bash", str(Path(prefect_file).with_name("work-pools.sh"))], {**env, "PREFECT": prefect})
     done = [line.strip() for line in pools.splitlines() if line.strip()]

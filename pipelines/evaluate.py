@@ -12,7 +12,6 @@ import json
 
 from prefect import flow, get_run_logger
 
-from components.config import section
 from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import uses_lam
 from components.evaluate import PREDICTIONS
@@ -32,25 +31,25 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
         raise FileNotFoundError(f"{weights} not found: run `dvc repro train_{model}` first")
     train_info = json.loads(lay.train_info(model).read_text())
     metrics_file, plots_dir, report_dir = lay.metrics_file(model), lay.plots_dir(model), lay.report_dir(model)
-    cfg = section(params, "evaluate")
+    cfg = params.evaluate
     baseline_stats = lay.report_dir("baseline") / PREDICTIONS
     if model != "baseline" and not baseline_stats.is_file():
         raise FileNotFoundError(f"{baseline_stats} not found: run `dvc repro evaluate@baseline` first")
     used = ["evaluate", "data.name", "split"] + (["lam"] if uses_lam(model, params) else [])
     with stage_run(f"evaluate:{model}", params, used, dataset_hash(ds),
-                   {"model": model, "train_run_id": train_info["mlflow_run_id"]}, dataset=cfg["split"]) as run:
+                   {"model": model, "train_run_id": train_info["mlflow_run_id"]}, dataset=cfg.split) as run:
         work = lay.scratch(f"evaluate-{model}")
         data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(lay.split_file), work))
         lam = None
         if uses_lam(model, params):
-            lam = {**section(params, "lam"), "baseline": str(lay.weights("baseline"))}
+            lam = {**params.lam.plain(), "baseline": str(lay.weights("baseline"))}
         metrics = evaluate_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], str(report_dir),
                                 str(plots_dir), lam)
         metrics["lam_source"] = "in-graph (as served)" if lam else None
         metrics["model"] = model
         logged = numeric(metrics, "test.")
-        boot = cfg["bootstrap"]            # the baseline: baseline_stats is its own report_dir / PREDICTIONS
-        gain = gain_task(str(baseline_stats), str(report_dir / PREDICTIONS), boot["resamples"], boot["seed"])
+        boot = cfg.bootstrap               # the baseline: baseline_stats is its own report_dir / PREDICTIONS
+        gain = gain_task(str(baseline_stats), str(report_dir / PREDICTIONS), boot.resamples, boot.seed)
         logged.update(gain_vs_baseline_mAP50=gain["mAP50"], gain_ci95_lo=gain["ci95"][0],
                       gain_ci95_hi=gain["ci95"][1])
         if model != "baseline":

@@ -11,15 +11,15 @@ import sys
 
 import yaml
 
-from components.config import load_params, load_profile, section
+from components.config import load_profile
+from components.settings import resolve
 
 
 def set_args(profile_path: str, params_path: str = "params.yaml") -> list[str]:
     overrides = load_profile(profile_path)
-    params = load_params(params_path)
+    resolve(params_path, [(f"profile {profile_path}", overrides)])  # an unknown key or a bad value stops here
     args = []
     for key, value in overrides.items():
-        section(params, key)  # unknown keys are an error, not a silent new param
         args += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
     return args
 

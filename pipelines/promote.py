@@ -33,7 +33,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from components.bootstrap import ImageStats, paired_bootstrap
-from components.config import git_commit, params_hash, section
+from components.config import git_commit, params_hash
 from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import display_name
 from components.deploy.registry import (CHAMPION, GATES, alias_version, client, decide, download_onnx, log_detector_model,
@@ -87,25 +87,25 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
     """See the module docstring."""
     params = read_params(params_file)
     log = get_run_logger()
-    cfg = section(params, "promote")
-    metric = cfg["metric"]
-    gate = cfg.get("gate", "margin")
+    cfg = params.promote
+    metric = cfg.metric
+    gate = cfg.gate
     if gate not in GATES:
         raise ValueError(f"promote.gate must be one of {', '.join(GATES)}, got {gate!r}")
     if gate == "bootstrap" and metric != "mAP50":
         raise ValueError(f"promote.gate bootstrap compares mAP50: set promote.metric to mAP50, not {metric}")
-    boot = section(params, "evaluate.bootstrap") if gate == "bootstrap" else None
+    boot = params.evaluate.bootstrap if gate == "bootstrap" else None
     lay = layout(params)
-    metrics = {m: json.loads(lay.metrics_file(m).read_text()) for m in cfg["candidates"]
+    metrics = {m: json.loads(lay.metrics_file(m).read_text()) for m in cfg.candidates
                if lay.metrics_file(m).is_file()}
     best = choose(metrics, metric)
     log.info("candidate: %s (%s %.4f)", best, metric, metrics[best][metric])
     ds = lay.dataset
-    uri = tracking_uri(section(params, "tracking"))
-    name = cfg["registered_model"]
+    uri = tracking_uri(params.tracking.plain())
+    name = cfg.registered_model
     info = json.loads(lay.train_info(best).read_text())
     imgsz = info["imgsz"]
-    split_name = section(params, "evaluate.split")
+    split_name = params.evaluate.split
     split = load_split(lay.split_file)
     data_yaml = write_yolo_data_yaml(ds, split, lay.scratch("promote"))
     out = lay.promotion
@@ -119,20 +119,20 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
         onnx_path = exported["onnx_nms"]                          # the end-to-end graph
         cand = onnx_score(onnx_path, str(data_yaml), imgsz, split_name, keep["candidate"])
         tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),
-                "params_hash": params_hash({k: section(params, k) for k in ("train", "loss", best)}),
+                "params_hash": params_hash({k: params.get(k) for k in ("train", "loss", best)}),
                 "train_run_id": info["mlflow_run_id"], "imgsz": imgsz,
                 **{f"test.{k}": round(v, 4) for k, v in cand.items()}}
         base_file = lay.metrics_file("baseline")
         description = version_description(
-            display_name(best, params), best, {"name": section(params, "data.name"), "hash": tags["dataset_hash"],
+            display_name(best, params), best, {"name": params.data.name, "hash": tags["dataset_hash"],
                                                "source": ds.as_posix()},
             cand, split_name, metrics[best].get("gain_vs_baseline"),
             json.loads(base_file.read_text()) if base_file.is_file() else None, info["mlflow_run_id"],
             tags["git_commit"])
         image = next(iter(sorted(Path(data_yaml).parent.joinpath("images").iterdir())))
-        version = register_task(uri, run.run_id, onnx_path, str(image), float(section(params, "predict.conf")),
+        version = register_task(uri, run.run_id, onnx_path, str(image), params.predict.conf,
                                 name, tags, description)
-        with registry_lock(cfg["lock_file"]):
+        with registry_lock(cfg.lock_file):
             champ = alias_version(uri, name, CHAMPION)
             champ_score = gain = None
             if champ is not None:
@@ -142,13 +142,13 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
                     champ_score = onnx_score(str(champ_onnx), str(data_yaml), champ_imgsz, split_name,
                                              keep["champion"])[metric]
                 if boot:
-                    gain = bootstrap_gain(keep["champion"], keep["candidate"], boot["resamples"], boot["seed"])
-            d = decide(cand[metric], champ_score, cfg["margin"], gate, gain)
+                    gain = bootstrap_gain(keep["champion"], keep["candidate"], boot.resamples, boot.seed)
+            d = decide(cand[metric], champ_score, cfg.margin, gate, gain)
             set_alias(uri, name, d.alias, version)
             client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
         result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
                   "candidate": cand, "champion_before": None if champ is None else str(champ.version),
-                  "champion_score": champ_score, "gate": gate, "margin": cfg["margin"], "gain": gain,
+                  "champion_score": champ_score, "gate": gate, "margin": cfg.margin, "gain": gain,
                   "onnx": exported["onnx"], "onnx_registered": onnx_path,
                   "serve": f"mlflow models serve -m models:/{name}/{version} --env-manager local",
                   "parity": {k: v for k, v in exported.items() if k not in ("onnx", "onnx_nms")}}

@@ -36,11 +36,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from components.config import section
 from components.data.importers import ImportError_
 from components.data.inbox import (ARCHIVED, archive_batch, batch_files, batch_id, inbox_files, increment_dirs,
                                    ingest)
 from components.deploy.registry import CHAMPION, champion_version, client, latest_version
+from components.settings import Settings
 from components.tracking import tracking_uri
 
 from .common import COMPUTE, dataset_hash, layout, log_outputs, pipeline_env, read_params, stage_run
@@ -95,9 +95,9 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
     """See the module docstring. Returns what happened (also ``reports/retrain.json``)."""
     params = read_params(params_file)
     log = get_run_logger()
-    cfg = section(params, "retrain")
-    inbox, archive = Path(cfg["inbox"]), Path(cfg["archive"])
-    increments = Path(section(params, "data.increments"))
+    cfg = params.retrain
+    inbox, archive = Path(cfg.inbox), Path(cfg.archive)
+    increments = Path(params.data.increments)
     lay = layout(params)
     staging = lay.scratch("retrain")
     ds = lay.dataset
@@ -120,8 +120,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
                     split_path = lay.split_file
                     test = json.loads(split_path.read_text())["test"] if split_path.is_file() else None
                     s = ingest_task(str(inbox), files, batch, str(staging), str(ds),
-                                    section(params, "data.format"), section(params, "data.clip_px"), test,
-                                    section(params, "data.follow_symlinks"))
+                                    params.data.format, params.data.clip_px, test, params.data.follow_symlinks)
                 except ImportError_ as e:            # nothing usable: report, archive, no new version
                     log.warning("%s", e)
                     archive_task(str(inbox), str(archive), batch, files, str(staging / batch))
@@ -143,7 +142,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
             names = [d.name for d in pending]
             result["dataset_commit"] = git_commit(
                 [f"{d}.dvc" for d in pending] + [str(increments / ".gitignore"), "dvc.lock"],
-                f"data: add inbox batch(es) {', '.join(names)}") if cfg["git_commit"] else None
+                f"data: add inbox batch(es) {', '.join(names)}") if cfg.git_commit else None
             # 3. only now do the inbox files leave the inbox
             for d in pending:
                 summary = json.loads((d / "summary.json").read_text())
@@ -160,7 +159,7 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
         # 4. retrain what the new data made stale, evaluate, promote through the gate; what the
         #    promote step did is read from the registry (not from git-tracked reports)
         promo = lay.promotion
-        uri, name = tracking_uri(section(params, "tracking")), section(params, "promote.registered_model")
+        uri, name = tracking_uri(params.tracking.plain()), params.promote.registered_model
         reg_before, started = registry_state(uri, name), time.time()
         dvc("repro")
         reg_after = registry_state(uri, name)
@@ -169,10 +168,10 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
         decided = retrain_status(reg_before, reg_after, before, result["dataset_hash"])
         result["status"] = decided["status"]
         result["promotion"] = (promotion_of(uri, name, decided["version"], promo, started) if decided["version"] else None)
-        if cfg["git_commit"] and decided["version"]:
+        if cfg.git_commit and decided["version"]:
             p = result["promotion"]
             outs = ["dvc.lock", str(lay.metrics), str(lay.plots), str(lay.models / "tuned"), str(promo)]
-            result["model_commit"] = git_commit(outs, f"retrain: {p['model']} -> {section(params, 'promote.registered_model')}"
+            result["model_commit"] = git_commit(outs, f"retrain: {p['model']} -> {name}"
                                                       f" v{p['version']} ({p['alias']})")
         _finish(run, params, result)
     return result
@@ -220,7 +219,7 @@ def promotion_of(uri: str, name: str, version: str, report: Path, since: float =
             "reason": mv.tags.get("promotion", "")}
 
 
-def _finish(run, params: dict, result: dict) -> None:
+def _finish(run, params: Settings, result: dict) -> None:
     out = layout(params).reports / "retrain.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

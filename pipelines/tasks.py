@@ -11,11 +11,12 @@ from pathlib import Path
 from prefect import task
 
 from components.bootstrap import ImageStats, paired_bootstrap
-from components.config import StopError, section
+from components.config import StopError
 from components.data.canonical import load_manifest
 from components.data.views import load_split
 from components.detectors import spec
 from components.evaluate import evaluate_detector
+from components.settings import Evaluate, Export, Lam, Settings
 from components.deploy.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
 from components.train import train_detector
 
@@ -41,9 +42,9 @@ def train_task(cfg: str, data_yaml: str, run_dir: str, train_args: dict, device:
 
 
 @task(name="evaluate-detector", **COMPUTE)
-def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: str, plots_dir: str,
+def evaluate_task(weights: str, data_yaml: str, cfg: Evaluate, imgsz: int, out_dir: str, plots_dir: str,
                   lam: dict | None = None) -> dict:
-    """``lam``: for LAGNet, the LAM params plus ``baseline`` (weights): the LAM of every test batch is
+    """``cfg``: the ``evaluate`` settings. ``lam``: for LAGNet, the LAM params plus ``baseline`` (weights): the LAM of every test batch is
     computed in the graph from the RGB image, as the served one-graph model does."""
     validator = None
     if lam:
@@ -51,9 +52,8 @@ def evaluate_task(weights: str, data_yaml: str, cfg: dict, imgsz: int, out_dir: 
 
         validator = served_lam_validator(lam["baseline"], lam["alpha"], lam["beta"], lam["normalize"],
                                          lam["quantile"])
-    return evaluate_detector(Path(weights), Path(data_yaml), cfg["split"], imgsz, cfg["batch"],
-                             cfg["conf"], cfg["iou"], cfg["device"], cfg["latency"], Path(out_dir),
-                             Path(plots_dir), validator=validator)
+    return evaluate_detector(Path(weights), Path(data_yaml), cfg.split, imgsz, cfg.batch, cfg.conf, cfg.iou,
+                             cfg.device, cfg.latency.plain(), Path(out_dir), Path(plots_dir), validator=validator)
 
 
 @task(name="gain-vs-baseline", **COMPUTE)
@@ -69,15 +69,15 @@ class ParityError(StopError):
 
 
 @task(name="export-onnx", **COMPUTE)
-def export_task(weights: str, out: str, imgsz: int, cfg: dict) -> str:
-    return str(export_onnx(weights, out, imgsz, cfg["opset"], cfg["dynamic"]))
+def export_task(weights: str, out: str, imgsz: int, cfg: Export) -> str:
+    return str(export_onnx(weights, out, imgsz, cfg.opset, cfg.dynamic))
 
 
 @task(name="export-onnx-nms", **COMPUTE)
-def export_nms_task(weights: str, out: str, imgsz: int, cfg: dict, images: list[str]) -> dict:
+def export_nms_task(weights: str, out: str, imgsz: int, cfg: Export, images: list[str]) -> dict:
     """The end-to-end graph (boxes after NMS) and its box parity with the PyTorch path."""
-    path = export_onnx(weights, out, imgsz, cfg["opset"], False, nms=True, conf=cfg["nms_conf"],
-                       iou=cfg["nms_iou"], max_det=cfg["max_det"])
+    path = export_onnx(weights, out, imgsz, cfg.opset, False, nms=True, conf=cfg.nms_conf,
+                       iou=cfg.nms_iou, max_det=cfg.max_det)
     return {"onnx_nms": str(path), **nms_parity(weights, path, letterbox_batch(images, imgsz))}
 
 
@@ -87,16 +87,16 @@ def parity_task(weights: str, onnx_path: str, images: list[str], imgsz: int) -> 
 
 
 @task(name="export-lagnet-pipeline", **COMPUTE)
-def lagnet_export_task(baseline: str, weights: str, out: str, imgsz: int, cfg: dict, lam: dict,
+def lagnet_export_task(baseline: str, weights: str, out: str, imgsz: int, cfg: Export, lam: Lam,
                        images: list[str]) -> dict:
     from components.deploy.export import boxes_parity
     from components.lagnet.export import export_pipeline, export_pipeline_nms, load_pipeline, pipeline_parity
 
-    pipe = load_pipeline(baseline, weights, lam["alpha"], lam["beta"], lam["normalize"], lam["quantile"])
-    path = export_pipeline(pipe, out, imgsz, cfg["opset"])
+    pipe = load_pipeline(baseline, weights, lam.alpha, lam.beta, lam.normalize, lam.quantile)
+    path = export_pipeline(pipe, out, imgsz, cfg.opset)
     x = letterbox_batch(images, imgsz)
-    nms_path = export_pipeline_nms(pipe, Path(out).with_name(NMS_FILE), imgsz, cfg["opset"],
-                                   cfg["nms_conf"], cfg["nms_iou"], cfg["max_det"])
+    nms_path = export_pipeline_nms(pipe, Path(out).with_name(NMS_FILE), imgsz, cfg.opset,
+                                   cfg.nms_conf, cfg.nms_iou, cfg.max_det)
     return {"onnx": str(path), **pipeline_parity(pipe, path, x), "onnx_nms": str(nms_path),
             **boxes_parity(pipe, nms_path, x)}
 
@@ -104,12 +104,12 @@ def lagnet_export_task(baseline: str, weights: str, out: str, imgsz: int, cfg: d
 NMS_FILE = "best_nms.onnx"
 
 
-def export_model(model: str, params: dict) -> dict:
+def export_model(model: str, params: Settings) -> dict:
     """Export ``paths.models/model/weights/best.pt`` to ``paths.exports/model/best.onnx`` (outside
     the DVC-tracked model folder; the raw head output) and ``best_nms.onnx`` beside it (the
     end-to-end graph: boxes after NMS, what the promotion registers); fail, and keep nothing, when
     ONNX Runtime and PyTorch disagree on test images (raw outputs; boxes of the NMS graph)."""
-    cfg = section(params, "export")
+    cfg = params.export
     lay = layout(params)
     weights = lay.weights(model)
     if not weights.is_file():
@@ -118,7 +118,7 @@ def export_model(model: str, params: dict) -> dict:
     ds = lay.dataset
     manifest = load_manifest(ds)
     image_of = {e["name"]: str(ds / e["image"]) for e in manifest["images"]}
-    images = [image_of[n] for n in load_split(lay.split_file)["test"][: cfg["parity_images"]]]
+    images = [image_of[n] for n in load_split(lay.split_file)["test"][: cfg.parity_images]]
     out = lay.export(model)
     pipeline = spec(model).export(params) == "pipeline"      # baseline -> LAM -> LAGNet, one graph
     with stage_run(f"export:{model}", params, ["export"], dataset_hash(ds),
@@ -126,7 +126,7 @@ def export_model(model: str, params: dict) -> dict:
         if pipeline:
             baseline = lay.weights("baseline")
             parity = lagnet_export_task(str(baseline), str(weights), str(out), info["imgsz"], cfg,
-                                        section(params, "lam"), images)
+                                        params.lam, images)
             path = parity.pop("onnx")
         else:
             path = export_task(str(weights), str(out), info["imgsz"], cfg)
@@ -138,7 +138,7 @@ def export_model(model: str, params: dict) -> dict:
                     tags={"onnx_provider": parity["provider"]})
         boxes_differ = "same_count" in parity and (parity["same_count"] != parity["images"] or (
             parity["min_matched_iou"] is not None and parity["min_matched_iou"] < 0.99))
-        rtol = cfg["pipeline_rtol"] if pipeline else cfg["parity_rtol"]
+        rtol = cfg.pipeline_rtol if pipeline else cfg.parity_rtol
         nms_differ = parity["nms_same_count"] != parity["nms_images"] or parity["nms_unmatched"] > 0 or (
             parity["nms_min_matched_iou"] is not None and parity["nms_min_matched_iou"] < 0.99)
         boxes_differ = boxes_differ or nms_differ

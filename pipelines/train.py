@@ -9,29 +9,30 @@ from pathlib import Path
 
 from prefect import flow
 
-from components.config import params_hash, section
+from components.config import params_hash
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import model_cfg, spec, uses_lam
+from components.settings import Settings
 
 from .common import (dataset_hash, layout, load_tuned, log_outputs, model_data_yaml, read_params, stage_run,
                      trainer_args)
 from .tasks import train_task
 
 log = logging.getLogger(__name__)
-def warm_start(model: str, params: dict, cfg: str, nc: int, ch: int, dst: Path) -> tuple[str | None, str]:
+def warm_start(model: str, params: Settings, cfg: str, nc: int, ch: int, dst: Path) -> tuple[str | None, str]:
     """``retrain.warm_start``: the registry champion's weights when the champion is a ``model``
     detector of exactly this architecture; else ``None`` (train from scratch). Any registry
     problem means a cold start, logged, never a failed training."""
-    if not section(params, "retrain.warm_start"):
+    if not params.retrain.warm_start:
         return None, "retrain.warm_start is off"
     from components.deploy.registry import champion_weights
     from components.tracking import tracking_uri
     from components.train import same_architecture
 
     try:
-        weights, what = champion_weights(tracking_uri(section(params, "tracking")),
-                                         section(params, "promote.registered_model"), model, dst)
+        weights, what = champion_weights(tracking_uri(params.tracking.plain()), params.promote.registered_model,
+                                         model, dst)
         if weights is None:
             return None, what
         same, why = same_architecture(cfg, weights, nc, ch)
@@ -44,7 +45,8 @@ def warm_start(model: str, params: dict, cfg: str, nc: int, ch: int, dst: Path) 
 def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned: str | None = None) -> dict:
     """Train ``model`` on the train split (best epoch picked on val) into ``paths.models/model``.
     ``tuned``: the ``tune_<model>`` stage's JSON; its best overrides replace those params.yaml
-    leaves (the MLflow run logs the resulting params and the study).
+    leaves (``Settings.override``: the MLflow run logs the resulting params, the study, and which
+    keys the decision set, ``defectops.overrides``).
 
     Training runs in ``paths.work/train-<model>-run`` (DVC clears the stage's outs before a
     rerun, scratch survives): if an earlier run with the same inputs was interrupted, it resumes
@@ -52,17 +54,15 @@ def train_flow(model: str = "baseline", params_file: str = "params.yaml", tuned:
     params = read_params(params_file)
     tuned_info = None
     if tuned:
-        from components.config import apply_overrides as apply
-
         tuned_info = load_tuned(tuned, model)
-        params = apply(params, tuned_info["overrides"])
+        params = params.override(tuned_info["overrides"], f"tuned {tuned}")
     lay = layout(params)
     ds, out = lay.dataset, lay.model_dir(model)
     work, run_dir = lay.scratch(f"train-{model}"), lay.scratch(f"train-{model}-run")
     nc = len(load_manifest(ds)["classes"])
     ds_hash = dataset_hash(ds)
     cfg = model_cfg(model, params, nc, work)
-    iou_loss = section(params, "loss.iou")
+    iou_loss = params.loss.iou
     lam = uses_lam(model, params)
     init, init_what = warm_start(model, params, cfg, nc, spec(model).channels(params), work / "warm_start")
     train_args, device, seed = trainer_args(params)

@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import optuna
 
-    from components.config import apply_overrides as apply
-    from components.config import load_params, section
+    from components.config import ConfigError
+    from components.settings import load_settings
     from components.data.canonical import load_manifest
     from components.data.views import load_split, write_yolo_data_yaml
     from components.tracking import start_stage_run
@@ -44,30 +44,41 @@ def main(argv: list[str] | None = None) -> int:
     from .common import (dataset_dir, dataset_hash, dataset_records, layout, model_data_yaml, split_file, storage_url,
                          trainer_args)
 
-    base = load_params(a.params)
     overrides = json.loads(a.overrides)
-    params = apply(base, overrides)
-    tcfg = section(params, "tune")
-    study = open_study(a.study, storage_url(params), tcfg["seed"], tcfg["pruner"], tcfg["epochs"],
-                       tcfg["warmup_epochs"])
+    base = load_settings(a.params)
+    tcfg = base.tune
+    study = open_study(a.study, storage_url(base), tcfg.seed, tcfg.pruner, tcfg.epochs, tcfg.warmup_epochs)
     trial = optuna.trial.Trial(study, int(a.trial_id))
     model = a.model
+    try:                       # a point the settings refuse (a value outside loss.iou's choices...) is a
+        params, refused = base.override(overrides, f"trial {trial.number} of study {a.study}"), None
+    except ConfigError as e:   # failed trial, recorded with its reason like any other failure
+        params, refused = base, e
     ds = dataset_dir(params)
     work = layout(params).scratch(f"tune-{model}", f"trial-{trial.number}")
     cfg = model_cfg(model, params, len(load_manifest(ds)["classes"]), work)
     data_yaml = model_data_yaml(model, params, write_yolo_data_yaml(ds, load_split(split_file(params)), work / "data"))
     args, device, seed = trainer_args(params)
-    args["epochs"] = tcfg["epochs"]
-    if args.get("threads") == "auto":                 # tcfg["parallel"] trials share the cores
-        args["threads"] = resolve_threads("auto", int(tcfg["parallel"]))
-    run = start_stage_run(f"trial:{model}:{trial.number}", section(params, "tracking"),
-                          {"trial": overrides, "train": args, model: section(params, model)},
+    args["epochs"] = tcfg.epochs
+    if args.get("threads") == "auto":                 # tcfg.parallel trials share the cores
+        args["threads"] = resolve_threads("auto", tcfg.parallel)
+    run = start_stage_run(f"trial:{model}:{trial.number}", params.tracking.plain(),
+                          {"trial": overrides, "train": args, model: params.get(model)},
                           {"mlflow.parentRunId": a.parent_run, "optuna_study": a.study,
                            "optuna_trial": trial.number, "optuna_default": is_default(trial), "model": model,
                            "dataset_hash": dataset_hash(ds)})
     for record in dataset_records(params):
         run.log_dataset(**record, context="train")
     best = {"value": None}
+
+    def failed(e: Exception) -> int:
+        run.set_tags({"optuna_state": "FAIL", "reason": f"{type(e).__name__}: {e}"[:500]})
+        run.end("FAILED")
+        Path(a.out).write_text(json.dumps({"state": "FAIL", "reason": f"{type(e).__name__}: {e}"}))
+        return 1
+
+    if refused is not None:
+        return failed(refused)
 
     def on_epoch(epoch, metrics):
         run.log_metrics(metrics, step=epoch)
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             raise _Pruned(f"pruned at epoch {epoch} (val mAP50 {value:.4f})")
 
     try:
-        res = train_detector(cfg, data_yaml, work / "train", args, device, seed, section(params, "loss.iou"), on_epoch,
+        res = train_detector(cfg, data_yaml, work / "train", args, device, seed, params.loss.iou, on_epoch,
                              uses_lam(model, params))
     except _Pruned as e:
         run.set_tags({"optuna_state": "PRUNED", "reason": str(e)})
@@ -88,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.out).write_text(json.dumps({"state": "PRUNED", "reason": str(e)}))
         return PRUNED
     except Exception as e:  # noqa: BLE001  (recorded, the study goes on)
-        run.set_tags({"optuna_state": "FAIL", "reason": f"{type(e).__name__}: {e}"[:500]})
-        run.end("FAILED")
-        Path(a.out).write_text(json.dumps({"state": "FAIL", "reason": f"{type(e).__name__}: {e}"}))
-        return 1
+        return failed(e)
     value = best["value"] if best["value"] is not None else res.final.get("metrics/mAP50(B)", 0.0)
     run.log_metrics({"objective": value})
     run.set_tags({"optuna_state": "COMPLETE"})

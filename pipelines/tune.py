@@ -25,7 +25,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from components.config import params_hash, section
+from components.config import params_hash
+from components.settings import Settings
 from components.tune import decide, default_point, default_trial, finished, full, open_study, suggest
 
 from .common import dataset_dir, dataset_hash, layout, log_outputs, pipeline_env, read_params, stage_run, storage_url
@@ -52,15 +53,15 @@ def _plots(study, out: Path) -> list[Path]:
     return made
 
 
-def study_name(params: dict, model: str, ds_hash: str | None) -> str:
+def study_name(params: Settings, model: str, ds_hash: str | None) -> str:
     """``<tune.study>-<model>-<fingerprint>``: a new study whenever the data, the search space,
     the trial budget or the detector's params change (a DVC rerun of ``tune_<model>`` never
     continues a study made for other data), while every worker started on the same data and
     params joins the same one. The decision rule (``min_gain``, ``min_score``) is not part of it: a
     changed rule decides again on the finished study."""
-    used = {k: section(params, k) for k in ("tune", "train", "loss", model)}
+    used = {k: params.get(k) for k in ("tune", "train", "loss", model)}
     used["tune"] = {k: v for k, v in used["tune"].items() if k not in ("storage", "parallel", "min_gain", "min_score")}
-    return f"{section(params, 'tune.study')}-{model}-{params_hash({'params': used, 'data': ds_hash})[:8]}"
+    return f"{params.tune.study}-{model}-{params_hash({'params': used, 'data': ds_hash})[:8]}"
 
 
 def _run_trial(study, study_name_: str, model: str, space: dict, params_file: str, parent_run: str, n: int,
@@ -102,17 +103,17 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
 
     params = read_params(params_file)
     log = get_run_logger()
-    cfg = section(params, "tune")
-    n = trials or cfg["trials"]
-    space = cfg["space"].get(model)
+    cfg = params.tune
+    n = trials or cfg.trials
+    space = params.get("tune.space").get(model)          # as params.yaml writes it (lists, mappings)
     if not space:
         raise ValueError(f"tune.space has no entry for '{model}'")
     ds = dataset_dir(params)
     name = study_name(params, model, dataset_hash(ds))
     default = default_point(space, params)
-    study = open_study(name, storage_url(params), cfg["seed"], cfg["pruner"], cfg["epochs"], cfg["warmup_epochs"],
+    study = open_study(name, storage_url(params), cfg.seed, cfg.pruner, cfg.epochs, cfg.warmup_epochs,
                        default=default)
-    parallel = max(1, int(cfg["parallel"]))
+    parallel = max(1, cfg.parallel)
     with stage_run(f"tune:{model}", params, ["tune", "train", "loss", model], dataset_hash(ds),
                    {"optuna_study": name, "model": model}, dataset="train") as run:
         lock = threading.Lock()
@@ -131,7 +132,7 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
         best_params = suggest(optuna.trial.FixedTrial(best.params), space)
         ref = default_trial(study)
         default_value = ref.value if ref else None
-        use_best, decision = decide(default_value, best.value, float(cfg["min_gain"]), float(cfg["min_score"]))
+        use_best, decision = decide(default_value, best.value, cfg.min_gain, cfg.min_score)
         overrides = best_params if use_best else {}
         log.info("study %s: best val mAP50 %.4f (trial %d), default %s: %s", name, best.value, best.number,
                  "n/a" if default_value is None else f"{default_value:.4f}", decision)
@@ -139,7 +140,7 @@ def tune_flow(model: str, trials: int | None = None, params_file: str = "params.
         result = {"model": model, "study": name, "decision": decision, "overrides": overrides,
                   "default_value": default_value, "best_value": best.value,
                   "gain": None if default_value is None else best.value - default_value,
-                  "min_gain": float(cfg["min_gain"]), "min_score": float(cfg["min_score"]),
+                  "min_gain": cfg.min_gain, "min_score": cfg.min_score,
                   "best_trial": best.number, "best_params": best_params,
                   "default_trial": ref.number if ref else None,
                   "default_params": suggest(optuna.trial.FixedTrial(default), space),

@@ -17,6 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 NEU = Path(os.environ.get("NEU_DET", REPO.parent / "shared" / "datasets" / "neu-det"))
 
 
+def settings(overrides: dict | None = None):
+    """The repository's params.yaml as parsed settings, with ``{dotted.key: value}`` laid over it
+    (``components.settings.resolve``): what a flow would read from such a params file."""
+    from components.settings import resolve
+
+    return resolve(REPO / "params.yaml", [("test", overrides or {})])
+
+
 @pytest.fixture(scope="session")
 def neu_det() -> Path:
     if not (NEU / "ANNOTATIONS").is_dir():

@@ -1,7 +1,10 @@
 """dvc.yaml declares every param a stage reads, so DVC re-runs the stage when one changes.
 
-The reads are derived from the code: the literal ``section(params, "a.b")`` calls of the stage's
-flow function and of every project function it calls (followed through ``pipelines`` imports).
+The reads are derived from the code: the attribute chains on the parsed settings
+(``params.lam.alpha`` -> ``lam.alpha``; ``components.settings``) and ``params.get("a.b")`` calls of
+the stage's flow function and of every project function it calls (followed through ``pipelines``
+imports). A method of the settings (``params.lam.plain()``, ``params.override(...)``) ends the
+chain at its section.
 ``paths.*`` and ``data.name`` name where things live (the stage's deps and outs interpolate them)
 and ``tracking`` names the MLflow server: none changes what a stage computes.
 """
@@ -39,6 +42,40 @@ def _modules() -> dict[str, tuple[dict[str, ast.FunctionDef], dict[str, tuple[st
     return out
 
 
+METHODS = {"plain", "get", "override", "overrides", "overrides_record", "ultralytics"}
+
+
+def _chain(node: ast.Attribute) -> list[str] | None:
+    """``params.a.b`` -> ``["a", "b"]``; None when the chain is not rooted at the name ``params``."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not (isinstance(node, ast.Name) and node.id == "params"):
+        return None
+    return parts[::-1]
+
+
+def _settings_reads(fn: ast.FunctionDef) -> set[str]:
+    found, inner = set(), set()
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute):
+            inner.add(id(n.value))               # only the outermost node of each chain counts
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get" \
+                and _chain(n.func) == ["get"] and n.args and isinstance(n.args[0], ast.Constant):
+            found.add(n.args[0].value)            # params.get("a.b")
+        if not isinstance(n, ast.Attribute) or id(n) in inner:
+            continue
+        parts = _chain(n)
+        if parts:
+            while parts and parts[-1] in METHODS:
+                parts.pop()
+            if parts:
+                found.add(".".join(parts))
+    return found
+
+
 def reads(entry: str) -> set[str]:
     mods = _modules()
     seen, todo, found = set(), [tuple(entry.split("."))], set()
@@ -48,13 +85,12 @@ def reads(entry: str) -> set[str]:
             continue
         seen.add((mod, name))
         funcs, imports = mods[mod]
+        found |= _settings_reads(funcs[name])
         for n in ast.walk(funcs[name]):
             if not isinstance(n, ast.Call):
                 continue
             callee = n.func.id if isinstance(n.func, ast.Name) else None
-            if callee == "section" and len(n.args) == 2 and isinstance(n.args[1], ast.Constant):
-                found.add(n.args[1].value)
-            elif callee in funcs:
+            if callee in funcs:
                 todo.append((mod, callee))
             elif callee in imports:
                 todo.append(imports[callee])

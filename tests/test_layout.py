@@ -6,6 +6,7 @@ import pytest
 
 from components.config import ConfigError, load_params
 from components.layout import Layout
+from conftest import settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,13 +65,13 @@ def test_a_partial_params_dict_serves_what_it_has_and_names_what_it_lacks():
 def test_the_detector_catalogue_says_what_each_detector_is():
     from components.detectors import CATALOGUE, display_name, spec, uses_lam
 
-    params = load_params(REPO / "params.yaml")
+    params = settings()
     assert list(CATALOGUE) == ["baseline", "dasc", "lagnet"]
     assert [display_name(m, params) for m in CATALOGUE] == ["YOLO11n", "DASC-YOLO-n", "LAGNet-s"]
     assert [spec(m).channels(params) for m in CATALOGUE] == [3, 3, 6] and uses_lam("lagnet", params)
     assert [spec(m).export(params) for m in CATALOGUE] == ["single", "single", "pipeline"]
     assert spec("dasc").paper == "dasc-yolo.md" and spec("lagnet").tune_space == "tune.space.lagnet"
-    rgb = {**params, "lagnet": {**params["lagnet"], "lam": False}}
+    rgb = settings({"lagnet.lam": False})
     assert spec("lagnet").channels(rgb) == 3 and display_name("lagnet", rgb) == "LAGNet-s (RGB only)"
     with pytest.raises(ValueError, match="unknown model 'yolov5'"):
         spec("yolov5")

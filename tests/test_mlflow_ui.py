@@ -22,7 +22,7 @@ import yaml
 
 from components.config import PIPELINE_RUN_ENV, git_commit
 from components.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PIPELINE_RUN_TAG, start_stage_run
-from conftest import tiny_onnx
+from conftest import settings, tiny_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,8 +91,8 @@ def test_training_run_logs_the_dataset_with_its_content_hash_dvc_path_and_split_
     summary, split = make_dataset(Path("data/datasets"))
     Path("data/splits").mkdir(parents=True)
     Path("data/splits/tiny.json").write_text(json.dumps(split, indent=1))
-    params = {"paths": {"datasets": "data/datasets", "splits": "data/splits"}, "data": {"name": "tiny"},
-              "tracking": tracking}
+    params = settings({"paths.datasets": "data/datasets", "paths.splits": "data/splits", "data.name": "tiny",
+                       **{f"tracking.{k}": v for k, v in tracking.items()}})
     manifest = json.loads(Path("data/datasets/tiny/manifest.json").read_text())
 
     def train_run() -> str:                                    # what stage_run(..., dataset="train") logs
@@ -136,7 +136,7 @@ def test_training_run_logs_the_dataset_with_its_content_hash_dvc_path_and_split_
 def test_no_dataset_yet_logs_no_input(tmp_path):
     from pipelines.common import dataset_records
 
-    params = {"paths": {"datasets": str(tmp_path / "none"), "splits": str(tmp_path)}, "data": {"name": "tiny"}}
+    params = settings({"paths.datasets": str(tmp_path / "none"), "paths.splits": str(tmp_path), "data.name": "tiny"})
     assert dataset_records(params) == []
 
 
@@ -265,7 +265,7 @@ def test_registered_version_description_says_detector_data_metrics_and_gain(trac
     from components.deploy.registry import log_detector_model, register, version_description
 
     path = tiny_onnx(tmp_path / "m.onnx")
-    params = {"dasc": {"scale": "n"}, "baseline": {"scale": "n"}, "lagnet": {"variant": "small", "lam": True}}
+    params = settings({"dasc.scale": "n", "baseline.scale": "n", "lagnet.variant": "small", "lagnet.lam": True})
     gain = {"mAP50": 0.0123, "ci95": [-0.004, 0.031], "mAP50_a": 0.61, "mAP50_b": 0.6223, "images": 72,
             "resamples": 2000}
     description = version_description(display_name("dasc", params), "dasc",
@@ -313,7 +313,9 @@ def test_optuna_dashboard_serves_the_projects_study(tmp_path, monkeypatch):
 
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
     own = f"sqlite:///{tmp_path}/optuna.db"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tune": {"storage": own}}))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())       # the project's params, its own storage
+    params["tune"]["storage"] = own
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="defectops-dasc-abc", storage=own, direction="maximize")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
@@ -350,8 +352,8 @@ def test_stage_run_of_a_flow_logs_the_dataset_and_every_tag(tracking, tmp_path, 
     summary, split = make_dataset(Path("data/datasets"))
     Path("data/splits").mkdir(parents=True)
     Path("data/splits/tiny.json").write_text(json.dumps(split))
-    params = {"paths": {"datasets": "data/datasets", "splits": "data/splits"}, "data": {"name": "tiny"},
-              "evaluate": {"split": "test"}, "tracking": tracking}
+    params = settings({"paths.datasets": "data/datasets", "paths.splits": "data/splits", "data.name": "tiny",
+                       "evaluate.split": "test", **{f"tracking.{k}": v for k, v in tracking.items()}})
     monkeypatch.setenv("DVC_STAGE", "evaluate@baseline")
 
     @flow(name="ui-check")
@@ -370,3 +372,5 @@ def test_stage_run_of_a_flow_logs_the_dataset_and_every_tag(tracking, tmp_path, 
     assert tags["mlflow.data.context"] == "test" and int(tags["split.test"]) == len(split["test"])
     assert r.data.tags["mlflow.source.name"] == "dvc.yaml:evaluate@baseline"
     assert r.data.tags[PIPELINE_RUN_TAG] and r.data.tags["git_commit"] and r.info.status == "FINISHED"
+    # what overrode params.yaml, and from where, is on the run beside the values it used
+    assert json.loads(r.data.tags["defectops.overrides"])["data.name"] == {"value": "tiny", "source": "test"}

@@ -16,6 +16,7 @@ import optuna
 import pytest
 import yaml
 
+from components.settings import Settings
 from components.tune import (DEFAULT_ATTR, decide, default_point, default_trial, full, make_pruner, open_study,
                              should_prune)
 
@@ -47,12 +48,13 @@ def test_decide(default, best, tuned, why):
 # ---- the default point, the pruner
 
 def test_default_point_is_params_values_and_must_be_in_the_space():
-    assert default_point(SPACE, PARAMS) == {"protonet_k": PARAMS["dasc"]["protonet_k"], "iou": PARAMS["loss"]["iou"]}
-    assert default_point({"lr0": {"low": 1e-4, "high": 1e-1}}, PARAMS) == {"lr0": PARAMS["train"]["lr0"]}
+    settings = Settings.parse(PARAMS)
+    assert default_point(SPACE, settings) == {"protonet_k": PARAMS["dasc"]["protonet_k"], "iou": PARAMS["loss"]["iou"]}
+    assert default_point({"lr0": {"low": 1e-4, "high": 1e-1}}, settings) == {"lr0": PARAMS["train"]["lr0"]}
     with pytest.raises(ValueError, match="must contain params.yaml's loss.iou"):
-        default_point({"iou": ["eiou", "siou"]}, {"loss": {"iou": "ciou"}})
+        default_point({"iou": ["eiou", "siou"]}, settings.override({"loss.iou": "ciou"}, "test"))
     with pytest.raises(ValueError, match="must contain params.yaml's train.lr0"):
-        default_point({"lr0": {"low": 0.01, "high": 0.1}}, {"train": {"lr0": 0.003}})
+        default_point({"lr0": {"low": 0.01, "high": 0.1}}, settings.override({"train.lr0": 0.003}, "test"))
 
 
 def test_pruner_warmup():
@@ -86,7 +88,7 @@ def test_pruner_warmup():
 
 def test_default_enqueued_once_by_the_study_creator(tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
-    point = default_point(SPACE, PARAMS)
+    point = default_point(SPACE, Settings.parse(PARAMS))
     for _ in range(3):                         # three workers start on the same study
         study = open_study("s", url, 0, "median", 4, 2, default=point)
     open_study("s", url, 0, "median", 4, 2)   # a trial process joins
@@ -121,7 +123,7 @@ def test_default_enqueued_once_with_concurrent_workers_on_postgresql():
 
     url = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
     name = f"enqueue-{uuid.uuid4().hex[:8]}"
-    point = default_point(SPACE, PARAMS)
+    point = default_point(SPACE, Settings.parse(PARAMS))
     optuna.storages.RDBStorage(url)    # the schema first (its creation is not safe against concurrent workers)
     go, errors = threading.Barrier(6), []
 

@@ -24,32 +24,14 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from ..settings import Synth
+
 CLASS_NAMES = ("scratch", "inclusion", "patch", "pits", "crazing", "scale")
 
 
-@dataclass(frozen=True)
-class SynthConfig:
-    """All knobs come from ``params.yaml: data.synth`` (no defaults here on purpose)."""
-
-    seed: int
-    images: int
-    size: int
-    min_defects: int
-    max_defects: int
-    contrast: tuple[float, float]
-    leather_fraction: float
-    jpeg_quality: int
-    bold: bool                # thicker strokes; shorter, axis-aligned scratches; larger flakes; pits and
-                              # flakes inside a square around their centre (tight, consistent boxes)
-
-    def __post_init__(self) -> None:
-        if self.images < 1 or self.size < 64:
-            raise ValueError("data.synth: need images >= 1 and size >= 64")
-        if not 1 <= self.min_defects <= self.max_defects:
-            raise ValueError("data.synth: need 1 <= min_defects <= max_defects")
-        lo, hi = self.contrast
-        if not 0 < lo <= hi <= 1:
-            raise ValueError("data.synth.contrast must be [lo, hi] with 0 < lo <= hi <= 1")
+# All knobs come from params.yaml ``data.synth``: the settings section is the generator's config
+# (checked there: images, size, defects per image, contrast range).
+SynthConfig = Synth
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import numpy as np
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 NOT_PROMOTED = "run `dvc repro` (or `defectops promote`) first"
+MODEL_CACHE = Path(".cache/models")   # registry models downloaded by predict, relative to where it runs
 
 log = logging.getLogger(__name__)
 

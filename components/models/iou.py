@@ -31,7 +31,7 @@ import math
 
 import torch
 
-IOU_LOSSES = ("ciou", "eiou", "mpdiou", "piou", "shape_iou", "siou", "uiou")
+from ..settings import IOU_LOSSES  # noqa: E402,F401  (the one list: params.yaml loss.iou is checked against it)
 UIOU_RATIO = (2.0, 0.5)  # Unified-IoU: box scale at the first and at the last epoch
 
 
