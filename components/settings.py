@@ -306,6 +306,9 @@ class Override:
 
 
 class Settings(_Section):
+    """params.yaml, every section typed and frozen; ``overrides``: which layer set which key
+    (:func:`resolve`). Build it with :func:`load_settings` / :func:`resolve`, not by hand."""
+
     paths: Paths
     data: Data
     split: Split
@@ -374,12 +377,11 @@ def _value(tp: Any, v: Any, key: str) -> Any:
     if isinstance(tp, type) and issubclass(tp, _Section):
         return _build(tp, v, key + ".")
     if origin is Union:
-        errors = []
         for t in targs:
             try:
                 return _value(t, v, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"params.yaml: {key} = {v!r} is none of {_describe(tp)}")
     if origin is Literal:
         if v not in targs or isinstance(v, bool):
