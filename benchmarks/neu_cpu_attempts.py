@@ -78,6 +78,15 @@ ATTEMPTS = [
      "complete: test 71.3 as served, +3.3 [+1.1, +5.4] over cpu-base-s1; seed means (2 each) LAGNet-s 71.6 vs "
      "YOLO11n 68.9, +2.7 [+1.1, +4.2], larger than either seed spread (0.6 / 1.9); validation (180 images) "
      "means only +0.7 (68.7 vs 68.0); target 73.3 missed; crazing 34.4"),
+    ("cpu-base-s2", "cpu-base-s2", "cpu-base-s2", 60,
+     "protocol baseline, seed 2, on this CPU (side by side with cpu-dasc-s1, 1 torch thread each)",
+     "control: test 70.0 (seeds 0 / 1 / 2: 69.9 / 68.0 / 70.0, mean 69.3, spread 2.0 points); the third seed "
+     "of the reference every seed-averaged gain is measured against"),
+    ("cpu-dasc-s1", "cpu-dasc-s1", "cpu-dasc-s1", 60,
+     "DASC-YOLO-n, the paper's blocks, seed 1, on this CPU (side by side with cpu-base-s2, 1 torch thread each)",
+     "complete: test 67.1, -0.9 [-3.1, +1.1] over cpu-base-s1; seed means DASC-YOLO-n 68.9 (2 seeds, spread "
+     "3.7) vs YOLO11n 69.3 (3 seeds, spread 2.0): -0.3 [-1.5, +0.7], runs and images drawn [-3.6, +2.6]: no gain; "
+     "the seed-0 +0.9 was noise; target (lower bound > 0) missed"),
 ]
 
 
