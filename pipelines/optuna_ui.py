@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from components.config import ConfigError
+
 from .common import read_params, storage_url
 
 
@@ -32,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from sqlalchemy.engine import make_url
 
-    url = storage_url(read_params(a.params))
+    try:
+        url = storage_url(read_params(a.params))
+    except (ConfigError, FileNotFoundError) as e:    # one line, no stack trace
+        print(f"optuna-ui: {e}", file=sys.stderr)
+        return 2
     try:
         shown = make_url(url).render_as_string(hide_password=True)   # no password in the console
     except Exception:  # noqa: BLE001  (not an SQLAlchemy URL: say where it came from instead)

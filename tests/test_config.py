@@ -99,3 +99,40 @@ def test_train_threads_resolve_to_a_count(monkeypatch):
     for bad in (0, -2, "two", 1.5, True):
         with pytest.raises(ValueError, match="train.threads"):
             resolve_threads(bad)
+
+
+def test_train_threads_from_params_reach_torch(tmp_path, monkeypatch):
+    """``train.threads`` travels from the settings through ``trainer_args`` into the training: the
+    callback ``train_detector`` registers sets torch's thread count, and ultralytics never sees the
+    key. (The typed-settings refactor once dropped it silently: trainings ran on ultralytics' cores - 1.)"""
+    import torch
+
+    import components.train as train
+    from components.config import trainer_args
+    from conftest import settings
+
+    seen = {}
+
+    class FakeYOLO:                                      # records what train_detector hands ultralytics
+        def __init__(self, cfg):
+            self.callbacks = {}
+
+        def add_callback(self, event, fn):
+            self.callbacks[event] = fn
+
+        def train(self, **kw):
+            seen["kwargs"] = kw
+            before = torch.get_num_threads()
+            try:
+                self.callbacks["on_pretrain_routine_start"](None)
+                seen["threads"] = torch.get_num_threads()
+            finally:
+                torch.set_num_threads(before)
+
+    monkeypatch.setattr(train, "DefectYOLO", FakeYOLO)
+    monkeypatch.setattr(train, "model_yaml", lambda cfg, iou, out: cfg)
+    args, device, seed = trainer_args(settings({"train.threads": 3}))
+    assert args["threads"] == 3
+    with pytest.raises(RuntimeError, match="without"):    # the fake writes no best.pt
+        train.train_detector("yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "run", args, device, seed, "ciou")
+    assert seen["threads"] == 3 and "threads" not in seen["kwargs"]

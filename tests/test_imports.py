@@ -76,3 +76,49 @@ def test_no_flow_imports_another_flow():
 
 def test_a_cycle_is_found():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+FORK_IMPORTS = r'''
+import importlib, os, sys, traceback
+for lib in ("torch", "torchvision", "ultralytics", "prefect", "mlflow", "optuna", "onnxruntime", "dvc"):
+    try:                                     # third-party only: no project module is loaded before the fork
+        importlib.import_module(lib)
+    except ImportError:
+        pass
+assert not any(m.split(".")[0] in ("components", "pipelines") for m in sys.modules)
+failed = 0
+for name in sys.argv[1:]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                             # the child: this module first, alone
+        os.close(r)
+        try:
+            importlib.import_module(name)
+            os._exit(0)
+        except BaseException:
+            os.write(w, traceback.format_exc()[-1500:].encode())
+            os._exit(1)
+    os.close(w)
+    err = os.read(r, 4000).decode()
+    os.close(r)
+    if os.waitpid(pid, 0)[1] != 0:
+        failed += 1
+        print(f"--- {name}\n{err}")
+sys.exit(1 if failed else 0)
+'''
+
+
+def test_every_module_imports_alone_in_a_fresh_interpreter():
+    """Each module of ``components`` and ``pipelines`` imported first and alone, in an interpreter
+    that has imported nothing of the project (a child forked from one that only preloaded the
+    heavy third-party libraries, so a module costs its own import only): a cycle that function-
+    local imports hide from the AST graph, or a module that works only when another was imported
+    before it, fails here."""
+    import subprocess
+    import sys
+
+    modules = sorted(m for m in graph() if m not in PACKAGES)
+    assert len(modules) > 40
+    p = subprocess.run([sys.executable, "-c", FORK_IMPORTS, *modules], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]

@@ -223,7 +223,9 @@ def optuna_ui(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("optuna-ui")
     storage = f"sqlite:///{tmp}/optuna.db"
-    (tmp / "params.yaml").write_text(yaml.safe_dump({"tune": {"storage": storage}}))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())   # a whole params file: every key is checked
+    params["tune"]["storage"] = storage
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="defectops-dasc-3f9c2a7e", storage=storage, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=0))
