@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import tempfile
 import time
 from copy import deepcopy
 from functools import lru_cache
@@ -130,6 +131,22 @@ def validate_keeping_stats(yolo: YOLO, validator: type | None = None, **val_args
     if abs(map50(stats) - float(res.box.map50)) > 1e-9:
         raise RuntimeError(f"kept per-image stats give mAP50 {map50(stats):.6f}, ultralytics {res.box.map50:.6f}")
     return res, stats
+
+
+def score_split(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, conf: float, iou: float,
+                device: str, validator=None) -> dict:
+    """``weights`` on ``split`` at the served framing (as :func:`evaluate_detector`), without plots
+    or timing: the validation scores a promotion chooses its candidate by (the test split only
+    reports)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        res = YOLO(str(weights)).val(validator=validator, data=str(data_yaml), split=split, imgsz=imgsz, batch=batch,
+                                     conf=conf, iou=iou, device=device, rect=False, plots=False, verbose=False,
+                                     project=tmp, name="val")
+    box = res.box
+    return {"split": split,
+            "images": len(Path(yaml.safe_load(Path(data_yaml).read_text())[split]).read_text().split()),
+            "mAP50": round(float(box.map50), 4), "mAP50-95": round(float(box.map), 4),
+            "precision": round(float(box.mp), 4), "recall": round(float(box.mr), 4)}
 
 
 def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, conf: float,

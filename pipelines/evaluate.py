@@ -1,6 +1,8 @@
 """Evaluation flows (DVC stages ``evaluate@<model>``): test-split metrics, plots, speed, and for
 every detector but the baseline its mAP50 gain over the baseline with a paired-bootstrap 95 %
 interval (``gain_vs_baseline``, from both detectors' per-image stats on the same test images).
+The same scores on the validation split (``val``, no plots or timing) are what ``promote``
+chooses its candidate by: the test split is reported, never used to choose.
 
 Every evaluation run logs the same metric names, so the MLflow UI compares them side by side: the
 baseline's run logs its gain over itself (the same paired bootstrap, 0 on identical stats); its
@@ -17,7 +19,7 @@ from components.detectors import uses_lam
 from components.evaluate import PREDICTIONS
 
 from .common import dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params, stage_run
-from .tasks import evaluate_task, gain_task  # noqa: F401  (gain_task: tests use it from here)
+from .tasks import evaluate_task, gain_task, val_score_task  # noqa: F401  (gain_task: tests use it from here)
 
 
 @flow(name="evaluate")
@@ -48,6 +50,9 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
         metrics["lam_source"] = "in-graph (as served)" if lam else None
         metrics["model"] = model
         logged = numeric(metrics, "test.")
+        if cfg.split != "val":              # what `promote` chooses by: never the test split
+            metrics["val"] = val_score_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], lam)
+            logged.update(numeric(metrics["val"], "val."))
         boot = cfg.bootstrap               # the baseline: baseline_stats is its own report_dir / PREDICTIONS
         gain = gain_task(str(baseline_stats), str(report_dir / PREDICTIONS), boot.resamples, boot.seed)
         logged.update(gain_vs_baseline_mAP50=gain["mAP50"], gain_ci95_lo=gain["ci95"][0],

@@ -1,14 +1,16 @@
 """Promotion flow (DVC stage ``promote``): best evaluated detector -> ONNX -> registry alias.
 
-1. Pick the best of ``promote.candidates`` by ``promote.metric`` on the test split (their
-   ``metrics/<model>.json``; ties: FPS).
+1. Pick the best of ``promote.candidates`` by ``promote.metric`` on the **validation** split
+   (the ``val`` scores in their ``metrics/<model>.json``; ties: FPS). The test split is reported,
+   never used to choose: neither the candidate nor the champion gate looks at it.
 2. Export it to ONNX with the parity check (``export`` flow): a failed export or parity check
    raises here, before anything touches the registry. What is registered is the end-to-end graph
    (``best_nms.onnx``: letterboxed batch in, boxes after NMS out, class names / input size /
    stride / letterbox rule in its metadata).
-3. Score that graph on the held-out test split through ONNX Runtime (ultralytics' validator on
-   the ONNX file; it takes a ``(B, max_det, 6)`` output as end-to-end and skips its own NMS): the
-   same evaluator and images the current champion is re-scored with.
+3. Score that graph through ONNX Runtime (ultralytics' validator on the ONNX file; it takes a
+   ``(B, max_det, 6)`` output as end-to-end and skips its own NMS) on the validation split (the
+   gate's scores: the same evaluator and images the current champion is re-scored with) and on
+   the held-out test split (reported in the registry and the promotion record).
 4. Log it as the MLflow model a version is (``registry.log_detector_model``): a pyfunc that
    ``mlflow models serve -m models:/defect-detector@champion --env-manager local`` serves (encoded
    image in, boxes in image pixels and class names out), holding the graph itself as
@@ -16,8 +18,8 @@
    ``promote.registered_model`` tagged with dataset hash, git commit, params hash, metrics and the
    source model, its description saying what it is (detector, data hash, test metrics, mAP50 gain
    over the baseline from the evaluation stage; ``registry.version_description``).
-5. Under the registry lock: re-score the current ``champion`` (its ``model.onnx``) on the same test
-   split and move ``champion`` to the new version only if it wins (``promote.gate``): by
+5. Under the registry lock: re-score the current ``champion`` (its ``model.onnx``) on the same
+   validation split and move ``champion`` to the new version only if it wins (``promote.gate``): by
    ``promote.margin`` (``margin``), or with the lower bound of the paired-bootstrap 95 % interval of
    its mAP50 gain over the re-scored champion above 0 (``bootstrap``; both ONNX scorings keep their
    per-image stats, ``evaluate.bootstrap`` sets resamples and seed); else it becomes
@@ -44,16 +46,30 @@ from .common import COMPUTE, TRANSIENT, dataset_hash, layout, log_outputs, read_
 from .tasks import export_model
 
 
+SELECT = "val"   # the split the candidate is chosen and the champion gate decided on
+
+
 def choose(metrics: dict[str, dict], metric: str) -> str:
-    """Best model by ``metric``, ties broken by FPS."""
+    """Best model by ``metric`` on the validation split (each metrics JSON's ``val`` scores, or
+    the metrics themselves when the evaluation split is ``val``), ties broken by FPS."""
     if not metrics:
         raise FileNotFoundError("no evaluated candidates: run `dvc repro` (evaluate stages) first")
-    return max(metrics, key=lambda m: (metrics[m][metric], metrics[m].get("fps", 0.0)))
+    return max(metrics, key=lambda m: (val_scores(m, metrics[m])[metric], metrics[m].get("fps", 0.0)))
+
+
+def val_scores(model: str, metrics: dict) -> dict:
+    """The validation scores in a detector's metrics JSON (``evaluate`` writes them as ``val``)."""
+    if metrics.get("split") == SELECT:
+        return metrics
+    if SELECT not in metrics:
+        raise FileNotFoundError(f"metrics of {model} have no validation scores (written before the promotion chose "
+                                f"on the validation split): run `dvc repro` (evaluate stages) again")
+    return metrics[SELECT]
 
 
 @task(name="onnx-test-score", **COMPUTE)
 def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, split: str, keep: str | None = None) -> dict:
-    """Test metrics of an ONNX file; ``keep``: also write its per-image stats there (``.npz``)."""
+    """Metrics of an ONNX file on ``split``; ``keep``: also write its per-image stats there (``.npz``)."""
     from components.evaluate import validate_keeping_stats
     from components.yolo import YOLO
 
@@ -72,7 +88,7 @@ def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, split: str, keep: str
 
 @task(name="paired-bootstrap", **COMPUTE)
 def bootstrap_gain(champion_stats: str, candidate_stats: str, resamples: int, seed: int) -> dict:
-    """mAP50 gain of the candidate over the re-scored champion, paired bootstrap over the test images."""
+    """mAP50 gain of the candidate over the re-scored champion, paired bootstrap over the validation images."""
     return paired_bootstrap(ImageStats.load(champion_stats), ImageStats.load(candidate_stats), resamples, seed)
 
 
@@ -99,7 +115,8 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
     metrics = {m: json.loads(lay.metrics_file(m).read_text()) for m in cfg.candidates
                if lay.metrics_file(m).is_file()}
     best = choose(metrics, metric)
-    log.info("candidate: %s (%s %.4f)", best, metric, metrics[best][metric])
+    log.info("candidate: %s (validation %s %.4f; test %.4f, reported only)", best, metric,
+             val_scores(best, metrics[best])[metric], metrics[best][metric])
     ds = lay.dataset
     uri = tracking_uri(params.tracking.plain())
     name = cfg.registered_model
@@ -117,18 +134,20 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
         keep = {k: str(Path(kept) / f"{k}.npz") if boot else None for k in ("candidate", "champion")}
         exported = export_model(best, params)                     # raises on a failed parity check
         onnx_path = exported["onnx_nms"]                          # the end-to-end graph
-        cand = onnx_score(onnx_path, str(data_yaml), imgsz, split_name, keep["candidate"])
+        cand = onnx_score(onnx_path, str(data_yaml), imgsz, SELECT, keep["candidate"])     # the gate's scores
+        cand_test = onnx_score(onnx_path, str(data_yaml), imgsz, split_name)               # reported only
         tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),
                 "params_hash": params_hash({k: params.get(k) for k in ("train", "loss", best)}),
                 "train_run_id": info["mlflow_run_id"], "imgsz": imgsz,
-                **{f"test.{k}": round(v, 4) for k, v in cand.items()}}
+                **{f"test.{k}": round(v, 4) for k, v in cand_test.items()},
+                **{f"val.{k}": round(v, 4) for k, v in cand.items()}}
         base_file = lay.metrics_file("baseline")
         description = version_description(
             display_name(best, params), best, {"name": params.data.name, "hash": tags["dataset_hash"],
                                                "source": ds.as_posix()},
-            cand, split_name, metrics[best].get("gain_vs_baseline"),
+            cand_test, split_name, metrics[best].get("gain_vs_baseline"),
             json.loads(base_file.read_text()) if base_file.is_file() else None, info["mlflow_run_id"],
-            tags["git_commit"])
+            tags["git_commit"], val=cand)
         image = next(iter(sorted(Path(data_yaml).parent.joinpath("images").iterdir())))
         version = register_task(uri, run.run_id, onnx_path, str(image), params.predict.conf,
                                 name, tags, description)
@@ -139,7 +158,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
                 with tempfile.TemporaryDirectory() as tmp:
                     champ_onnx = download_onnx(uri, f"models:/{name}/{champ.version}", tmp)
                     champ_imgsz = int(champ.tags.get("imgsz", imgsz))
-                    champ_score = onnx_score(str(champ_onnx), str(data_yaml), champ_imgsz, split_name,
+                    champ_score = onnx_score(str(champ_onnx), str(data_yaml), champ_imgsz, SELECT,
                                              keep["champion"])[metric]
                 if boot:
                     gain = bootstrap_gain(keep["champion"], keep["candidate"], boot.resamples, boot.seed)
@@ -147,7 +166,8 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
             set_alias(uri, name, d.alias, version)
             client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
         result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
-                  "candidate": cand, "champion_before": None if champ is None else str(champ.version),
+                  "chosen_on": SELECT, "candidate": cand, "candidate_test": cand_test,
+                  "champion_before": None if champ is None else str(champ.version),
                   "champion_score": champ_score, "gate": gate, "margin": cfg.margin, "gain": gain,
                   "onnx": exported["onnx"], "onnx_registered": onnx_path,
                   "serve": f"mlflow models serve -m models:/{name}/{version} --env-manager local",
@@ -157,6 +177,7 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
         tags = {"registered_version": version, "alias": d.alias, "gate": gate}
         if gain is not None:
             tags.update(gain_mAP50=round(gain["mAP50"], 4), gain_ci95=f"[{gain['ci95'][0]:.4f}, {gain['ci95'][1]:.4f}]")
-        log_outputs(run, metrics={f"test.{k}": v for k, v in cand.items()}, artifacts=[(str(out), None)], tags=tags)
+        log_outputs(run, metrics={**{f"test.{k}": v for k, v in cand_test.items()},
+                                  **{f"val.{k}": v for k, v in cand.items()}}, artifacts=[(str(out), None)], tags=tags)
         log.info("%s v%s -> %s (%s)", name, version, d.alias, d.reason)
     return result

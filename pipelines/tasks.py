@@ -15,7 +15,7 @@ from components.config import StopError
 from components.data.canonical import load_manifest
 from components.data.views import load_split
 from components.detectors import spec
-from components.evaluate import evaluate_detector
+from components.evaluate import evaluate_detector, score_split
 from components.settings import Evaluate, Export, Lam, Settings
 from components.deploy.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
 from components.train import train_detector
@@ -46,14 +46,26 @@ def evaluate_task(weights: str, data_yaml: str, cfg: Evaluate, imgsz: int, out_d
                   lam: dict | None = None) -> dict:
     """``cfg``: the ``evaluate`` settings. ``lam``: for LAGNet, the LAM params plus ``baseline`` (weights): the LAM of every test batch is
     computed in the graph from the RGB image, as the served one-graph model does."""
-    validator = None
-    if lam:
-        from components.lagnet.data import served_lam_validator
-
-        validator = served_lam_validator(lam["baseline"], lam["alpha"], lam["beta"], lam["normalize"],
-                                         lam["quantile"])
     return evaluate_detector(Path(weights), Path(data_yaml), cfg.split, imgsz, cfg.batch, cfg.conf, cfg.iou,
-                             cfg.device, cfg.latency.plain(), Path(out_dir), Path(plots_dir), validator=validator)
+                             cfg.device, cfg.latency.plain(), Path(out_dir), Path(plots_dir), validator=_validator(lam))
+
+
+@task(name="validation-score", **COMPUTE)
+def val_score_task(weights: str, data_yaml: str, cfg: Evaluate, imgsz: int, lam: dict | None = None) -> dict:
+    """The detector on the validation split, scored as :func:`evaluate_task` scores the test split
+    (the promotion chooses its candidate by it; the test split only reports)."""
+    return score_split(Path(weights), Path(data_yaml), "val", imgsz, cfg.batch, cfg.conf, cfg.iou, cfg.device,
+                       validator=_validator(lam))
+
+
+def _validator(lam: dict | None):
+    """LAGNet's validator computing each batch's LAM in the graph (``lam``: see evaluate_task), or
+    None (ultralytics' own)."""
+    if not lam:
+        return None
+    from components.lagnet.data import served_lam_validator
+
+    return served_lam_validator(lam["baseline"], lam["alpha"], lam["beta"], lam["normalize"], lam["quantile"])
 
 
 @task(name="gain-vs-baseline", **COMPUTE)

@@ -288,3 +288,10 @@ def test_evaluate_detector_writes_per_image_stats_and_the_flow_compares_them(tmp
     assert round(map50(kept), 4) == metrics["mAP50"]
     gain = gain_task.fn(str(tmp_path / "report" / PREDICTIONS), str(tmp_path / "report" / PREDICTIONS), 1000, 0)
     assert gain["mAP50"] == 0 and gain["ci95"] == [0, 0] and gain["resamples"] == 1000 and gain["images"] == 5
+    # the validation scores promote chooses by: the same evaluator, no plots or timing (val = the same 5 images here)
+    from components.evaluate import score_split
+
+    val = score_split(tmp_path / "w.pt", ds / "data.yaml", "val", 64, 4, 0.001, 0.7, "cpu")
+    assert val["split"] == "val" and val["images"] == 5
+    assert {k: val[k] for k in ("mAP50", "mAP50-95", "precision", "recall")} == \
+        {k: metrics[k] for k in ("mAP50", "mAP50-95", "precision", "recall")}

@@ -417,13 +417,15 @@ def test_first_promotion_registers_an_onnx_champion(project):
     c = _registry(project)
     v1 = c.get_model_version("defect-detector", "1")
     assert v1.tags["promotion"].startswith("champion: no champion yet")
-    metrics = {m: json.loads((root / "metrics" / f"{m}.json").read_text())["mAP50"] for m in ("baseline", "dasc", "lagnet")}
-    assert metrics[v1.tags["model"]] == max(metrics.values())          # best by mAP50 (ties: FPS)
+    metrics = {m: json.loads((root / "metrics" / f"{m}.json").read_text())["val"]["mAP50"]
+               for m in ("baseline", "dasc", "lagnet")}
+    assert metrics[v1.tags["model"]] == max(metrics.values())          # best by val mAP50 (ties: FPS)
     promoted = json.loads((root / "reports" / "promotion.json").read_text())
+    assert promoted["chosen_on"] == "val" and set(promoted["candidate_test"]) == set(promoted["candidate"])
     assert _aliases(project)[promoted["alias"]] == promoted["version"]
     if promoted["alias"] == "challenger":
         assert _aliases(project)["champion"] == "1" and str(promoted["champion_before"]) == "1"
-    for tag in ("dataset_hash", "git_commit", "params_hash", "test.mAP50", "model"):
+    for tag in ("dataset_hash", "git_commit", "params_hash", "test.mAP50", "val.mAP50", "model"):
         assert v1.tags[tag] not in ("", "None")
     promoted = {"version": "1"}
     import mlflow

@@ -35,7 +35,7 @@ class Decision:
 def decide(candidate: float, champion: float | None, margin: float, gate: str = "margin",
            gain: dict | None = None) -> Decision:
     """``champion`` when there is none yet, or when the candidate beats the champion on the same
-    test images: by at least ``margin`` (``gate="margin"``), or with the lower bound of the
+    images (the promotion's validation split): by at least ``margin`` (``gate="margin"``), or with the lower bound of the
     paired-bootstrap 95 % interval of its mAP50 gain (``gain``) above 0 (``gate="bootstrap"``);
     else ``challenger``."""
     if gate not in GATES:
@@ -164,18 +164,23 @@ def register(uri: str, model_uri: str, name: str, tags: dict, description: str |
 
 
 def version_description(detector: str, model: str, dataset: dict, test: dict[str, float], split: str,
-                        gain: dict | None, baseline: dict | None, train_run_id: str, commit: str) -> str:
+                        gain: dict | None, baseline: dict | None, train_run_id: str, commit: str,
+                        val: dict[str, float] | None = None) -> str:
     """What a registered version is, as Markdown for the MLflow UI: the ``detector`` (``model``:
     the params key), the data it was trained and scored on (``dataset``: name, content hash, DVC
     path), its ``test`` metrics through ONNX Runtime on ``split``, and its mAP50 gain over the
     baseline from the evaluation stage (``gain``: ``gain_vs_baseline`` of its metrics, a paired
     bootstrap on the same test images; None for the baseline itself; ``baseline``: the baseline's
-    evaluation metrics, or None)."""
+    evaluation metrics, or None); ``val``: its validation metrics, which the promotion chose it and
+    gated it by."""
     scores = ", ".join(f"{k} {v:.4f}" for k, v in test.items())
     lines = [f"**{detector}** defect detector (`{model}`): served by `mlflow models serve` (encoded image in, "
              f"boxes out), the end-to-end ONNX graph (boxes after NMS) inside as `{ONNX_FILE}`.", "",
              f"- data: `{dataset['name']}`, content hash `{dataset['hash']}` (DVC path `{dataset['source']}`)",
              f"- test metrics ({split} split, ONNX Runtime): {scores}"]
+    if val is not None:
+        lines.append("- validation metrics (ONNX Runtime; the promotion chose and gated on these): "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
     if gain is not None:
         lo, hi = gain["ci95"]
         ref = f" ({gain['mAP50_a']:.4f} -> {gain['mAP50_b']:.4f})" if "mAP50_a" in gain else ""
