@@ -273,9 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("model", choices=MODELS)
     tu.add_argument("--trials", type=int, default=None, help="trials in the study (default: tune.trials)")
     tu.set_defaults(func=_tune)
-    pr = sub.add_parser("promote", help="DVC stage 'promote': best evaluated detector -> ONNX (parity checked) -> "
-                        "MLflow registry version; 'champion' alias only if it beats the champion by "
-                        "promote.margin on the same test images, else 'challenger'", epilog=EPILOG)
+    pr = sub.add_parser("promote", help="DVC stage 'promote': best evaluated detector on the validation split -> "
+                        "ONNX (parity checked) -> MLflow registry version; 'champion' alias only if it beats the "
+                        "champion through promote.gate on the same validation images, else 'challenger' "
+                        "(test scores reported only)", epilog=EPILOG)
     pr.set_defaults(func=_promote, on_stop=" (no alias moved)")
     pd = sub.add_parser("predict", help="run an ONNX model (file or models:/NAME@ALIAS) on images/folders",
                         epilog="Writes <out>/detections.json and <out>/annotated/. The MLflow store is "
