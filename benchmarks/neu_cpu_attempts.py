@@ -87,6 +87,11 @@ ATTEMPTS = [
      "complete: test 67.1, -0.9 [-3.1, +1.1] over cpu-base-s1; seed means DASC-YOLO-n 68.9 (2 seeds, spread "
      "3.7) vs YOLO11n 69.3 (3 seeds, spread 2.0): -0.3 [-1.5, +0.7], runs and images drawn [-3.6, +2.6]: no gain; "
      "the seed-0 +0.9 was noise; target (lower bound > 0) missed"),
+    ("cpu-lagnet-s-s2", "cpu-lagnet-s-s2", "cpu-lagnet-s-s2", 60,
+     "LAGNet-s, seed 2 (LAMs from cpu-base-mosaic), beside test runs and a default dvc repro, 1 torch thread",
+     "complete: test 70.0 as served, +0.0 vs cpu-base-s2; seed means (3 each) LAGNet-s 71.0 vs YOLO11n 69.3: "
+     "+1.8 [+0.4, +3.1] with the test images drawn, but [-0.3, +4.0] with the seeds drawn as well: the gain is "
+     "no longer shown once seed-to-seed spread counts; target 73.3 missed; crazing 38.8"),
 ]
 
 
