@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?=
-PYTEST_ARGS ?= --durations=25   # the slowest tests in every run's output (CI included): the suite must stay under 25 min
+# the slowest tests in every run's output (CI included): the suite must stay under 25 min
+PYTEST_ARGS ?= --durations=25
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 

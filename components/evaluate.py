@@ -142,7 +142,11 @@ def score_split(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: i
         res = YOLO(str(weights)).val(validator=validator, data=str(data_yaml), split=split, imgsz=imgsz, batch=batch,
                                      conf=conf, iou=iou, device=device, rect=False, plots=False, verbose=False,
                                      project=tmp, name="val")
-    box = res.box
+    return _scores(res.box, data_yaml, split)
+
+
+def _scores(box, data_yaml: Path, split: str) -> dict:
+    """The split, its image count and ultralytics' box metrics (``res.box``), rounded as reported."""
     return {"split": split,
             "images": len(Path(yaml.safe_load(Path(data_yaml).read_text())[split]).read_text().split()),
             "mAP50": round(float(box.map50), 4), "mAP50-95": round(float(box.map), 4),
@@ -176,12 +180,7 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
     for j, ci in enumerate(res.ap_class_index):
         per_class[names[int(ci)]] = round(float(box.ap50[j]), 4)
     metrics = {
-        "split": split,
-        "images": len(Path(yaml.safe_load(Path(data_yaml).read_text())[split]).read_text().split()),
-        "mAP50": round(float(box.map50), 4),
-        "mAP50-95": round(float(box.map), 4),
-        "precision": round(p, 4),
-        "recall": round(r, 4),
+        **_scores(box, data_yaml, split),
         "F1": round(f1(p, r), 4),
         "per_class_AP50": per_class,
         "params": int(get_num_params(yolo.model)),

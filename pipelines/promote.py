@@ -67,7 +67,7 @@ def val_scores(model: str, metrics: dict) -> dict:
     return metrics[SELECT]
 
 
-@task(name="onnx-test-score", **COMPUTE)
+@task(name="onnx-score", **COMPUTE)
 def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, split: str, keep: str | None = None) -> dict:
     """Metrics of an ONNX file on ``split``; ``keep``: also write its per-image stats there (``.npz``)."""
     from components.evaluate import validate_keeping_stats

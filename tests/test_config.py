@@ -104,7 +104,7 @@ def test_train_threads_resolve_to_a_count(monkeypatch):
 def test_train_threads_from_params_reach_torch(tmp_path, monkeypatch):
     """``train.threads`` travels from the settings through ``trainer_args`` into the training: the
     callback ``train_detector`` registers sets torch's thread count, and ultralytics never sees the
-    key. (The typed-settings refactor once dropped it silently: trainings ran on ultralytics' cores - 1.)"""
+    key (a silently dropped key would leave trainings on ultralytics' cores - 1)."""
     import torch
 
     import components.train as train
