@@ -15,6 +15,7 @@ REF (trained with the same epochs as RUN) instead of the main baseline.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -28,8 +29,20 @@ NAMES = {"baseline": "YOLO11n (ours)", "dasc": "DASC-YOLO-n (ours)", "lagnet_s":
          "dasc_gate_local": "DASC-YOLO-n, zero gates + CSA local (ours)",
          "gpu_baseline": "YOLO11n (ours), trained on the H200",
          "gpu_control": "YOLO11n, seed 1, trained on the H200 (control)",
-         "lagnet_s_s1": "LAGNet-s, seed 1 (ours)", "dasc_s1": "DASC-YOLO-n, seed 1 (ours)",
          "control_s2": "YOLO11n, seed 2 (control)"}
+
+
+def display(role: str) -> str:
+    """A row's name: from NAMES, else ``<role>_s<N>`` read as that role's seed N (``lagnet_s_s2``
+    -> 'LAGNet-s, seed 2 (ours)'), else the role itself."""
+    if role in NAMES:
+        return NAMES[role]
+    m = re.fullmatch(r"(.+)_s(\d+)", role)
+    if m and m.group(1) in ("control", "baseline"):
+        return f"YOLO11n, seed {m.group(2)} (control)"
+    if m and m.group(1) in NAMES:
+        return f"{NAMES[m.group(1)].removesuffix(' (ours)')}, seed {m.group(2)} (ours)"
+    return role
 # dasc-yolo.md Table 4 (NEU-DET; large models, 640 px, the paper's protocol) and Table 3 (n scale,
 # its leather set: params, FPS); lagnet.md Table 1 (NEU-DET, 640 px, 500 epochs, RTX 4090)
 PAPERS = {
@@ -90,7 +103,7 @@ def seed_rows(seeds: dict[str, list[str]]) -> tuple[dict, list[dict]]:
                      "mAP50_mean": sum(t["mAP50"] for t in tests[role]) / len(runs), "per_class_mean": per_class,
                      "gain_vs_baseline": g}
         spread = max(out[role]["mAP50_each"]) - min(out[role]["mAP50_each"])
-        rows.append({"model": f"{NAMES.get(role, role)}, mean of {len(runs)} seeds ({', '.join(runs)})",
+        rows.append({"model": f"{display(role)}, mean of {len(runs)} seeds ({', '.join(runs)})",
                      "mAP50": round(100 * out[role]["mAP50_mean"], 1),
                      "gain vs baseline [95 % CI]": (
                          f"{100 * g['mAP50']:+.1f} [{100 * g['ci95'][0]:+.1f}, {100 * g['ci95'][1]:+.1f}] (seed "
@@ -154,7 +167,7 @@ def table(roles: dict[str, str], seeds: dict[str, list[str]] | None = None) -> P
     rows = []
     for role, m in models.items():
         g = m.get("gain_vs_baseline")
-        rows.append({"model": NAMES.get(role, role), "epochs": m["epochs"], "mAP50": round(100 * m["mAP50"], 1),
+        rows.append({"model": display(role), "epochs": m["epochs"], "mAP50": round(100 * m["mAP50"], 1),
                      "gain vs baseline [95 % CI]": (f"{100 * g['mAP50']:+.1f} [{100 * g['ci95'][0]:+.1f}, "
                                                     f"{100 * g['ci95'][1]:+.1f}]"
                                                     + (f" vs {g['baseline_run']}" if g["baseline_run"] != roles[
@@ -190,7 +203,7 @@ def table(roles: dict[str, str], seeds: dict[str, list[str]] | None = None) -> P
                   "runs with replacement in every resample, so the seed-to-seed spread counts (coarse with two or "
                   "three seeds). Each group's seed spread is shown beside it; a gain smaller than the spread is not "
                   "evidence.")
-    rect = [NAMES.get(role, role) for role, r in runs.items() if "framing" not in r]
+    rect = [display(role) for role, r in runs.items() if "framing" not in r]
     notes += (" Scored at the served framing (the square 224 px letterbox that predict and the exported model "
               "take), except " + ", ".join(rect) + ": evaluated before that change, on ultralytics' rect "
               "batches (the 200 px images padded to 256 with a grey border), not comparable to the decimal."
@@ -201,7 +214,7 @@ def table(roles: dict[str, str], seeds: dict[str, list[str]] | None = None) -> P
             continue
         served = RUNS / f"{r['run']}-served.json"
         files = r.get("test_on_lam_files", {}).get("mAP50")
-        notes += (f" {NAMES.get(role, role)} is scored as served (LAM computed in the graph from the RGB image); "
+        notes += (f" {display(role)} is scored as served (LAM computed in the graph from the RGB image); "
                   f"the same weights on the LAM files they were trained on: mAP50 {100 * files:.1f}"
                   if files is not None else "")
         if served.is_file():

@@ -1,0 +1,124 @@
+"""Is a CPU training bit-reproducible on one machine? Trains YOLO11n on the embedded synthetic
+data the way the ``train_baseline`` stage does (params.yaml, ``--set`` overrides), ``--runs``
+times, each in a fresh interpreter, and compares the trained weights tensor by tensor and the
+per-epoch losses. Records the CPU model and the instruction set torch dispatches to, since
+kernels built for different instruction sets round differently: two default runs on different
+machines can differ even when each machine repeats itself exactly.
+
+    python -m benchmarks.repro_check --epochs 2
+    python -m benchmarks.repro_check --epochs 2 --set train.threads=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .common import RESULTS, cli, machine, write
+from .neu_cpu import parse_sets
+
+WORK = Path(".cache/bench/repro_check")
+
+
+def cpu_description() -> dict:
+    """The CPU model (from /proc/cpuinfo) and torch's dispatch level (e.g. AVX512, AVX2)."""
+    import torch
+
+    model = ""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu_model": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def train_one(out: Path, sets: dict, epochs: int) -> None:
+    """One training into ``out`` (the stage's settings, ``epochs`` epochs)."""
+    from benchmarks.synth_budget import WORK as SYNTH
+    from components.config import trainer_args
+    from components.data.canonical import load_manifest
+    from components.data.split import make_split
+    from components.data.synth import SynthConfig, write_synth_dataset
+    from components.data.views import write_yolo_data_yaml
+    from components.settings import resolve
+    from components.train import baseline_cfg, train_detector
+
+    params = resolve("params.yaml", [("--set", {**sets, "train.epochs": epochs})])
+    syn = params.data.synth.plain()
+    root = SYNTH / "repro-check"
+    if not (root / "synth" / "manifest.json").is_file():
+        write_synth_dataset(SynthConfig(**{**syn, "contrast": tuple(syn["contrast"])}), root, "synth")
+    m = load_manifest(root / "synth")
+    s = params.split
+    split = make_split(m["images"], m["classes"], s.test_ratio, s.val_ratio, s.seed, 0)
+    data_yaml = write_yolo_data_yaml(root / "synth", split, out / "data")
+    args, _, seed = trainer_args(params)
+    train_detector(baseline_cfg(params.baseline.scale), data_yaml, out / "train", args, "cpu", seed,
+                   params.loss.iou)
+
+
+def compare(a: Path, b: Path) -> dict:
+    """Tensor-by-tensor comparison of two runs' last.pt and their per-epoch losses."""
+    import torch
+
+    def tensors(run: Path) -> dict:
+        ck = torch.load(run / "train" / "weights" / "last.pt", map_location="cpu", weights_only=False)
+        return {k: v.float() for k, v in (ck.get("ema") or ck["model"]).state_dict().items()
+                if v.is_floating_point()}
+
+    def losses(run: Path) -> list[dict]:
+        with (run / "train" / "results.csv").open() as fh:
+            return [{k.strip(): float(v) for k, v in r.items() if "loss" in k or "mAP50" in k}
+                    for r in csv.DictReader(fh)]
+
+    ta, tb = tensors(a), tensors(b)
+    equal = sum(torch.equal(ta[k], tb[k]) for k in ta)
+    diff = max(float((ta[k] - tb[k]).abs().max()) for k in ta)
+    la, lb = losses(a), losses(b)
+    first = next((i + 1 for i, (x, y) in enumerate(zip(la, lb)) if x != y), None)
+    return {"tensors": len(ta), "tensors_equal": equal, "max_abs_diff": diff,
+            "first_epoch_differing": first, "epochs": len(la), "losses_a": la, "losses_b": lb}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=2, help="trainings compared with the first")
+    ap.add_argument("--set", nargs="*", default=[], help="dotted.key=value overrides of params.yaml")
+    ap.add_argument("--one", help=argparse.SUPPRESS)     # internal: train one run into this folder
+    a = ap.parse_args()
+    sets = parse_sets(a.set)
+    if a.one:
+        train_one(Path(a.one), sets, a.epochs)
+        return
+    runs, secs = [], []
+    for i in range(max(2, a.runs)):
+        out = WORK / f"run-{i}"
+        t = time.time()
+        subprocess.run([sys.executable, "-m", "benchmarks.repro_check", "--epochs", str(a.epochs),
+                        "--one", str(out), "--set", *a.set], check=True)
+        secs.append(round(time.time() - t, 1))
+        runs.append(out)
+    pairs = [{"runs": f"run-0 vs run-{i}", **compare(runs[0], r)} for i, r in enumerate(runs[1:], 1)]
+    payload = {"overrides": sets, "epochs": a.epochs, "seconds": secs, "pairs": pairs,
+               **cpu_description(), "machine": machine(), "command": cli()}
+    table = [{"pair": p["runs"], "tensors bit-equal": f"{p['tensors_equal']}/{p['tensors']}",
+              "max |diff|": f"{p['max_abs_diff']:.3g}", "first epoch differing": p["first_epoch_differing"] or "none"}
+             for p in pairs]
+    notes = (f"CPU: {payload['cpu_model']}, torch dispatch {payload['cpu_capability']}. "
+             f"{a.epochs} epochs of YOLO11n on the synthetic data with the stage's settings "
+             f"(overrides: {sets or 'none'}), each run in a fresh interpreter; train seconds {secs}.")
+    write("repro_check", payload, table, ["pair", "tensors bit-equal", "max |diff|", "first epoch differing"],
+          "Is a CPU training bit-reproducible on one machine?", notes)
+    print(json.dumps({k: payload[k] for k in ("cpu_model", "cpu_capability")} | {"pairs": table}))
+
+
+if __name__ == "__main__":
+    main()
