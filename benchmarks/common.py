@@ -14,6 +14,16 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ('' where there is none). Kernels built for
+    different instruction sets round differently, so a training's figures are tied to it."""
+    info = Path("/proc/cpuinfo")
+    for line in (info.read_text().splitlines() if info.is_file() else []):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
 def machine() -> dict:
     import torch
 
@@ -22,6 +32,7 @@ def machine() -> dict:
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "git_commit": git_commit(), "python": platform.python_version(),
             "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -42,7 +53,8 @@ def write(name: str, payload: dict, table: list[dict], columns: list[str], title
     from components.report import write_table
 
     m = payload["machine"]
-    preamble = (f"{m['date']}, commit `{m['git_commit'][:12]}`, {m['cpu_count']} CPU cores "
+    preamble = (f"{m['date']}, commit `{m['git_commit'][:12]}`, {m['cpu_count']} CPU cores"
+                f"{' (' + m['cpu_model'] + ', ' + m['cpu_capability'] + ')' if m.get('cpu_model') else ''} "
                 f"({m['torch_threads']} torch threads), GPU: {m['gpu'] or 'none'}, torch {m['torch']}\n\n"
                 f"Command: `{payload['command']}`")
     md, _ = write_table(RESULTS / name, title, preamble, table, columns, payload)

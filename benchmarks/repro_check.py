@@ -23,23 +23,10 @@ from .common import RESULTS, cli, machine, write
 from .neu_cpu import parse_sets
 
 WORK = Path(".cache/bench/repro_check")
+OUT = RESULTS / "repro_check.json"
 
 
-def cpu_description() -> dict:
-    """The CPU model (from /proc/cpuinfo) and torch's dispatch level (e.g. AVX512, AVX2)."""
-    import torch
-
-    model = ""
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu_model": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-
-
-def train_one(out: Path, sets: dict, epochs: int) -> None:
+def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yaml") -> None:
     """One training into ``out`` (the stage's settings, ``epochs`` epochs)."""
     from benchmarks.synth_budget import WORK as SYNTH
     from components.config import trainer_args
@@ -50,7 +37,7 @@ def train_one(out: Path, sets: dict, epochs: int) -> None:
     from components.settings import resolve
     from components.train import baseline_cfg, train_detector
 
-    params = resolve("params.yaml", [("--set", {**sets, "train.epochs": epochs})])
+    params = resolve(params_file, [("--set", {**sets, "train.epochs": epochs})])
     syn = params.data.synth.plain()
     root = SYNTH / "repro-check"
     if not (root / "synth" / "manifest.json").is_file():
@@ -92,33 +79,44 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--runs", type=int, default=2, help="trainings compared with the first")
     ap.add_argument("--set", nargs="*", default=[], help="dotted.key=value overrides of params.yaml")
+    ap.add_argument("--params", default="params.yaml", help="the params file (default: the project's)")
     ap.add_argument("--one", help=argparse.SUPPRESS)     # internal: train one run into this folder
     a = ap.parse_args()
     sets = parse_sets(a.set)
     if a.one:
-        train_one(Path(a.one), sets, a.epochs)
+        train_one(Path(a.one), sets, a.epochs, a.params)
         return
     runs, secs = [], []
     for i in range(max(2, a.runs)):
         out = WORK / f"run-{i}"
         t = time.time()
         subprocess.run([sys.executable, "-m", "benchmarks.repro_check", "--epochs", str(a.epochs),
-                        "--one", str(out), "--set", *a.set], check=True)
+                        "--params", a.params, "--one", str(out), "--set", *a.set], check=True)
         secs.append(round(time.time() - t, 1))
         runs.append(out)
     pairs = [{"runs": f"run-0 vs run-{i}", **compare(runs[0], r)} for i, r in enumerate(runs[1:], 1)]
-    payload = {"overrides": sets, "epochs": a.epochs, "seconds": secs, "pairs": pairs,
-               **cpu_description(), "machine": machine(), "command": cli()}
-    table = [{"pair": p["runs"], "tensors bit-equal": f"{p['tensors_equal']}/{p['tensors']}",
-              "max |diff|": f"{p['max_abs_diff']:.3g}", "first epoch differing": p["first_epoch_differing"] or "none"}
-             for p in pairs]
-    notes = (f"CPU: {payload['cpu_model']}, torch dispatch {payload['cpu_capability']}. "
-             f"{a.epochs} epochs of YOLO11n on the synthetic data with the stage's settings "
-             f"(overrides: {sets or 'none'}), each run in a fresh interpreter; train seconds {secs}.")
-    write("repro_check", payload, table, ["pair", "tensors bit-equal", "max |diff|", "first epoch differing"],
-          "Is a CPU training bit-reproducible on one machine?", notes)
-    print(json.dumps({k: payload[k] for k in ("cpu_model", "cpu_capability")} | {"pairs": table}))
-
+    check = {"params": a.params, "overrides": sets, "epochs": a.epochs, "seconds": secs, "pairs": pairs,
+             "machine": machine(), "command": cli()}
+    old = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    checks = old.get("checks", [old] if "pairs" in old else [])       # one check per (epochs, overrides)
+    checks = [c for c in checks if (c["epochs"], c["overrides"]) != (a.epochs, sets)] + [check]
+    table = [{"epochs": c["epochs"], "overrides": ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "-",
+              "pair": p["runs"], "tensors bit-equal": f"{p['tensors_equal']}/{p['tensors']}",
+              "max |diff|": f"{p['max_abs_diff']:.3g}",
+              "first epoch differing": p["first_epoch_differing"] or "none",
+              "train s": ", ".join(str(x) for x in c["seconds"]),
+              "machine": f"{c['machine']['date'][:10]}, {c['machine'].get('cpu_model', '?')}, "
+                         f"{c['machine'].get('cpu_capability', '?')}"}
+             for c in checks for p in c["pairs"]]
+    notes = ("Each check trains YOLO11n on the embedded synthetic data with the train_baseline stage's "
+             "settings (params.yaml with the overrides; `epochs` replaces train.epochs, so the learning-rate "
+             "schedule and close_mosaic follow it), every run in a fresh interpreter, and compares the "
+             "trained weights tensor by tensor and the per-epoch losses. One row per check: "
+             "`python -m benchmarks.repro_check --epochs E [--set ...]`.")
+    write("repro_check", {"checks": checks, "machine": check["machine"], "command": cli()}, table,
+          ["epochs", "overrides", "pair", "tensors bit-equal", "max |diff|", "first epoch differing", "train s",
+           "machine"], "Is a CPU training bit-reproducible on one machine?", notes)
+    print(json.dumps({k: check["machine"][k] for k in ("cpu_model", "cpu_capability")} | {"pairs": table[-1]}))
 
 if __name__ == "__main__":
     main()
