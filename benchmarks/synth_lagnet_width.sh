@@ -4,7 +4,8 @@
 # `dvc repro -s`, one stage at a time, so the baseline the LAMs come from is the one already in
 # models/baseline) with params.yaml's lagnet.width and train.seed replaced and train.threads 1;
 # each run's metrics/lagnet.json is kept as results/synth_lagnet_width/lagnet-w<W>-s<S>.json.
-# params.yaml is restored at the end. Render the table: python -m benchmarks.synth_lagnet_width
+# params.yaml is restored at the end; dvc.lock and metrics/ then hold the last run's LAGNet stages
+# (`dvc repro` brings the default's back). Render the table: python -m benchmarks.synth_lagnet_width
 #
 #   bash benchmarks/synth_lagnet_width.sh "32 48" "0 1 2"
 set -euo pipefail
