@@ -92,6 +92,12 @@ ATTEMPTS = [
      "complete: test 70.0 as served, +0.0 vs cpu-base-s2; seed means (3 each) LAGNet-s 71.0 vs YOLO11n 69.3: "
      "+1.8 [+0.4, +3.1] with the test images drawn, but [-0.3, +4.0] with the seeds drawn as well: the gain is "
      "no longer shown once seed-to-seed spread counts; target 73.3 missed; crazing 38.8"),
+    ("cpu-base-s3", "cpu-base-s3", "cpu-base-s3", 60,
+     "protocol baseline, seed 3, on this CPU (beside a default-profile dvc repro, 1 torch thread; planned as the "
+     "fourth seed of the reference before any result of it)",
+     "control: test 68.3 (seeds 0-3: 69.9 / 68.0 / 70.0 / 68.3, mean 69.0, spread 2.0); seed means: LAGNet-s "
+     "+2.0 [+0.7, +3.4] images drawn, runs and images drawn [-0.0, +4.0] (lower bound -0.01 points, "
+     "P(gain <= 0) 0.026): at the edge, still not above 0; DASC-YOLO-n -0.1 [-1.3, +0.9], runs drawn [-3.2, +2.8]"),
 ]
 
 
