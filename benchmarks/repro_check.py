@@ -26,7 +26,7 @@ WORK = Path(".cache/bench/repro_check")
 OUT = RESULTS / "repro_check.json"
 
 
-def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yaml") -> None:
+def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yaml", on_epoch: str = "none") -> None:
     """One training into ``out`` (the stage's settings, ``epochs`` epochs)."""
     from benchmarks.synth_budget import WORK as SYNTH
     from components.config import trainer_args
@@ -47,8 +47,23 @@ def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yam
     split = make_split(m["images"], m["classes"], s.test_ratio, s.val_ratio, s.seed, 0)
     data_yaml = write_yolo_data_yaml(root / "synth", split, out / "data")
     args, _, seed = trainer_args(params)
+    callback = None
+    if on_epoch == "noop":                  # the stage's per-epoch callback, its metrics dropped
+        def callback(epoch, metrics):
+            pass
+    elif on_epoch == "mlflow":              # ... logged to MLflow as the stage does (a SQLite store in out/)
+        import mlflow
+
+        out.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(f"sqlite:///{(out / 'mlflow.db').resolve()}")
+        mlflow.start_run()
+
+        from components.tracking import _clean
+
+        def callback(epoch, metrics):
+            mlflow.log_metrics({_clean(k): v for k, v in metrics.items()}, step=epoch)
     train_detector(baseline_cfg(params.baseline.scale), data_yaml, out / "train", args, "cpu", seed,
-                   params.loss.iou)
+                   params.loss.iou, callback)
 
 
 def compare(a: Path, b: Path) -> dict:
@@ -80,27 +95,30 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2, help="trainings compared with the first")
     ap.add_argument("--set", nargs="*", default=[], help="dotted.key=value overrides of params.yaml")
     ap.add_argument("--params", default="params.yaml", help="the params file (default: the project's)")
+    ap.add_argument("--on-epoch", choices=["none", "noop", "mlflow"], default="none",
+                    help="the stage's per-epoch callback: none, one that drops the metrics, one that logs them to MLflow")
     ap.add_argument("--one", help=argparse.SUPPRESS)     # internal: train one run into this folder
     a = ap.parse_args()
     sets = parse_sets(a.set)
     if a.one:
-        train_one(Path(a.one), sets, a.epochs, a.params)
+        train_one(Path(a.one), sets, a.epochs, a.params, a.on_epoch)
         return
     runs, secs = [], []
     for i in range(max(2, a.runs)):
         out = WORK / f"run-{i}"
         t = time.time()
         subprocess.run([sys.executable, "-m", "benchmarks.repro_check", "--epochs", str(a.epochs),
-                        "--params", a.params, "--one", str(out), "--set", *a.set], check=True)
+                        "--params", a.params, "--on-epoch", a.on_epoch, "--one", str(out), "--set", *a.set], check=True)
         secs.append(round(time.time() - t, 1))
         runs.append(out)
     pairs = [{"runs": f"run-0 vs run-{i}", **compare(runs[0], r)} for i, r in enumerate(runs[1:], 1)]
-    check = {"params": a.params, "overrides": sets, "epochs": a.epochs, "seconds": secs, "pairs": pairs,
+    check = {"params": a.params, "on_epoch": a.on_epoch, "overrides": sets, "epochs": a.epochs, "seconds": secs, "pairs": pairs,
              "machine": machine(), "command": cli()}
     old = json.loads(OUT.read_text()) if OUT.is_file() else {}
     checks = old.get("checks", [old] if "pairs" in old else [])       # one check per (epochs, overrides)
-    checks = [c for c in checks if (c["epochs"], c["overrides"]) != (a.epochs, sets)] + [check]
-    table = [{"epochs": c["epochs"], "overrides": ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "-",
+    key = (a.epochs, sets, a.on_epoch)
+    checks = [c for c in checks if (c["epochs"], c["overrides"], c.get("on_epoch", "none")) != key] + [check]
+    table = [{"epochs": c["epochs"], "callback": c.get("on_epoch", "none"), "overrides": ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "-",
               "pair": p["runs"], "tensors bit-equal": f"{p['tensors_equal']}/{p['tensors']}",
               "max |diff|": f"{p['max_abs_diff']:.3g}",
               "first epoch differing": p["first_epoch_differing"] or "none",
@@ -114,7 +132,7 @@ def main() -> None:
              "trained weights tensor by tensor and the per-epoch losses. One row per check: "
              "`python -m benchmarks.repro_check --epochs E [--set ...]`.")
     write("repro_check", {"checks": checks, "machine": check["machine"], "command": cli()}, table,
-          ["epochs", "overrides", "pair", "tensors bit-equal", "max |diff|", "first epoch differing", "train s",
+          ["epochs", "callback", "overrides", "pair", "tensors bit-equal", "max |diff|", "first epoch differing", "train s",
            "machine"], "Is a CPU training bit-reproducible on one machine?", notes)
     print(json.dumps({k: check["machine"][k] for k in ("cpu_model", "cpu_capability")} | {"pairs": table[-1]}))
 
