@@ -66,14 +66,31 @@ def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yam
                    params.loss.iou, callback)
 
 
+def weight_tensors(ckpt: Path) -> dict:
+    """The floating-point tensors of an ultralytics checkpoint's model (its EMA where saved)."""
+    import torch
+
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return {k: v.float() for k, v in (ck.get("ema") or ck["model"]).state_dict().items() if v.is_floating_point()}
+
+
+def compare_weights(a: Path, b: Path) -> dict:
+    """Two checkpoints, tensor by tensor: how many are bit-equal, the largest difference."""
+    import torch
+
+    ta, tb = weight_tensors(a), weight_tensors(b)
+    if ta.keys() != tb.keys():
+        raise SystemExit(f"{a} and {b} are different architectures")
+    return {"tensors": len(ta), "tensors_equal": sum(torch.equal(ta[k], tb[k]) for k in ta),
+            "max_abs_diff": max(float((ta[k] - tb[k]).abs().max()) for k in ta), "first_epoch_differing": "n/a"}
+
+
 def compare(a: Path, b: Path) -> dict:
     """Tensor-by-tensor comparison of two runs' last.pt and their per-epoch losses."""
     import torch
 
     def tensors(run: Path) -> dict:
-        ck = torch.load(run / "train" / "weights" / "last.pt", map_location="cpu", weights_only=False)
-        return {k: v.float() for k, v in (ck.get("ema") or ck["model"]).state_dict().items()
-                if v.is_floating_point()}
+        return weight_tensors(run / "train" / "weights" / "last.pt")
 
     def losses(run: Path) -> list[dict]:
         with (run / "train" / "results.csv").open() as fh:
@@ -97,26 +114,37 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml", help="the params file (default: the project's)")
     ap.add_argument("--on-epoch", choices=["none", "noop", "mlflow"], default="none",
                     help="the stage's per-epoch callback: none, one that drops the metrics, one that logs them to MLflow")
+    ap.add_argument("--compare", nargs=2, metavar=("A.pt", "B.pt"),
+                    help="no training: compare two checkpoints another command trained (e.g. two `defectops train "
+                         "baseline` runs) and record them as a check labelled --label")
+    ap.add_argument("--label", default="", help="what the two --compare checkpoints are")
     ap.add_argument("--one", help=argparse.SUPPRESS)     # internal: train one run into this folder
     a = ap.parse_args()
     sets = parse_sets(a.set)
     if a.one:
         train_one(Path(a.one), sets, a.epochs, a.params, a.on_epoch)
         return
-    runs, secs = [], []
-    for i in range(max(2, a.runs)):
-        out = WORK / f"run-{i}"
-        t = time.time()
-        subprocess.run([sys.executable, "-m", "benchmarks.repro_check", "--epochs", str(a.epochs),
-                        "--params", a.params, "--on-epoch", a.on_epoch, "--one", str(out), "--set", *a.set], check=True)
-        secs.append(round(time.time() - t, 1))
-        runs.append(out)
-    pairs = [{"runs": f"run-0 vs run-{i}", **compare(runs[0], r)} for i, r in enumerate(runs[1:], 1)]
-    check = {"params": a.params, "on_epoch": a.on_epoch, "overrides": sets, "epochs": a.epochs, "seconds": secs, "pairs": pairs,
-             "machine": machine(), "command": cli()}
+    if a.compare:                           # checkpoints another command trained
+        pairs = [{"runs": a.label or " vs ".join(a.compare),
+                  **compare_weights(Path(a.compare[0]), Path(a.compare[1]))}]
+        secs, callback, epochs = [], f"external: {a.label}" if a.label else "external", None
+    else:
+        runs, secs = [], []
+        for i in range(max(2, a.runs)):
+            out = WORK / f"run-{i}"
+            t = time.time()
+            subprocess.run([sys.executable, "-m", "benchmarks.repro_check", "--epochs", str(a.epochs),
+                            "--params", a.params, "--on-epoch", a.on_epoch, "--one", str(out), "--set", *a.set],
+                           check=True)
+            secs.append(round(time.time() - t, 1))
+            runs.append(out)
+        pairs = [{"runs": f"run-0 vs run-{i}", **compare(runs[0], r)} for i, r in enumerate(runs[1:], 1)]
+        callback, epochs = a.on_epoch, a.epochs
+    check = {"params": a.params, "on_epoch": callback, "overrides": sets, "epochs": epochs, "seconds": secs,
+             "pairs": pairs, "machine": machine(), "command": cli()}
     old = json.loads(OUT.read_text()) if OUT.is_file() else {}
     checks = old.get("checks", [old] if "pairs" in old else [])       # one check per (epochs, overrides)
-    key = (a.epochs, sets, a.on_epoch)
+    key = (epochs, sets, callback)
     checks = [c for c in checks if (c["epochs"], c["overrides"], c.get("on_epoch", "none")) != key] + [check]
     table = [{"epochs": c["epochs"], "callback": c.get("on_epoch", "none"), "overrides": ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "-",
               "pair": p["runs"], "tensors bit-equal": f"{p['tensors_equal']}/{p['tensors']}",
@@ -129,7 +157,9 @@ def main() -> None:
     notes = ("Each check trains YOLO11n on the embedded synthetic data with the train_baseline stage's "
              "settings (params.yaml with the overrides; `epochs` replaces train.epochs, so the learning-rate "
              "schedule and close_mosaic follow it), every run in a fresh interpreter, and compares the "
-             "trained weights tensor by tensor and the per-epoch losses. One row per check: "
+             "trained weights tensor by tensor and the per-epoch losses. Rows with callback 'external' compare two "
+             "checkpoints trained by another command (`--compare A.pt B.pt --label ...`; the label says which). "
+             "One row per check: "
              "`python -m benchmarks.repro_check --epochs E [--set ...]`.")
     write("repro_check", {"checks": checks, "machine": check["machine"], "command": cli()}, table,
           ["epochs", "callback", "overrides", "pair", "tensors bit-equal", "max |diff|", "first epoch differing", "train s",
