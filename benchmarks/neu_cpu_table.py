@@ -28,8 +28,7 @@ NAMES = {"baseline": "YOLO11n (ours)", "dasc": "DASC-YOLO-n (ours)", "lagnet_s":
          "control": "YOLO11n, seed 1 (control)", "baseline_e36": "YOLO11n (ours), 36 epochs",
          "dasc_gate_local": "DASC-YOLO-n, zero gates + CSA local (ours)",
          "gpu_baseline": "YOLO11n (ours), trained on the H200",
-         "gpu_control": "YOLO11n, seed 1, trained on the H200 (control)",
-         "control_s2": "YOLO11n, seed 2 (control)"}
+         "gpu_control": "YOLO11n, seed 1, trained on the H200 (control)"}
 
 
 def display(role: str) -> str:

@@ -7,6 +7,8 @@ machines can differ even when each machine repeats itself exactly.
 
     python -m benchmarks.repro_check --epochs 2
     python -m benchmarks.repro_check --epochs 2 --set train.threads=1
+    python -m benchmarks.repro_check --epochs 15 --on-epoch mlflow      # with the stage's MLflow callback
+    python -m benchmarks.repro_check --compare A.pt B.pt --label "..."  # two checkpoints trained elsewhere
 """
 
 from __future__ import annotations
@@ -28,24 +30,13 @@ OUT = RESULTS / "repro_check.json"
 
 def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yaml", on_epoch: str = "none") -> None:
     """One training into ``out`` (the stage's settings, ``epochs`` epochs)."""
-    from benchmarks.synth_budget import WORK as SYNTH
+    from benchmarks.synth_budget import synth_data_yaml
     from components.config import trainer_args
-    from components.data.canonical import load_manifest
-    from components.data.split import make_split
-    from components.data.synth import SynthConfig, write_synth_dataset
-    from components.data.views import write_yolo_data_yaml
     from components.settings import resolve
     from components.train import baseline_cfg, train_detector
 
     params = resolve(params_file, [("--set", {**sets, "train.epochs": epochs})])
-    syn = params.data.synth.plain()
-    root = SYNTH / "repro-check"
-    if not (root / "synth" / "manifest.json").is_file():
-        write_synth_dataset(SynthConfig(**{**syn, "contrast": tuple(syn["contrast"])}), root, "synth")
-    m = load_manifest(root / "synth")
-    s = params.split
-    split = make_split(m["images"], m["classes"], s.test_ratio, s.val_ratio, s.seed, 0)
-    data_yaml = write_yolo_data_yaml(root / "synth", split, out / "data")
+    data_yaml = synth_data_yaml(params, out / "data")
     args, _, seed = trainer_args(params)
     callback = None
     if on_epoch == "noop":                  # the stage's per-epoch callback, its metrics dropped
@@ -54,11 +45,11 @@ def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yam
     elif on_epoch == "mlflow":              # ... logged to MLflow as the stage does (a SQLite store in out/)
         import mlflow
 
+        from components.tracking import _clean
+
         out.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(f"sqlite:///{(out / 'mlflow.db').resolve()}")
         mlflow.start_run()
-
-        from components.tracking import _clean
 
         def callback(epoch, metrics):
             mlflow.log_metrics({_clean(k): v for k, v in metrics.items()}, step=epoch)
@@ -86,24 +77,16 @@ def compare_weights(a: Path, b: Path) -> dict:
 
 
 def compare(a: Path, b: Path) -> dict:
-    """Tensor-by-tensor comparison of two runs' last.pt and their per-epoch losses."""
-    import torch
-
-    def tensors(run: Path) -> dict:
-        return weight_tensors(run / "train" / "weights" / "last.pt")
-
+    """Two runs of this benchmark: their last.pt tensor by tensor and their per-epoch losses."""
     def losses(run: Path) -> list[dict]:
         with (run / "train" / "results.csv").open() as fh:
             return [{k.strip(): float(v) for k, v in r.items() if "loss" in k or "mAP50" in k}
                     for r in csv.DictReader(fh)]
 
-    ta, tb = tensors(a), tensors(b)
-    equal = sum(torch.equal(ta[k], tb[k]) for k in ta)
-    diff = max(float((ta[k] - tb[k]).abs().max()) for k in ta)
+    out = compare_weights(a / "train" / "weights" / "last.pt", b / "train" / "weights" / "last.pt")
     la, lb = losses(a), losses(b)
     first = next((i + 1 for i, (x, y) in enumerate(zip(la, lb)) if x != y), None)
-    return {"tensors": len(ta), "tensors_equal": equal, "max_abs_diff": diff,
-            "first_epoch_differing": first, "epochs": len(la), "losses_a": la, "losses_b": lb}
+    return {**out, "first_epoch_differing": first, "epochs": len(la), "losses_a": la, "losses_b": lb}
 
 
 def main() -> None:
@@ -143,7 +126,7 @@ def main() -> None:
     check = {"params": a.params, "on_epoch": callback, "overrides": sets, "epochs": epochs, "seconds": secs,
              "pairs": pairs, "machine": machine(), "command": cli()}
     old = json.loads(OUT.read_text()) if OUT.is_file() else {}
-    checks = old.get("checks", [old] if "pairs" in old else [])       # one check per (epochs, overrides)
+    checks = old.get("checks", [old] if "pairs" in old else [])   # one per (epochs, overrides, callback)
     key = (epochs, sets, callback)
     checks = [c for c in checks if (c["epochs"], c["overrides"], c.get("on_epoch", "none")) != key] + [check]
     table = [{"epochs": c["epochs"], "callback": c.get("on_epoch", "none"), "overrides": ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "-",
@@ -160,11 +143,12 @@ def main() -> None:
              "trained weights tensor by tensor and the per-epoch losses. Rows with callback 'external' compare two "
              "checkpoints trained by another command (`--compare A.pt B.pt --label ...`; the label says which). "
              "One row per check: "
-             "`python -m benchmarks.repro_check --epochs E [--set ...]`.")
+             "`python -m benchmarks.repro_check --epochs E [--set ...] [--on-epoch ...]`.")
     write("repro_check", {"checks": checks, "machine": check["machine"], "command": cli()}, table,
           ["epochs", "callback", "overrides", "pair", "tensors bit-equal", "max |diff|", "first epoch differing", "train s",
            "machine"], "Is a CPU training bit-reproducible on one machine?", notes)
     print(json.dumps({k: check["machine"][k] for k in ("cpu_model", "cpu_capability")} | {"pairs": table[-1]}))
+
 
 if __name__ == "__main__":
     main()

@@ -26,15 +26,14 @@ WORK = Path(".cache/bench/synth_budget")
 OUT = RESULTS / "synth_budget.json"
 
 
-def run(label: str, sets: dict, device: str = "cpu") -> dict:
+def synth_data_yaml(params, out: Path) -> Path:
+    """The embedded synthetic set of ``params.data.synth`` (generated once per params and generator
+    code under ``WORK``), split as ``params.split``, as an ultralytics data YAML in ``out``."""
     from components.data.canonical import load_manifest
     from components.data.split import make_split
     from components.data.synth import SynthConfig, write_synth_dataset
     from components.data.views import write_yolo_data_yaml
-    from components.evaluate import evaluate_detector
-    from components.train import baseline_cfg, train_detector
 
-    params = resolve("params.yaml", [("--set", sets)])
     syn = params.data.synth.plain()
     code = (Path(__file__).resolve().parents[1] / "components" / "data" / "synth.py").read_bytes()
     key = hashlib.sha256(json.dumps(syn, sort_keys=True).encode() + code).hexdigest()[:10]   # params + generator
@@ -44,8 +43,16 @@ def run(label: str, sets: dict, device: str = "cpu") -> dict:
     m = load_manifest(root / "synth")
     s = params.split
     split = make_split(m["images"], m["classes"], s.test_ratio, s.val_ratio, s.seed, 0)
+    return write_yolo_data_yaml(root / "synth", split, out)
+
+
+def run(label: str, sets: dict, device: str = "cpu") -> dict:
+    from components.evaluate import evaluate_detector
+    from components.train import baseline_cfg, train_detector
+
+    params = resolve("params.yaml", [("--set", sets)])
     work = WORK / label
-    data_yaml = write_yolo_data_yaml(root / "synth", split, work / "data")
+    data_yaml = synth_data_yaml(params, work / "data")
     args, _, seed = trainer_args(params)
     t = time.time()
     res = train_detector(baseline_cfg(params.baseline.scale), data_yaml, work / "train", args, device,
