@@ -8,6 +8,7 @@ machines can differ even when each machine repeats itself exactly.
     python -m benchmarks.repro_check --epochs 2
     python -m benchmarks.repro_check --epochs 2 --set train.threads=1
     python -m benchmarks.repro_check --epochs 15 --on-epoch mlflow      # with the stage's MLflow callback
+    python -m benchmarks.repro_check --epochs 2 --via flow            # through the stage's Prefect flow
     python -m benchmarks.repro_check --compare A.pt B.pt --label "..."  # two checkpoints trained elsewhere
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -28,8 +30,69 @@ WORK = Path(".cache/bench/repro_check")
 OUT = RESULTS / "repro_check.json"
 
 
-def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yaml", on_epoch: str = "none") -> None:
-    """One training into ``out`` (the stage's settings, ``epochs`` epochs)."""
+def run_params(out: Path, sets: dict, epochs: int, params_file: str) -> Path:
+    """``params_file`` with ``sets`` and ``train.epochs`` applied, every output path (models, scratch,
+    metrics, ...) and the MLflow store moved under ``out`` and warm starts off, written as
+    ``out/params.yaml``: what ``--via stage|flow`` train from (datasets and splits stay the project's)."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(params_file).read_text())
+    moved = {f"paths.{k}": str((out / k).resolve()) for k in ("models", "metrics", "plots", "reports", "exports", "work")}
+    for dotted, value in {**sets, "train.epochs": epochs, **moved, "retrain.warm_start": False,
+                          "tracking.uri": f"sqlite:///{(out / 'mlflow.db').resolve()}"}.items():
+        *parents, leaf = dotted.split(".")
+        node = cfg
+        for k in parents:
+            node = node[k]
+        node[leaf] = value
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "params.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def train_via_stage(out: Path, params_file: Path, via: str) -> None:
+    """One training the way the ``train_baseline`` stage makes it. ``via="stage"``: its model YAML
+    and data views, ``train_detector`` called directly (no Prefect, no MLflow); ``via="prefect"``:
+    the same inside a bare Prefect flow; ``via="flow"``:
+    the stage's Prefect flow itself (``pipelines.train.train_flow``, MLflow run included)."""
+    if via == "flow":
+        from pipelines.train import train_flow
+
+        info = train_flow("baseline", params_file=str(params_file))
+        Path(info["best"]).parents[1].rename(out / "train")
+        return
+    from components.data.canonical import load_manifest
+    from components.data.views import load_split, write_yolo_data_yaml
+    from components.train import train_detector
+    from pipelines.common import layout, model_data_yaml, read_params, trainer_args
+    from pipelines.train import model_cfg
+
+    def train() -> None:
+        params = read_params(str(params_file))
+        lay = layout(params)
+        work = lay.scratch("train-baseline")
+        cfg = model_cfg("baseline", params, len(load_manifest(lay.dataset)["classes"]), work)
+        data_yaml = model_data_yaml("baseline", params,
+                                    write_yolo_data_yaml(lay.dataset, load_split(lay.split_file), work))
+        args, device, seed = trainer_args(params)
+        train_detector(cfg, data_yaml, out / "train", args, device, seed, params.loss.iou)
+
+    if via == "prefect":                    # the same inside a bare Prefect flow (no task, no MLflow)
+        from prefect import flow
+
+        flow(name="repro-check")(train)()
+    else:
+        train()
+
+
+def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yaml", on_epoch: str = "none",
+              via: str = "direct") -> None:
+    """One training into ``out`` (the stage's settings, ``epochs`` epochs). ``via``: ``direct``
+    (``train_detector`` on this benchmark's synthetic data view, ``on_epoch`` callback), or the
+    stage's own set-up (:func:`train_via_stage`)."""
+    if via != "direct":
+        return train_via_stage(out, run_params(out, sets, epochs, params_file), via)
     from benchmarks.synth_budget import synth_data_yaml
     from components.config import trainer_args
     from components.settings import resolve
@@ -97,6 +160,10 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml", help="the params file (default: the project's)")
     ap.add_argument("--on-epoch", choices=["none", "noop", "mlflow"], default="none",
                     help="the stage's per-epoch callback: none, one that drops the metrics, one that logs them to MLflow")
+    ap.add_argument("--via", choices=["direct", "stage", "prefect", "flow"], default="direct",
+                    help="direct: train_detector on this benchmark's data view; stage: with the train_baseline "
+                         "stage's model YAML and data views (no Prefect, no MLflow); prefect: the same inside a bare Prefect "
+                         "flow; flow: the stage's Prefect flow")
     ap.add_argument("--compare", nargs=2, metavar=("A.pt", "B.pt"),
                     help="no training: compare two checkpoints another command trained (e.g. two `defectops train "
                          "baseline` runs) and record them as a check labelled --label")
@@ -105,7 +172,7 @@ def main() -> None:
     a = ap.parse_args()
     sets = parse_sets(a.set)
     if a.one:
-        train_one(Path(a.one), sets, a.epochs, a.params, a.on_epoch)
+        train_one(Path(a.one), sets, a.epochs, a.params, a.on_epoch, a.via)
         return
     if a.compare:                           # checkpoints another command trained
         pairs = [{"runs": a.label or " vs ".join(a.compare),
@@ -115,14 +182,16 @@ def main() -> None:
         runs, secs = [], []
         for i in range(max(2, a.runs)):
             out = WORK / f"run-{i}"
+            if out.exists():
+                shutil.rmtree(out)
             t = time.time()
             subprocess.run([sys.executable, "-m", "benchmarks.repro_check", "--epochs", str(a.epochs),
-                            "--params", a.params, "--on-epoch", a.on_epoch, "--one", str(out), "--set", *a.set],
+                            "--params", a.params, "--on-epoch", a.on_epoch, "--via", a.via, "--one", str(out), "--set", *a.set],
                            check=True)
             secs.append(round(time.time() - t, 1))
             runs.append(out)
         pairs = [{"runs": f"run-0 vs run-{i}", **compare(runs[0], r)} for i, r in enumerate(runs[1:], 1)]
-        callback, epochs = a.on_epoch, a.epochs
+        callback, epochs = (a.on_epoch if a.via == "direct" else f"via {a.via}"), a.epochs
     check = {"params": a.params, "on_epoch": callback, "overrides": sets, "epochs": epochs, "seconds": secs,
              "pairs": pairs, "machine": machine(), "command": cli()}
     old = json.loads(OUT.read_text()) if OUT.is_file() else {}
@@ -140,7 +209,10 @@ def main() -> None:
     notes = ("Each check trains YOLO11n on the embedded synthetic data with the train_baseline stage's "
              "settings (params.yaml with the overrides; `epochs` replaces train.epochs, so the learning-rate "
              "schedule and close_mosaic follow it), every run in a fresh interpreter, and compares the "
-             "trained weights tensor by tensor and the per-epoch losses. Rows with callback 'external' compare two "
+             "trained weights tensor by tensor and the per-epoch losses. Callback 'via stage|prefect|flow' rows train "
+             "with the train_baseline stage's model YAML and data views (`--via`): called directly, inside a bare "
+             "Prefect flow, or through the stage's flow itself (since the training runs in a child process, "
+             "components.train.train_detector_isolated). Rows with callback 'external' compare two "
              "checkpoints trained by another command (`--compare A.pt B.pt --label ...`; the label says which). "
              "One row per check: "
              "`python -m benchmarks.repro_check --epochs E [--set ...] [--on-epoch ...]`.")

@@ -214,3 +214,60 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     if not best.is_file():
         raise RuntimeError(f"training finished without {best}")
     return TrainResult(out_dir, best, last, results_csv, final, len(rows))
+
+
+def train_detector_isolated(*args, **kwargs) -> TrainResult:
+    """:func:`train_detector` in a fresh interpreter (a spawned child process), returning its
+    result or raising its error.
+
+    Why: on CPU ultralytics augments in the training process itself (it sets ``workers=0``) and
+    draws from Python's global ``random``. Inside a Prefect flow a background thread draws from
+    that same generator at wall-clock times (the events client's websocket pings,
+    ``websockets``' ``random.getrandbits``), so two runs of one stage trained on different
+    augmentation streams. A child process has no such threads: a stage's training repeats bit for
+    bit, as a direct call does (``benchmarks/results/repro_check.md``). The arguments, including
+    ``on_epoch``, must pickle (a module-level callable, not a closure); the child inherits
+    stdout/stderr, so ultralytics' progress shows as before.
+    """
+    import multiprocessing as mp
+    import sys
+
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file and getattr(main, "__spec__", None) is None and not Path(main_file).is_file():
+        log.warning("training in this process: a child cannot re-import this program's main module (%s); "
+                    "inside a Prefect flow the training may then not repeat bit for bit", main_file)
+        return train_detector(*args, **kwargs)
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_train_child, args=(send, args, kwargs), name="defectops-train")
+    child.start()
+    send.close()
+    try:
+        ok, value = recv.recv()
+    except EOFError:                        # killed (OOM, signal) before it could answer
+        child.join()
+        raise RuntimeError(f"the training process died (exit code {child.exitcode}) without a result") from None
+    except BaseException:                   # Ctrl-C / cancellation here: stop the child too
+        child.terminate()
+        child.join()
+        raise
+    child.join()
+    if not ok:
+        raise value
+    return value
+
+
+def _train_child(send, args: tuple, kwargs: dict) -> None:
+    import pickle
+
+    try:
+        result = (True, train_detector(*args, **kwargs))
+    except BaseException as e:  # noqa: BLE001  (handed to the parent, which raises it)
+        try:
+            pickle.dumps(e)
+            result = (False, e)
+        except Exception:  # noqa: BLE001  (an exception that does not pickle: its type and message)
+            result = (False, RuntimeError(f"{type(e).__name__}: {e}"))
+    send.send(result)
+    send.close()

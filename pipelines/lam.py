@@ -31,7 +31,7 @@ from components.data.canonical import load_manifest
 from components.data.views import SPLITS, load_split, write_yolo_data_yaml
 from components.lagnet.lam import lam_grid, lam_image, make_lams, oof_folds
 from components.settings import Lam, Settings
-from components.train import baseline_cfg, train_detector
+from components.train import baseline_cfg, train_detector_isolated
 from components.yolo import YOLO
 
 from .common import COMPUTE, dataset_hash, layout, log_outputs, read_params, stage_run, trainer_args
@@ -58,8 +58,8 @@ def fold_task(ds: str, split: dict, fold_names: list[str], work: str, params: Se
     part = {**split, "train": [n for n in split["train"] if n not in held]}
     data_yaml = write_yolo_data_yaml(Path(ds), part, Path(work) / "data")
     args, device, seed = trainer_args(params)
-    res = train_detector(baseline_cfg(params.baseline.scale), data_yaml, Path(work) / "train",
-                         args, device, seed, params.loss.iou)
+    res = train_detector_isolated(baseline_cfg(params.baseline.scale), data_yaml, Path(work) / "train",
+                                  args, device, seed, params.loss.iou)
     return str(res.best)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
@@ -18,26 +19,35 @@ from components.detectors import spec
 from components.evaluate import evaluate_detector, score_split
 from components.settings import Evaluate, Export, Lam, Settings
 from components.deploy.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
-from components.train import train_detector
+from components.tracking import StageRun
+from components.train import train_detector_isolated
 
 from .common import COMPUTE, dataset_hash, layout, log_outputs, stage_run
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EpochLogger:
+    """``train_detector``'s ``on_epoch``: each epoch's metrics into the stage's MLflow run. A
+    module-level class, so that it travels to the training process (``train_detector_isolated``)."""
+
+    run: StageRun
+
+    def __call__(self, epoch: int | None, metrics: dict[str, float]) -> None:
+        try:  # a tracking hiccup must not kill hours of training; MLflow retries HTTP itself
+            self.run.log_metrics(metrics, step=epoch)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not log epoch %s to MLflow: %s", epoch, e)
+
+
 @task(name="train-detector", **COMPUTE)
 def train_task(cfg: str, data_yaml: str, run_dir: str, train_args: dict, device: str, seed: int,
                iou_loss: str, run, lam: bool = False, init_weights: str | None = None,
                resume: bool = False) -> dict:
-    def on_epoch(epoch: int | None, metrics: dict[str, float]) -> None:
-        try:  # a tracking hiccup must not kill hours of training; MLflow retries HTTP itself
-            run.log_metrics(metrics, step=epoch)
-        except Exception as e:  # noqa: BLE001
-            log.warning("could not log epoch %s to MLflow: %s", epoch, e)
-
     t = time.time()
-    res = train_detector(cfg, Path(data_yaml), Path(run_dir), train_args, device, seed, iou_loss, on_epoch, lam,
-                         init_weights, resume)
+    res = train_detector_isolated(cfg, Path(data_yaml), Path(run_dir), train_args, device, seed, iou_loss,
+                                  EpochLogger(run), lam, init_weights, resume)
     return {"best": str(res.best), "epochs_run": res.epochs_run, "final": res.final, "train_seconds": round(time.time() - t, 1)}
 
 

@@ -692,22 +692,24 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(project, monkeypa
     params["retrain"]["warm_start"] = False
     params["paths"].update(models="models-resume", work=".cache/work-resume")
     (root / "params-resume.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    real = tasks.train_detector
+    from components.train import train_detector
 
-    def interrupted(*a, **k):
+    isolated = tasks.train_detector_isolated
+
+    def interrupted(*a, **k):             # in this process (a closure does not travel to the child)
         cb = a[7]
 
         def on_epoch(epoch, metrics):
             cb(epoch, metrics)
             if epoch == 2:
                 raise KeyboardInterrupt("injected: machine went down after epoch 2")
-        return real(*a[:7], on_epoch, *a[8:], **k)
+        return train_detector(*a[:7], on_epoch, *a[8:], **k)
 
-    monkeypatch.setattr(tasks, "train_detector", interrupted)
+    monkeypatch.setattr(tasks, "train_detector_isolated", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tr.train_flow("baseline", "params-resume.yaml")
     assert (root / ".cache" / "work-resume" / "train-baseline-run" / "weights" / "last.pt").is_file()
-    monkeypatch.setattr(tasks, "train_detector", real)
+    monkeypatch.setattr(tasks, "train_detector_isolated", isolated)   # resumed in a child process, as the stage trains
     info = tr.train_flow("baseline", "params-resume.yaml")
     assert info["resumed"] is True and info["epochs_run"] == 3
     rows = list(csv.DictReader((root / "models-resume" / "baseline" / "results.csv").open()))
