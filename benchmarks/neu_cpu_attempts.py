@@ -98,6 +98,11 @@ ATTEMPTS = [
      "control: test 68.3 (seeds 0-3: 69.9 / 68.0 / 70.0 / 68.3, mean 69.0, spread 2.0); seed means: LAGNet-s "
      "+2.0 [+0.7, +3.4] images drawn, runs and images drawn [-0.0, +4.0] (lower bound -0.01 points, "
      "P(gain <= 0) 0.026): at the edge, still not above 0; DASC-YOLO-n -0.1 [-1.3, +0.9], runs drawn [-3.2, +2.8]"),
+    ("cpu-dasc-s2", "cpu-dasc-s2", None, 60,
+     "DASC-YOLO-n, the paper's blocks, seed 2 (planned as its third seed), beside cpu-lagnet-s-s3, 1 torch thread",
+     "stopped at epoch 7 (also at epoch 8 in the session before): at ~170 s/epoch beside the LAGNet-s run it "
+     "would not have finished and been evaluated within the session; its core went to the run-to-run "
+     "reproducibility fix. No result; DASC-YOLO-n keeps 2 seeds"),
 ]
 
 

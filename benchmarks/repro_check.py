@@ -198,7 +198,7 @@ def main() -> None:
     checks = old.get("checks", [old] if "pairs" in old else [])   # one per (epochs, overrides, callback)
     key = (epochs, sets, callback)
     checks = [c for c in checks if (c["epochs"], c["overrides"], c.get("on_epoch", "none")) != key] + [check]
-    table = [{"epochs": c["epochs"], "callback": c.get("on_epoch", "none"), "overrides": ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "-",
+    table = [{"epochs": c["epochs"] or "-", "callback": c.get("on_epoch", "none"), "overrides": ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "-",
               "pair": p["runs"], "tensors bit-equal": f"{p['tensors_equal']}/{p['tensors']}",
               "max |diff|": f"{p['max_abs_diff']:.3g}",
               "first epoch differing": p["first_epoch_differing"] or "none",

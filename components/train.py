@@ -259,8 +259,16 @@ def train_detector_isolated(*args, **kwargs) -> TrainResult:
 
 
 def _train_child(send, args: tuple, kwargs: dict) -> None:
+    import multiprocessing as mp
+    import os
     import pickle
+    import threading
 
+    def orphaned() -> None:                 # the parent was killed (e.g. SIGKILL): do not train on alone
+        mp.parent_process().join()
+        os._exit(1)
+
+    threading.Thread(target=orphaned, name="defectops-parent-watch", daemon=True).start()
     try:
         result = (True, train_detector(*args, **kwargs))
     except BaseException as e:  # noqa: BLE001  (handed to the parent, which raises it)
