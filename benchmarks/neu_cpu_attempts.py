@@ -103,6 +103,13 @@ ATTEMPTS = [
      "stopped at epoch 7 (also at epoch 8 in the session before): at ~170 s/epoch beside the LAGNet-s run it "
      "would not have finished and been evaluated within the session; its core went to the run-to-run "
      "reproducibility fix. No result; DASC-YOLO-n keeps 2 seeds"),
+    ("cpu-lagnet-s-s3", "cpu-lagnet-s-s3", None, 60,
+     "LAGNet-s, seed 3 (LAMs from cpu-base-mosaic; planned at the session start as the fourth seed, pairing "
+     "YOLO11n seed 3), 1 torch thread",
+     "stopped at epoch 43: epochs slowed from ~100 s to ~185 s mid-session with the process alone at full "
+     "user CPU (the kernel's kdamond active), so the last 17 epochs and the evaluation would not have "
+     "finished within the session; stopped to give the machine to the default run after the reproducibility fix. "
+     "No result, not in the table; its last logged val mAP50 is for the record only"),
 ]
 
 
