@@ -36,15 +36,11 @@ def run_params(out: Path, sets: dict, epochs: int, params_file: str) -> Path:
     ``out/params.yaml``: what ``--via stage|flow`` train from (datasets and splits stay the project's)."""
     import yaml
 
-    cfg = yaml.safe_load(Path(params_file).read_text())
+    from components.config import apply_overrides, load_params
+
     moved = {f"paths.{k}": str((out / k).resolve()) for k in ("models", "metrics", "plots", "reports", "exports", "work")}
-    for dotted, value in {**sets, "train.epochs": epochs, **moved, "retrain.warm_start": False,
-                          "tracking.uri": f"sqlite:///{(out / 'mlflow.db').resolve()}"}.items():
-        *parents, leaf = dotted.split(".")
-        node = cfg
-        for k in parents:
-            node = node[k]
-        node[leaf] = value
+    cfg = apply_overrides(load_params(params_file), {**sets, "train.epochs": epochs, **moved, "retrain.warm_start": False,
+                                                     "tracking.uri": f"sqlite:///{(out / 'mlflow.db').resolve()}"})
     out.mkdir(parents=True, exist_ok=True)
     path = out / "params.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -65,8 +61,8 @@ def train_via_stage(out: Path, params_file: Path, via: str) -> None:
     from components.data.canonical import load_manifest
     from components.data.views import load_split, write_yolo_data_yaml
     from components.train import train_detector
+    from components.detectors import model_cfg
     from pipelines.common import layout, model_data_yaml, read_params, trainer_args
-    from pipelines.train import model_cfg
 
     def train() -> None:
         params = read_params(str(params_file))
