@@ -102,16 +102,17 @@ def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yam
         def callback(epoch, metrics):
             pass
     elif on_epoch == "mlflow":              # ... logged to MLflow as the stage does (a SQLite store in out/)
-        import mlflow
+        from mlflow.tracking import MlflowClient
 
-        from components.tracking import _clean
+        from components.tracking import StageRun
+        from pipelines.tasks import EpochLogger
 
         out.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(f"sqlite:///{(out / 'mlflow.db').resolve()}")
-        mlflow.start_run()
-
-        def callback(epoch, metrics):
-            mlflow.log_metrics({_clean(k): v for k, v in metrics.items()}, step=epoch)
+        uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name("Default") or client.get_experiment(client.create_experiment("Default"))
+        run = client.create_run(exp.experiment_id)
+        callback = EpochLogger(StageRun(uri, run.info.run_id, exp.experiment_id))
     train_detector(baseline_cfg(params.baseline.scale), data_yaml, out / "train", args, "cpu", seed,
                    params.loss.iou, callback)
 

@@ -199,7 +199,8 @@ def fake_tune(tmp_path, monkeypatch):
         params = yaml.safe_load(yaml.safe_dump(PARAMS))
         params["loss"]["iou"], params["dasc"]["protonet_k"] = "ciou", 4          # the default point
         params["tune"].update(trials=4, parallel=2, storage=f"sqlite:///{tmp_path}/optuna.db", study="t",
-                              space={"dasc": {"protonet_k": [4], "iou": ["ciou", "eiou", "siou"]}}, **tune)
+                              space={"dasc": {"protonet_k": [4], "iou": ["ciou", "eiou", "siou"]}},
+                              **{"min_gain": 0.02, **tune})      # the rule's own figures, not params.yaml's
         params["paths"].update(models=str(tmp_path / "models"), reports=str(tmp_path / "reports"),
                                datasets=str(tmp_path / "datasets"))
         pf = tmp_path / "params.yaml"
