@@ -10,9 +10,10 @@ default run's own training on this machine. Each run's metrics, tuning decision 
 kept in ``results/synth_dasc/``; params.yaml is restored at the end (``dvc repro`` then brings the
 default's outputs back).
 
-A variant is chosen on the mean validation mAP50 over the seeds; test is reported only.
+A variant replaces the paper's blocks only if its mean validation mAP50 over the seeds beats theirs
+by more than ``RULE_MARGIN``; test is reported only.
 
-    python -m benchmarks.synth_dasc --run paper: gate:dasc.gate=zero --seeds 0 1 2
+    python -m benchmarks.synth_dasc --run paper:dasc.gate=none gate:dasc.gate=zero --seeds 0 1 2 3 4
     python -m benchmarks.synth_dasc            # the table from the kept runs
 """
 
@@ -52,7 +53,7 @@ def set_leaf(text: str, dotted: str, value: str) -> str:
 
 
 def variant(spec: str) -> tuple[str, dict[str, str]]:
-    """``name:key=value,key=value`` (``paper:`` = no change)."""
+    """``name:key=value,key=value`` (``name:`` = params.yaml as it is)."""
     name, _, rest = spec.partition(":")
     sets = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
     if not re.fullmatch(r"[a-z0-9-]+", name) or any(not k.startswith("dasc.") for k in sets):
@@ -63,19 +64,15 @@ def variant(spec: str) -> tuple[str, dict[str, str]]:
 def study_trials(text: str) -> dict:
     """The DASC-YOLO tuning study that params ``text`` ran (named as ``pipelines.tune`` names it) and
     its trials' validation mAP50, the default trial first: what the noise of a tiny study is read from."""
-    import tempfile
-
     import optuna
+    import yaml
 
-    from components.settings import load_settings
+    from components.settings import resolve
     from components.tune import is_default
     from pipelines.common import dataset_dir, dataset_hash, storage_url
     from pipelines.tune import study_name
 
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=".") as f:
-        f.write(text)
-        f.flush()
-        params = load_settings(f.name)
+    params = resolve(yaml.safe_load(text))
     name = study_name(params, "dasc", dataset_hash(dataset_dir(params)))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=storage_url(params))
@@ -146,8 +143,7 @@ def run(variants: list[str], seeds: list[int]) -> None:
 
 
 def table() -> None:
-    bases = {json.loads(f.read_text())["seed"]: json.loads(f.read_text())["metrics"]
-             for f in RUNS.glob("baseline-s*.json")}
+    bases = {d["seed"]: d["metrics"] for d in (json.loads(f.read_text()) for f in RUNS.glob("baseline-s*.json"))}
     runs = [json.loads(f.read_text()) for f in sorted(RUNS.glob("dasc-*-s*.json"))]
     if not runs:
         raise SystemExit(f"no runs in {RUNS}: python -m benchmarks.synth_dasc --run ... first")
@@ -193,13 +189,13 @@ def table() -> None:
     for name in [k for k in means if k != "baseline"]:
         mine = [r for r in runs if r["variant"] == name and r["seed"] in bases]
         for split in ("val", "test"):
-            gaps = [(r["metrics"]["val"]["mAP50"] - bases[r["seed"]]["val"]["mAP50"]) if split == "val"
-                    else (r["metrics"]["mAP50"] - bases[r["seed"]]["mAP50"]) for r in mine]
-            if len(gaps) >= 2:
-                half = student_t.ppf(0.975, len(gaps) - 1) * statistics.stdev(gaps) / len(gaps) ** 0.5
-                mean = statistics.mean(gaps)
+            score = (lambda m: m["val"]["mAP50"]) if split == "val" else (lambda m: m["mAP50"])
+            diffs = [score(r["metrics"]) - score(bases[r["seed"]]) for r in mine]
+            if len(diffs) >= 2:
+                half = student_t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+                mean = statistics.mean(diffs)
                 means[name][f"{split}_gain"] = {"mean": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)],
-                                                "seeds": len(gaps)}
+                                                "seeds": len(diffs)}
         for row in rows:
             if row["detector"] == name:
                 row["test gain vs baseline [95 % CI]"] = "{:+.3f} [{:+.3f}, {:+.3f}] over seeds".format(
