@@ -257,3 +257,26 @@ def test_train_applies_an_empty_override_set():
     from components.config import apply_overrides as apply
 
     assert apply(PARAMS, {}) == PARAMS
+
+
+# ---- the guard's figure on NEU-DET: benchmarks/neu_trial_noise.py
+
+def test_trial_noise_pooled_sd_and_the_guard_a_null_study_needs(tmp_path):
+    import numpy as np
+
+    from benchmarks.neu_trial_noise import best_up_to, max_gap, pooled_sd
+
+    # deviations from each group's own mean: (1+1) + (4+0+4) = 10 over 1 + 2 degrees of freedom
+    sd, df = pooled_sd({"a": [1.0, 3.0], "b": [2.0, 4.0, 6.0]})
+    assert df == 3 and sd == pytest.approx((10 / 3) ** 0.5)
+    with pytest.raises(SystemExit):
+        pooled_sd({"a": [1.0]})
+    # one other trial: the gap of two draws, 95th percentile 1.645 * sqrt(2) sd
+    assert float(np.quantile(max_gap(1.0, 1), 0.95)) == pytest.approx(1.645 * 2 ** 0.5, abs=0.03)
+    # the best of five others against the default needs a larger guard than one comparison
+    assert float(np.quantile(max_gap(1.0, 5), 0.95)) > 1.645 * 2 ** 0.5 + 0.5
+    f = tmp_path / "results.csv"          # ultralytics pads its column names
+    f.write_text("                  epoch,   metrics/mAP50(B)\n1,0.1\n2,0.4\n3,0.3\n")
+    assert best_up_to(f, 3) == 0.4 and best_up_to(f, 1) == 0.1
+    with pytest.raises(SystemExit, match="fewer than 4"):
+        best_up_to(f, 4)
