@@ -8,7 +8,8 @@ measured back to back in this process (so the ratios are fair), and the papers' 
 ``control``: the baseline trained with another seed, the same comparison: how large a "gain"
 training noise alone makes. ``--seeds baseline=RUN,RUN lagnet_s=RUN,RUN``: seed-averaged rows, the
 gain of each group's mean mAP50 over the baseline group's, every run resampled on the same test
-images (``components.bootstrap.seed_bootstrap``), with each group's seed spread. ``ROLE=RUN@REF``: the gain of RUN is measured against the baseline run
+images (``components.bootstrap.seed_bootstrap``), with each group's seed spread, drawn in
+``results/neu_cpu.png`` (every seed's test mAP50, the training curves, per-class AP50). ``ROLE=RUN@REF``: the gain of RUN is measured against the baseline run
 REF (trained with the same epochs as RUN) instead of the main baseline.
 """
 
@@ -112,6 +113,57 @@ def seed_rows(seeds: dict[str, list[str]]) -> tuple[dict, list[dict]]:
     return out, rows
 
 
+def seed_figure(seeds: dict[str, list[str]], averaged: dict, path: Path) -> Path:
+    """``path`` (PNG): the seed-averaged comparison drawn. Left: every run's test mAP50 per detector,
+    its group mean as a bar, the gain's interval (runs and images drawn) beside it. Middle: every
+    run's validation mAP50 per epoch (its results.csv). Right: each detector's seed-mean test AP50
+    per class, with issue 10's crazing target."""
+    import csv
+
+    from matplotlib.figure import Figure
+
+    colours = dict(zip(seeds, ["tab:grey", "tab:red", "tab:blue", "tab:green", "tab:purple"]))
+    fig = Figure(figsize=(15, 4.6))
+    ax_runs, ax_curves, ax_cls = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.3, 1.4]})
+    for i, (role, runs) in enumerate(seeds.items()):
+        each, mean = averaged[role]["mAP50_each"], averaged[role]["mAP50_mean"]
+        ax_runs.scatter([i] * len(each), [100 * v for v in each], color=colours[role], zorder=3)
+        ax_runs.hlines(100 * mean, i - 0.3, i + 0.3, color=colours[role], lw=2)
+        g = averaged[role]["gain_vs_baseline"]
+        if g:
+            lo, hi = g.get("ci95_runs_and_images", g["ci95"])
+            ax_runs.annotate(f"{100 * g['mAP50']:+.1f}\n[{100 * lo:+.1f}, {100 * hi:+.1f}]", (i + 0.32, 100 * mean),
+                             va="center", fontsize=8)
+        for run in runs:
+            rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader((RUNS / f"{run}-results.csv").open())]
+            ax_curves.plot([int(float(r["epoch"])) for r in rows], [100 * float(r["metrics/mAP50(B)"]) for r in rows],
+                           color=colours[role], lw=1, alpha=0.8, label=display(role) if run == runs[0] else None)
+    ax_runs.set_xticks(range(len(seeds)), [display(r).removesuffix(" (ours)") + f"\n{len(v)} seeds"
+                                           for r, v in seeds.items()], fontsize=8)
+    ax_runs.set_xlim(-0.5, len(seeds) - 0.1)
+    ax_runs.set_ylabel("test mAP50 (%)")
+    ax_runs.set_title("each seed; bar: mean; gain vs YOLO11n [95 % CI, runs and images drawn]", fontsize=8)
+    ax_curves.set_xlabel("epoch")
+    ax_curves.set_ylabel("validation mAP50 (%)")
+    ax_curves.set_title("training curves (validation split)", fontsize=8)
+    ax_curves.legend(fontsize=8, loc="lower right")
+    width = 0.8 / len(seeds)
+    for i, role in enumerate(seeds):
+        per_class = averaged[role]["per_class_mean"]
+        ax_cls.bar([j + i * width for j in range(len(CLASSES))], [100 * per_class[c] for c in CLASSES], width,
+                   color=colours[role], label=display(role).removesuffix(" (ours)"))
+    ax_cls.axhline(40, color="black", ls="--", lw=1, label="crazing target 40")
+    ax_cls.set_xticks([j + 0.4 - width / 2 for j in range(len(CLASSES))], CLASSES, fontsize=7, rotation=15)
+    ax_cls.set_ylabel("test AP50 (%), mean over seeds")
+    ax_cls.set_title("per class", fontsize=8)
+    ax_cls.set_ylim(0, 118)
+    ax_cls.legend(fontsize=7, loc="upper center", ncol=2)
+    fig.suptitle("NEU-DET, CPU protocol (224 px, 60 epochs, 360 test images)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def _two_level(g: dict) -> str:
     """The interval with the runs drawn as well as the images (``seed_bootstrap``), when there is one."""
     if "ci95_runs_and_images" not in g:
@@ -180,6 +232,7 @@ def table(roles: dict[str, str], seeds: dict[str, list[str]] | None = None) -> P
     if seeds:
         payload["seed_averaged"], extra = seed_rows(seeds)
         rows += extra
+        payload["figure"] = seed_figure(seeds, payload["seed_averaged"], RESULTS / "neu_cpu.png").name
     for name, p in PAPERS.items():
         rows.append({"model": name, "mAP50": p["mAP50"], **{c: p[c] for c in CLASSES},
                      "params": f"{p['params_M']}M" if "params_M" in p else "", "FPS (CPU b1)":
