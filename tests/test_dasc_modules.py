@@ -184,3 +184,19 @@ def test_a_dasc_yaml_builds_in_a_fresh_interpreter_without_importing_the_block_m
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "['CSA', 'ProtoNet', 'ResCBAM', 'SCConv']"
+
+
+def test_block_probe_non_affine_share_against_hand_values():
+    from benchmarks.dasc_blocks import AffineStats
+
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
+    scaled = AffineStats()
+    scaled.add(x, 2 * x - 1)                      # a per-channel affine map: nothing beyond re-scaling
+    assert scaled.result()["non_affine"] == pytest.approx(0.0, abs=1e-9)
+    noisy = AffineStats()
+    e = torch.tensor([1.0, -1.0, -1.0, 1.0]).reshape(1, 1, 2, 2)   # mean 0, uncorrelated with x
+    noisy.add(x, x + e)
+    r = noisy.result()
+    # var(y) = var(x) + var(e) = 1.25 + 1; the affine fit explains 1.25 -> 1 / 2.25 left
+    assert r["non_affine"] == pytest.approx(1 / 2.25, abs=1e-4)
+    assert r["rel_change"] == pytest.approx(2 / 30 ** 0.5, abs=1e-4)          # ||e|| / ||x||

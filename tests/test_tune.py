@@ -280,3 +280,22 @@ def test_trial_noise_pooled_sd_and_the_guard_a_null_study_needs(tmp_path):
     assert best_up_to(f, 3) == 0.4 and best_up_to(f, 1) == 0.1
     with pytest.raises(SystemExit, match="fewer than 4"):
         best_up_to(f, 4)
+
+
+def test_pace_window_mean_and_welch_interval_against_hand_values(tmp_path):
+    import numpy as np
+
+    from benchmarks.neu_pace import read_curves, welch, window_mean
+
+    assert window_mean(np.array([0.1, 0.2, 0.3, 0.4]), 4, 2) == pytest.approx(0.35)
+    with pytest.raises(SystemExit):
+        window_mean(np.array([0.1, 0.2]), 3, 2)
+    # means 2 and 3, variances 1 and 1, 3 runs each: se sqrt(2/3), Welch df 4, t(0.975, 4) = 2.7764
+    d, lo, hi = welch([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
+    assert d == pytest.approx(1.0)
+    assert (lo, hi) == pytest.approx((1 - 2.7764 * (2 / 3) ** 0.5, 1 + 2.7764 * (2 / 3) ** 0.5), abs=1e-3)
+    f = tmp_path / "results.csv"                     # ultralytics pads its column names
+    f.write_text("  epoch,  train/box_loss,  train/cls_loss,  train/dfl_loss,  metrics/mAP50(B),"
+                 "  val/box_loss,  val/cls_loss,  val/dfl_loss\n1,1,2,3,0.25,2,2,2\n")
+    c = read_curves(f)
+    assert c["train_loss"].tolist() == [6.0] and c["val_loss"].tolist() == [6.0] and c["val_map50"].tolist() == [0.25]
