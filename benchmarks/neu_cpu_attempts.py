@@ -98,18 +98,29 @@ ATTEMPTS = [
      "control: test 68.3 (seeds 0-3: 69.9 / 68.0 / 70.0 / 68.3, mean 69.0, spread 2.0); seed means: LAGNet-s "
      "+2.0 [+0.7, +3.4] images drawn, runs and images drawn [-0.0, +4.0] (lower bound -0.01 points, "
      "P(gain <= 0) 0.026): at the edge, still not above 0; DASC-YOLO-n -0.1 [-1.3, +0.9], runs drawn [-3.2, +2.8]"),
-    ("cpu-dasc-s2", "cpu-dasc-s2", None, 60,
-     "DASC-YOLO-n, the paper's blocks, seed 2 (planned as its third seed), beside cpu-lagnet-s-s3, 1 torch thread",
-     "stopped at epoch 7 (also at epoch 8 in the session before): at ~170 s/epoch beside the LAGNet-s run it "
-     "would not have finished and been evaluated within the session; its core went to the run-to-run "
-     "reproducibility fix. No result; DASC-YOLO-n keeps 2 seeds"),
-    ("cpu-lagnet-s-s3", "cpu-lagnet-s-s3", None, 60,
-     "LAGNet-s, seed 3 (LAMs from cpu-base-mosaic; planned at the session start as the fourth seed, pairing "
-     "YOLO11n seed 3), 1 torch thread",
-     "stopped at epoch 43: epochs slowed from ~100 s to ~185 s mid-session with the process alone at full "
-     "user CPU (the kernel's kdamond active), so the last 17 epochs and the evaluation would not have "
-     "finished within the session; stopped to give the machine to the default run after the reproducibility fix. "
-     "No result, not in the table; its last logged val mAP50 is for the record only"),
+    ("cpu-dasc-s2", "cpu-dasc-s2", "cpu-dasc-s2", 60,
+     "DASC-YOLO-n, the paper's blocks, seed 2 (planned as its third seed), side by side with cpu-lagnet-s-s3 on "
+     "an AVX2 EPYC, 1 torch thread each (two earlier starts stopped at epochs 7 and 8 for lack of session time)",
+     "complete: test 67.1, -2.8 [-5.0, -0.5] vs cpu-base-s2; seed means (3 DASC-YOLO-n, 4 YOLO11n seeds) 68.3 vs "
+     "69.0: -0.7 [-1.8, +0.3], runs and images drawn [-3.2, +1.9]: no gain; target (lower bound > 0) missed. "
+     "Learning curves and the trained blocks read next (neu_pace, dasc_blocks): see docs/results.md"),
+    ("cpu-lagnet-s-s3", "cpu-lagnet-s-s3", "cpu-lagnet-s-s3", 60,
+     "LAGNet-s, seed 3 (LAMs from cpu-base-mosaic; planned as the fourth seed, pairing YOLO11n seed 3), side by "
+     "side with cpu-dasc-s2 on an AVX2 EPYC, 1 torch thread each (an earlier start stopped at epoch 43 when the "
+     "machine slowed)",
+     "complete: test 71.9 as served, +3.6 [+1.6, +5.4] vs cpu-base-s3; seed means (4 each) LAGNet-s 71.3 vs YOLO11n "
+     "69.0: +2.2 [+0.9, +3.4], runs and images drawn [+0.3, +4.0]: the first time the lower bound is above 0 with "
+     "the seeds drawn; target 73.3 missed; crazing 34.8"),
+    ("cpu-base-s4", "cpu-base-s4", "cpu-base-s4", 60,
+     "protocol baseline, seed 4 (planned at the session start, before any result of it, as the fifth reference "
+     "seed paired with LAGNet-s seed 4), side by side with cpu-lagnet-s-s4 on an AVX512 EPYC, 1 torch thread each",
+     "control: test 69.5 (seeds 0-4: 69.9 / 68.0 / 70.0 / 68.3 / 69.5)"),
+    ("cpu-lagnet-s-s4", "cpu-lagnet-s-s4", "cpu-lagnet-s-s4", 60,
+     "LAGNet-s, seed 4 (LAMs from cpu-base-mosaic; planned at the session start, paired with YOLO11n seed 4), "
+     "side by side with cpu-base-s4 on an AVX512 EPYC, 1 torch thread, then alone",
+     "complete: test 71.5 as served, +2.1 [-0.3, +4.2] vs cpu-base-s4; seed means (5 each) LAGNet-s 71.3 vs "
+     "YOLO11n 69.1: +2.2 [+0.9, +3.4], runs and images drawn [+0.4, +3.9]: the gain holds with the seeds drawn; "
+     "target 73.3 missed; crazing 39.1 (the best of any run, target 40 missed)"),
 ]
 
 
