@@ -12,6 +12,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NEU_RUNS = RESULTS / "neu_cpu" / "runs"     # the NEU-DET CPU-protocol runs (benchmarks.neu_cpu writes them)
+VAL_MAP50 = "metrics/mAP50(B)"              # ultralytics' results.csv column of the validation mAP50
+
+
+def read_results_csv(path: Path) -> list[dict[str, float]]:
+    """An ultralytics results.csv, one dict per epoch; its column names are padded with spaces."""
+    import csv
+
+    with open(path) as f:
+        return [{k.strip(): float(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def cpu_model() -> str:

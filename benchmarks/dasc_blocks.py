@@ -28,11 +28,13 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from .common import RESULTS, cli, machine, write
+from components.data.canonical import load_manifest
+from components.deploy.export import letterbox_batch
+
+from .common import cli, machine, write
 from .neu_cpu import KEPT, NEU, dataset, protocol_params
 
 
@@ -68,15 +70,6 @@ class AffineStats:
         return {"rel_change": round(float(np.sqrt(self.diff2 / max(self.x2, 1e-30))), 4),
                 "non_affine": round(float(resid.sum() / vy.sum().clamp_min(1e-30)), 4),
                 **{k: round(float(np.mean(v)), 4) for k, v in self.masks.items()}}
-
-
-def letterboxed(paths: list[Path], imgsz: int) -> torch.Tensor:
-    """The images as the served model takes them: ultralytics' square letterbox, RGB, 0-1."""
-    from ultralytics.data.augment import LetterBox
-
-    lb = LetterBox((imgsz, imgsz), auto=False, scaleup=True)
-    ims = [lb(image=cv2.imread(str(p)))[..., ::-1] for p in paths]
-    return torch.from_numpy(np.ascontiguousarray(np.stack(ims).transpose(0, 3, 1, 2))).float() / 255
 
 
 def scalars(block: torch.nn.Module) -> dict[str, float]:
@@ -125,7 +118,9 @@ def main() -> None:
     params = protocol_params({})
     ds, split = dataset(params, args.neu)
     names = sorted(split["val"])[: args.images]
-    images = letterboxed([ds / "images" / f"{n}.jpg" for n in names], int(params.train.imgsz))
+    path_of = {e["name"]: ds / e["image"] for e in load_manifest(ds)["images"]}
+    # the images as the served model takes them: ultralytics' square letterbox, RGB, 0-1
+    images = torch.from_numpy(letterbox_batch([path_of[n] for n in names], int(params.train.imgsz)))
     rows, out = [], {"images": len(names), "split": "val", "runs": {}}
     for run in args.run:
         res = probe(KEPT / f"{run}.pt", images)

@@ -35,12 +35,12 @@ from components.data.split import make_split
 from components.data.views import write_yolo_data_yaml
 from components.detectors import model_cfg, uses_lam
 
-from .common import RESULTS, cli, machine
+from .common import NEU_RUNS, RESULTS, cli, machine, read_results_csv
 
 NEU = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det"
 PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "neu-cpu.yaml"
 WORK = Path(".cache/bench/neu_cpu")
-RUNS = RESULTS / "neu_cpu" / "runs"
+RUNS = NEU_RUNS
 KEPT = RESULTS / "neu_cpu" / "weights"      # stripped best.pt of the evaluated runs (a few MB each, in git)
 FRAMING = "served: square imgsz letterbox"  # components.evaluate.evaluate_detector (runs without it: rect batches)
 
@@ -182,7 +182,6 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
                  train_csv: Path | None) -> dict:
     """Evaluate ``name``'s best weights (trained here or on another machine) on val and test; the
     per-image test stats (for the paired bootstrap) go to ``runs/<name>-test.npz``."""
-    import csv
     import shutil
 
     from components.evaluate import PREDICTIONS, evaluate_detector
@@ -194,9 +193,9 @@ def evaluate_run(name: str, model: str, sets: dict, src: Path, lams_from: str | 
     out = {"run": name, "model": model, "overrides": sets, "lams_from": lams_from, "trained_on": trained_on,
            "weights": "best epoch on val", "framing": FRAMING, "machine": machine(), "command": cli()}
     if train_csv and train_csv.is_file():
-        rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(train_csv.open())]
-        out.update(epochs_run=len(rows), train_seconds=round(float(rows[-1]["time"]), 1),
-                   epoch_s=round(float(rows[-1]["time"]) / len(rows), 2))
+        rows = read_results_csv(train_csv)
+        out.update(epochs_run=len(rows), train_seconds=round(rows[-1]["time"], 1),
+                   epoch_s=round(rows[-1]["time"] / len(rows), 2))
         shutil.copy(train_csv, RUNS / f"{name}-results.csv") if train_csv.resolve() != (
             RUNS / f"{name}-results.csv").resolve() else None
     validator = None

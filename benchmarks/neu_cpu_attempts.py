@@ -8,13 +8,12 @@ decision are written here.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from components.report import write_table
 
-from .common import RESULTS, cli
+from .common import RESULTS, VAL_MAP50, cli, read_results_csv
 from .neu_cpu import RUNS
 
 DEVICE = RESULTS / "neu_cpu" / "device"
@@ -129,8 +128,7 @@ COMPARE_AT = {"lag-none-e36": 31, "lag-imax-e36": 31}
 
 
 def _curve(path: Path) -> list[float]:
-    rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(path.open())]
-    return [float(r["metrics/mAP50(B)"]) for r in rows]
+    return [r[VAL_MAP50] for r in read_results_csv(path)]
 
 
 def main() -> None:

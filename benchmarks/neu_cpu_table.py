@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .common import RESULTS, cli, machine, write
+from .common import RESULTS, VAL_MAP50, cli, machine, read_results_csv, write
 from .neu_cpu import PROFILE, RUNS, best_weights
 
 CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
@@ -61,7 +61,10 @@ PAPERS = {
 TARGETS = {"dasc": 0.691, "lagnet_s": 0.733}      # issue 10 (CPU protocol)
 
 
-def _fps(runs: dict[str, dict], rounds: int = 7, per_round: int = 10) -> dict[str, dict]:
+FPS_ROUNDS, FPS_PER_ROUND = 7, 10      # _fps: rounds, and timings of every graph per round
+
+
+def _fps(runs: dict[str, dict], rounds: int = FPS_ROUNDS, per_round: int = FPS_PER_ROUND) -> dict[str, dict]:
     """CPU latency of every detector, 1 torch thread, batch 1; LAGNet also as the served graph
     (baseline -> LAM -> LAGNet). The graphs are measured in turns: ``rounds`` rounds, each timing
     every graph ``per_round`` times (median), and a graph's figure is the median of its rounds, so
@@ -129,7 +132,6 @@ def seed_figure(seeds: dict[str, list[str]], averaged: dict, path: Path) -> Path
     its group mean as a bar, the gain's interval (runs and images drawn) beside it. Middle: every
     run's validation mAP50 per epoch (its results.csv). Right: each detector's seed-mean test AP50
     per class, with issue 10's crazing target."""
-    import csv
 
     from matplotlib.figure import Figure
 
@@ -146,8 +148,8 @@ def seed_figure(seeds: dict[str, list[str]], averaged: dict, path: Path) -> Path
             ax_runs.annotate(f"{100 * g['mAP50']:+.1f}\n[{100 * lo:+.1f}, {100 * hi:+.1f}]", (i + 0.32, 100 * mean),
                              va="center", fontsize=8)
         for run in runs:
-            rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader((RUNS / f"{run}-results.csv").open())]
-            ax_curves.plot([int(float(r["epoch"])) for r in rows], [100 * float(r["metrics/mAP50(B)"]) for r in rows],
+            rows = read_results_csv(RUNS / f"{run}-results.csv")
+            ax_curves.plot([int(r["epoch"]) for r in rows], [100 * r[VAL_MAP50] for r in rows],
                            color=colours[role], lw=1, alpha=0.8, label=display(role) if run == runs[0] else None)
     ax_runs.set_xticks(range(len(seeds)), [display(r).removesuffix(" (ours)") + f"\n{len(v)} seeds"
                                            for r, v in seeds.items()], fontsize=8)
@@ -255,8 +257,9 @@ def table(roles: dict[str, str], seeds: dict[str, list[str]] | None = None) -> P
              "resample); an interval containing 0 is no evidence of a gain. The control rows are the baseline "
              "trained with seed 1: the gain training noise alone produces. Paper rows: 640 px, their own "
              "protocols and (DASC-YOLO Table 4) large models; their FPS are GPU figures.")
-    notes += (" FPS: all rows measured in this run, in turns (7 rounds, each timing every graph 10 times; the "
-              "median of the rounds' medians), eager PyTorch, fused, 1 thread, batch 1, 224 px; LAGNet's second figure is the served graph (baseline + LAM + LAGNet). 'epoch s': seconds "
+    notes += (f" FPS: all rows measured in this run, in turns ({FPS_ROUNDS} rounds, each timing every graph "
+              f"{FPS_PER_ROUND} times; the median of the rounds' medians), eager PyTorch, fused, 1 thread, batch 1, "
+              "224 px; LAGNet's second figure is the served graph (baseline + LAM + LAGNet). 'epoch s': seconds "
               "per training epoch on the machine named in 'trained on' (the H200 ran 3-7 trainings side by side, "
               "so its figures are not speeds of one training).")
     if seeds:

@@ -20,7 +20,6 @@ measure of pace, not of the final score.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from pathlib import Path
@@ -28,20 +27,18 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from .common import RESULTS, cli, machine, write
+from .common import NEU_RUNS, RESULTS, VAL_MAP50, cli, machine, read_results_csv, write
 
-RUNS = RESULTS / "neu_cpu" / "runs"
-MAP = "metrics/mAP50(B)"
 LOSSES = ("box_loss", "cls_loss", "dfl_loss")
 
 
 def read_curves(results_csv: Path) -> dict[str, np.ndarray]:
     """An ultralytics results.csv as columns: ``val_map50``, ``train_loss`` and ``val_loss`` (sum of
-    box, cls and dfl), one value per epoch. Its column names are padded with spaces."""
-    rows = [{k.strip(): float(v) for k, v in r.items()} for r in csv.DictReader(results_csv.open())]
+    box, cls and dfl), one value per epoch."""
+    rows = read_results_csv(results_csv)
     if not rows:
         raise SystemExit(f"{results_csv}: no epochs")
-    return {"val_map50": np.array([r[MAP] for r in rows]),
+    return {"val_map50": np.array([r[VAL_MAP50] for r in rows]),
             "train_loss": np.array([sum(r[f"train/{k}"] for k in LOSSES) for r in rows]),
             "val_loss": np.array([sum(r[f"val/{k}"] for k in LOSSES) for r in rows])}
 
@@ -106,7 +103,7 @@ def main() -> None:
     for spec in args.group:
         name, _, runs = spec.partition("=")
         names[name] = runs.split(",")
-        curves[name] = [read_curves(RUNS / f"{r}-results.csv") for r in names[name]]
+        curves[name] = [read_curves(NEU_RUNS / f"{r}-results.csv") for r in names[name]]
     ref = next(iter(curves))
     rows, out = [], {"groups": names, "epochs": args.at, "window": args.window, "at": {}}
     w = args.window
@@ -115,8 +112,6 @@ def main() -> None:
     for e in args.at:
         rec = {}
         for name, runs in curves.items():
-            if any(len(r["val_map50"]) < e for r in runs):
-                raise SystemExit(f"{name}: a run has fewer than {e} epochs")
             vals = [window_mean(r["val_map50"], e, w) for r in runs]
             g = {"val_mAP50": vals, "val_mAP50_mean": round(float(np.mean(vals)), 4),
                  "train_loss_mean": round(float(np.mean([window_mean(r["train_loss"], e, w) for r in runs])), 3),

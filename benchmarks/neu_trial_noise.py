@@ -22,7 +22,6 @@ default trial) is the largest of ``trials - 1`` differences of independent draws
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from pathlib import Path
@@ -30,20 +29,18 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .common import RESULTS, cli, machine, write
+from .common import NEU_RUNS, VAL_MAP50, cli, machine, read_results_csv, write
 
-RUNS = RESULTS / "neu_cpu" / "runs"
 PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "neu-cpu.yaml"
-COLUMN = "metrics/mAP50(B)"
 
 
 def best_up_to(results_csv: Path, epoch: int) -> float:
     """The best validation mAP50 of an ultralytics results.csv over its first ``epoch`` epochs; a
     run that stopped before that epoch is an error (it would bias the proxy low)."""
-    rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(results_csv.open())]
+    rows = read_results_csv(results_csv)
     if len(rows) < epoch:
         raise SystemExit(f"{results_csv.name}: {len(rows)} epochs, fewer than {epoch}")
-    return max(float(r[COLUMN]) for r in rows[:epoch])
+    return max(r[VAL_MAP50] for r in rows[:epoch])
 
 
 def pooled_sd(groups: dict[str, list[float]]) -> tuple[float, int]:
@@ -76,8 +73,8 @@ def main() -> None:
     groups, rows = {}, []
     for spec in args.group:
         name, _, runs = spec.partition("=")
-        vals = {r: best_up_to(RUNS / f"{r}-results.csv", epochs) for r in runs.split(",")}
-        ends = {r: best_up_to(RUNS / f"{r}-results.csv", 60) for r in runs.split(",")}
+        vals = {r: best_up_to(NEU_RUNS / f"{r}-results.csv", epochs) for r in runs.split(",")}
+        ends = {r: best_up_to(NEU_RUNS / f"{r}-results.csv", 60) for r in runs.split(",")}
         groups[name] = list(vals.values())
         rows.append({"detector": name, "runs": len(vals),
                      f"best val mAP50 to epoch {epochs}": ", ".join(f"{v:.3f}" for v in vals.values()),

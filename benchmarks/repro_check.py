@@ -15,7 +15,6 @@ machines can differ even when each machine repeats itself exactly.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import RESULTS, cli, machine, write
+from .common import RESULTS, cli, machine, read_results_csv, write
 from .neu_cpu import parse_sets
 
 WORK = Path(".cache/bench/repro_check")
@@ -139,9 +138,8 @@ def compare_weights(a: Path, b: Path) -> dict:
 def compare(a: Path, b: Path) -> dict:
     """Two runs of this benchmark: their last.pt tensor by tensor and their per-epoch losses."""
     def losses(run: Path) -> list[dict]:
-        with (run / "train" / "results.csv").open() as fh:
-            return [{k.strip(): float(v) for k, v in r.items() if "loss" in k or "mAP50" in k}
-                    for r in csv.DictReader(fh)]
+        return [{k: v for k, v in r.items() if "loss" in k or "mAP50" in k}
+                for r in read_results_csv(run / "train" / "results.csv")]
 
     out = compare_weights(a / "train" / "weights" / "last.pt", b / "train" / "weights" / "last.pt")
     la, lb = losses(a), losses(b)
