@@ -170,6 +170,7 @@ class Dasc(_Section):
     protonet_k: int
     gate: Literal["none", "zero"]
     csa_context: Literal["global", "local"]
+    proto_loss: float
 
 
 class Lam(_Section):

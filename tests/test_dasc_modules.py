@@ -200,3 +200,62 @@ def test_block_probe_non_affine_share_against_hand_values():
     # var(y) = var(x) + var(e) = 1.25 + 1; the affine fit explains 1.25 -> 1 / 2.25 left
     assert r["non_affine"] == pytest.approx(1 / 2.25, abs=1e-4)
     assert r["rel_change"] == pytest.approx(2 / 30 ** 0.5, abs=1e-4)          # ||e|| / ||x||
+
+
+def test_box_mask_marks_the_cells_whose_centre_lies_in_a_box():
+    from components.models.loss import box_mask
+
+    # image 0: box x 0.25..0.75, y 0.25..0.75 on a 4x4 grid (centres 0.125, 0.375, 0.625, 0.875)
+    # image 1: box x 0..0.5, y 0.5..1 on a 2x4 grid (x centres 0.125 0.375 ..., y centres 0.25 0.75)
+    boxes = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5]])
+    m = box_mask(boxes, torch.tensor([0, 1]), 3, 4, 4)
+    assert m.shape == (3, 1, 4, 4)
+    assert m[0, 0].tolist() == [[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    assert m[1, 0].tolist() == [[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]]
+    assert m[2].sum() == 0                                   # an image without boxes: all background
+    two = box_mask(torch.tensor([[0.5, 0.5, 0.5, 0.5]] * 2), torch.tensor([0, 0]), 1, 4, 4)
+    assert two.max() == 1                                    # overlapping boxes stay a 0/1 mask
+
+
+def test_proto_mask_loss_is_the_bce_of_one_minus_m_back_against_the_box_mask():
+    from components.models.loss import proto_mask_loss
+
+    back = torch.full((1, 1, 2, 2), 0.8)                    # foreground probability 0.2 everywhere
+    boxes, idx = torch.tensor([[0.25, 0.5, 0.5, 1.0]]), torch.tensor([0])   # the left column
+    # two cells with target 1: -log 0.2 each; two with target 0: -log 0.8 each; mean of the four
+    want = (2 * -math.log(0.2) + 2 * -math.log(0.8)) / 4
+    assert proto_mask_loss([back], boxes, idx).item() == pytest.approx(want, rel=1e-5)
+    perfect = torch.tensor([[[[1e-6, 1.0], [1e-6, 1.0]]]])  # M_back 0 inside the box, 1 outside
+    assert proto_mask_loss([perfect, back], boxes, idx).item() == pytest.approx(want / 2, rel=1e-3)
+
+
+def test_dasc_proto_loss_adds_a_fourth_loss_item_that_trains_the_prototypes():
+    """dasc.proto_loss > 0: the detection loss gains ``proto_loss`` (gain x the mask BCE), its
+    gradient reaches the prototypes, and copies of the model keep no forward's mask."""
+    import copy
+
+    from ultralytics.cfg import get_cfg
+
+    from components.dasc.config import DascToggles, dasc_yolo_cfg
+    from components.models.detect import DefectDetectionModel
+
+    torch.manual_seed(0)
+    batch = {"img": torch.rand(2, 3, 64, 64), "batch_idx": torch.tensor([0.0, 1.0]),
+             "bboxes": torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.3, 0.3, 0.2, 0.4]]),
+             "cls": torch.tensor([[1.0], [2.0]])}
+    items = {}
+    for gain in (0.0, 2.0):
+        torch.manual_seed(0)
+        m = DefectDetectionModel(dasc_yolo_cfg("n", 6, DascToggles(proto_loss=gain)), nc=6, verbose=False)
+        m.args = get_cfg()
+        loss, items[gain] = m(batch)
+        assert len(loss) == (4 if gain else 3)
+    assert set(items[2.0]) == set(items[0.0]) | {"proto_loss"}
+    for k in items[0.0]:                                     # the detection terms are unchanged
+        assert items[2.0][k].item() == pytest.approx(items[0.0][k].item(), rel=1e-5)
+    protos = [p for n, p in m.named_parameters() if n.endswith("prototypes")]
+    torch.autograd.backward(loss[3])
+    assert len(protos) == 3 and all(p.grad.abs().sum() > 0 for p in protos)
+    assert not any(hasattr(b, "last_back") for b in copy.deepcopy(m).modules())
+    with pytest.raises(ValueError, match="protonet_k"):
+        DascToggles(protonet_k=0, proto_loss=1.0)

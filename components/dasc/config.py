@@ -46,6 +46,8 @@ class DascToggles:
     gate: str = "none"                 # none = the paper's blocks; zero = zero-initialised residual gate
                                        # on every inserted block (the network starts as YOLO11)
     csa_context: str = "global"        # CSA global branch: global (1x1 pool, the paper) | local (7x7 window)
+    proto_loss: float = 0.0            # gain of a ProtoNet mask loss supervised by the ground-truth boxes
+                                       # (0 = unsupervised prototypes, the paper; components/models/loss.py)
 
     def __post_init__(self):
         if self.csa not in CSA_MODES:
@@ -58,6 +60,10 @@ class DascToggles:
             raise ValueError(f"dasc.gate must be one of {GATES}, got '{self.gate}'")
         if self.csa_context not in CSA_CONTEXTS:
             raise ValueError(f"dasc.csa_context must be one of {CSA_CONTEXTS}, got '{self.csa_context}'")
+        if self.proto_loss < 0:
+            raise ValueError("dasc.proto_loss must be >= 0")
+        if self.proto_loss and not self.protonet_k:
+            raise ValueError("dasc.proto_loss needs a ProtoNet (dasc.protonet_k >= 1)")
 
 
 # The paper's Table 3 rows, in its order.

@@ -259,4 +259,10 @@ class ProtoNet(Gated):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fore, back = self.masks(x)
+        self.last_back = back                  # read by the optional mask loss (DefectDetectionLoss)
         return self._out(x, x * (1 + self.alpha * fore) - x * (self.beta * back))
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("last_back", None)           # a forward's mask is not part of the model: copies and
+        return state                           # checkpoints leave it out

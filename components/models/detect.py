@@ -28,4 +28,5 @@ class DefectDetectionModel(DetectionModel):
         self.yaml["iou_loss"] = self.iou_loss
 
     def init_criterion(self):
-        return DefectDetectionLoss(self, iou_loss=getattr(self, "iou_loss", "ciou"))
+        return DefectDetectionLoss(self, iou_loss=getattr(self, "iou_loss", "ciou"),
+                                   proto_loss=float(self.yaml.get("dasc", {}).get("proto_loss", 0.0)))
