@@ -14,7 +14,10 @@ split), this measures:
 
 For ProtoNet also its masks (eq. 4): the mean of ``M_fore`` and ``M_back`` and their spatial
 standard deviation within an image (averaged over images): masks that do not vary over the image
-cannot single out defect pixels.
+cannot single out defect pixels; and ``fg_auc``, the ROC AUC of the foreground probability
+``1 - M_back`` per grid cell against the ground-truth box mask at that grid (a cell is foreground
+when its centre lies in a box; scikit-learn's ``roc_auc_score`` over all cells of all images): 0.5
+is a mask that knows nothing of where the defects are, 1 one that separates them perfectly.
 
 Also the learnt scalars the paper's equations carry (CSA ``alpha``, ``lambda_s``, ``lambda_g``;
 ProtoNet ``alpha``, ``beta``, ``tau``; the gate where ``dasc.gate: zero``).
@@ -46,6 +49,10 @@ class AffineStats:
         self.diff2 = 0.0
         self.x2 = 0.0
         self.masks: dict[str, list[float]] = {}
+        self.fg: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add_fg(self, back: torch.Tensor, target: torch.Tensor) -> None:
+        self.fg.append(((1 - back).flatten().numpy(), target.flatten().numpy()))
 
     def add_masks(self, fore: torch.Tensor, back: torch.Tensor) -> None:
         for name, m in (("fore", fore), ("back", back)):
@@ -69,7 +76,15 @@ class AffineStats:
         resid = (vy - explained).clamp_min(0)
         return {"rel_change": round(float(np.sqrt(self.diff2 / max(self.x2, 1e-30))), 4),
                 "non_affine": round(float(resid.sum() / vy.sum().clamp_min(1e-30)), 4),
-                **{k: round(float(np.mean(v)), 4) for k, v in self.masks.items()}}
+                **{k: round(float(np.mean(v)), 4) for k, v in self.masks.items()}, **self.fg_result()}
+
+    def fg_result(self) -> dict[str, float]:
+        if not self.fg:
+            return {}
+        from sklearn.metrics import roc_auc_score
+
+        score, target = (np.concatenate(v) for v in zip(*self.fg))
+        return {"fg_auc": round(float(roc_auc_score(target, score)), 4), "fg_share": round(float(target.mean()), 4)}
 
 
 def scalars(block: torch.nn.Module) -> dict[str, float]:
@@ -83,18 +98,24 @@ def scalars(block: torch.nn.Module) -> dict[str, float]:
     return out
 
 
-def probe(weights: Path, images: torch.Tensor, batch: int = 16) -> list[dict]:
+def probe(weights: Path, images: torch.Tensor, boxes: tuple[torch.Tensor, torch.Tensor], batch: int = 16) -> list[dict]:
+    """``boxes``: the ground-truth boxes (normalised xywh in the letterboxed frame) and the index
+    of each box's image in ``images``."""
     import components.dasc.config  # noqa: F401  (registers the blocks with ultralytics' parser)
     from components.models.dasc import Gated
+    from components.models.loss import box_mask
     from ultralytics import YOLO
 
     model = YOLO(str(weights)).model.float().eval()
     stats, hooks = {}, []
+    now = {}                                                          # the boxes of the batch in flight
 
     def hook(i: int, block: torch.nn.Module, inp: tuple, out: torch.Tensor) -> None:
         stats[i][1].add(inp[0], out)
         if hasattr(block, "masks"):                                   # ProtoNet
-            stats[i][1].add_masks(*block.masks(inp[0]))
+            fore, back = block.masks(inp[0])
+            stats[i][1].add_masks(fore, back)
+            stats[i][1].add_fg(back, box_mask(*now["boxes"], back.shape[0], *back.shape[2:]))
 
     for i, layer in enumerate(model.model):
         if isinstance(layer, Gated):
@@ -102,10 +123,27 @@ def probe(weights: Path, images: torch.Tensor, batch: int = 16) -> list[dict]:
             hooks.append(layer.register_forward_hook(lambda m, inp, out, i=i: hook(i, m, inp, out)))
     with torch.inference_mode():
         for k in range(0, len(images), batch):
+            inside = (boxes[1] >= k) & (boxes[1] < k + batch)
+            now["boxes"] = (boxes[0][inside], boxes[1][inside] - k)
             model(images[k:k + batch])
     for h in hooks:
         h.remove()
     return [{"layer": i, "block": name, **st.result(), **scalars(layer)} for i, (name, st, layer) in stats.items()]
+
+
+def letterboxed_boxes(entries: list[dict], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The manifest's pixel xyxy boxes as normalised xywh in ultralytics' square letterbox of
+    ``size`` (scale ``r = min(size / h, size / w)``, centred padding), with each box's image index."""
+    xywh, idx = [], []
+    for i, e in enumerate(entries):
+        r = min(size / e["height"], size / e["width"])
+        pw, ph = (size - e["width"] * r) / 2, (size - e["height"] * r) / 2
+        for _, x1, y1, x2, y2 in e["boxes"]:
+            x1, x2 = (x1 * r + pw) / size, (x2 * r + pw) / size
+            y1, y2 = (y1 * r + ph) / size, (y2 * r + ph) / size
+            xywh.append([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+            idx.append(i)
+    return torch.tensor(xywh, dtype=torch.float32).reshape(-1, 4), torch.tensor(idx)
 
 
 def main() -> None:
@@ -118,12 +156,14 @@ def main() -> None:
     params = protocol_params({})
     ds, split = dataset(params, args.neu)
     names = sorted(split["val"])[: args.images]
-    path_of = {e["name"]: ds / e["image"] for e in load_manifest(ds)["images"]}
+    entry = {e["name"]: e for e in load_manifest(ds)["images"]}
+    size = int(params.train.imgsz)
     # the images as the served model takes them: ultralytics' square letterbox, RGB, 0-1
-    images = torch.from_numpy(letterbox_batch([path_of[n] for n in names], int(params.train.imgsz)))
+    images = torch.from_numpy(letterbox_batch([ds / entry[n]["image"] for n in names], size))
+    boxes = letterboxed_boxes([entry[n] for n in names], size)
     rows, out = [], {"images": len(names), "split": "val", "runs": {}}
     for run in args.run:
-        res = probe(KEPT / f"{run}.pt", images)
+        res = probe(KEPT / f"{run}.pt", images, boxes)
         out["runs"][run] = res
         for r in res:
             rows.append({"run": run, "layer": r["layer"], "block": r["block"], "||y-x||/||x||": r["rel_change"],
@@ -132,14 +172,18 @@ def main() -> None:
                                                       if "M_fore_mean" in r else ""),
                          "M_back mean (spatial sd)": (f"{r['M_back_mean']:.3f} ({r['M_back_spatial_sd']:.3f})"
                                                       if "M_back_mean" in r else ""),
+                         "1 - M_back vs boxes: AUC (box share)": (f"{r['fg_auc']:.3f} ({r['fg_share']:.2f})"
+                                                                  if "fg_auc" in r else ""),
                          "learnt scalars": ", ".join(f"{k} {v:g}" for k, v in r.items()
                                                      if k in ("alpha", "beta", "lambda_s", "lambda_g", "tau", "gate"))})
     notes = ("Measured on the NEU-DET validation images (letterboxed to the served size). non-affine share: the part "
              "of a block's output variance a per-channel affine map of its input does not explain (0: the block only "
-             "re-scales channels, which the next convolution absorbs).")
+             "re-scales channels, which the next convolution absorbs). AUC: ROC AUC of the ProtoNet foreground probability "
+             "1 - M_back per grid cell against the ground-truth box mask (0.5: no knowledge of where the defects are); "
+             "box share: the fraction of cells inside a box.")
     write("dasc_blocks", {**out, "machine": machine(), "command": cli()}, rows,
           ["run", "layer", "block", "||y-x||/||x||", "non-affine share", "M_fore mean (spatial sd)",
-           "M_back mean (spatial sd)", "learnt scalars"],
+           "M_back mean (spatial sd)", "1 - M_back vs boxes: AUC (box share)", "learnt scalars"],
           "DASC-YOLO-n on NEU-DET: what each trained block does to its features", notes)
     print(json.dumps({r: [(x["block"], x["rel_change"], x["non_affine"]) for x in v] for r, v in out["runs"].items()}))
 
