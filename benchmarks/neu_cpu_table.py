@@ -28,6 +28,7 @@ CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale
 NAMES = {"baseline": "YOLO11n (ours)", "dasc": "DASC-YOLO-n (ours)", "lagnet_s": "LAGNet-s (ours)",
          "control": "YOLO11n, seed 1 (control)", "baseline_e36": "YOLO11n (ours), 36 epochs",
          "dasc_gate_local": "DASC-YOLO-n, zero gates + CSA local (ours)",
+         "dasc_proto": "DASC-YOLO-n + box-supervised ProtoNet (ours)",
          "gpu_baseline": "YOLO11n (ours), trained on the H200",
          "gpu_control": "YOLO11n, seed 1, trained on the H200 (control)"}
 
