@@ -66,13 +66,15 @@ def box_mask(bboxes: torch.Tensor, batch_idx: torch.Tensor, batch_size: int, h: 
 
 def proto_mask_loss(backs: list[torch.Tensor], bboxes: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
     """Mean over ProtoNets of the binary cross-entropy between the foreground probability
-    ``1 - M_back`` and the ground-truth box mask at that ProtoNet's resolution."""
+    ``1 - M_back`` and the ground-truth box mask at that ProtoNet's resolution. In float32 with
+    autocast off: CUDA autocast refuses ``binary_cross_entropy`` on probabilities."""
     losses = []
-    for back in backs:
-        b, _, h, w = back.shape
-        target = box_mask(bboxes.to(back.dtype), batch_idx, b, h, w)
-        fore = (1 - back).clamp(1e-6, 1 - 1e-6)
-        losses.append(F.binary_cross_entropy(fore, target))
+    with torch.autocast(backs[0].device.type, enabled=False):
+        for back in backs:
+            b, _, h, w = back.shape
+            target = box_mask(bboxes.float(), batch_idx, b, h, w)
+            fore = (1 - back.float()).clamp(1e-6, 1 - 1e-6)
+            losses.append(F.binary_cross_entropy(fore, target))
     return torch.stack(losses).mean()
 
 
