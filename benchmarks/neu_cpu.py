@@ -38,7 +38,9 @@ from components.detectors import model_cfg, uses_lam
 from .common import NEU_RUNS, RESULTS, cli, machine, read_results_csv
 
 NEU = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det"
-PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "neu-cpu.yaml"
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+PROFILE = PROFILE_DIR / "neu-cpu.yaml"      # the CPU protocol (the table's)
+PROFILES = ["neu-cpu"]      # --profile: the profiles layered on params.yaml (later wins), as make run PROFILE=...
 WORK = Path(".cache/bench/neu_cpu")
 RUNS = NEU_RUNS
 KEPT = RESULTS / "neu_cpu" / "weights"      # stripped best.pt of the evaluated runs (a few MB each, in git)
@@ -80,8 +82,10 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def protocol_params(sets: dict) -> Settings:
-    """params.yaml + the CPU protocol profile + ``--set`` (``components.settings.resolve``)."""
-    return resolve("params.yaml", [(f"profile {PROFILE.name}", load_profile(PROFILE)), ("--set", sets)])
+    """params.yaml + the protocol's profiles (``PROFILES``: the CPU protocol unless ``--profile``)
+    + ``--set`` (``components.settings.resolve``)."""
+    layers = [(f"profile {n}.yaml", load_profile(PROFILE_DIR / f"{n}.yaml")) for n in PROFILES]
+    return resolve("params.yaml", [*layers, ("--set", sets)])
 
 
 def dataset(params: Settings, src: Path) -> tuple[Path, dict]:
@@ -161,7 +165,8 @@ def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: st
     res = train_detector(cfg, data_yaml, work / "train", args, device, seed, params.loss.iou, lam=lam)
     train_s = time.time() - t
     ev = params.evaluate
-    out = {"run": name, "model": model, "overrides": sets, "device": device, "train_seconds": round(train_s, 1),
+    out = {"run": name, "model": model, "profiles": list(PROFILES), "overrides": sets, "device": device,
+           "train_seconds": round(train_s, 1),
            "epoch_s": round(train_s / max(1, res.epochs_run), 2), "epochs_run": res.epochs_run,
            "weights": "best epoch on val", "params_used": {k: params.get(k) for k in
                                                           ("train", "split", "loss", model if model != "baseline"
@@ -172,6 +177,14 @@ def run(name: str, model: str, sets: dict, src: Path, device: str, lams_from: st
                                       device, {**ev.latency.plain(), "runs": 10}, work / f"eval-{part}",
                                       work / f"plots-{part}", validator=LamValidator if lam else None)
     RUNS.mkdir(parents=True, exist_ok=True)
+    if evaluate:    # the per-image test stats (paired bootstrap) and the curves, as --evaluate keeps them
+        import shutil
+
+        from components.evaluate import PREDICTIONS
+
+        shutil.copy(work / "eval-test" / PREDICTIONS, RUNS / f"{name}-test.npz")
+        if (work / "train" / "results.csv").is_file():
+            shutil.copy(work / "train" / "results.csv", RUNS / f"{name}-results.csv")
     (RUNS / f"{name}.json").write_text(json.dumps(out, indent=1))
     print(json.dumps({"run": name, "epoch_s": out["epoch_s"],
                       **({"val_mAP50": out["val"]["mAP50"], "test_mAP50": out["test"]["mAP50"]} if evaluate else {})}))
@@ -335,9 +348,12 @@ def main() -> None:
                     help="LAGNet --run: ONNX one-graph vs PyTorch pipeline, served vs file LAMs, all test images")
     ap.add_argument("--lam-skew", action="store_true",
                     help="pixel-level LAM skew (served vs file path, now and before) on the test images (--lams-from)")
+    ap.add_argument("--profile", nargs="+", default=list(PROFILES), metavar="NAME",
+                    help="profiles/<NAME>.yaml layered on params.yaml (default: neu-cpu, the CPU protocol)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--neu", type=Path, default=NEU, help="NEU-DET folder (IMAGES/, ANNOTATIONS/)")
     a = ap.parse_args()
+    PROFILES[:] = a.profile
     if a.table is None and not (a.neu / "ANNOTATIONS").is_dir():
         raise SystemExit(f"NEU-DET not found at {a.neu}")
     if a.table is not None:
