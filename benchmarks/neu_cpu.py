@@ -89,9 +89,14 @@ def protocol_params(sets: dict) -> Settings:
 
 
 def dataset(params: Settings, src: Path) -> tuple[Path, dict]:
+    import fcntl
+
     ds = WORK / "neu-det"
-    if not (ds / "manifest.json").is_file():
-        import_dataset(src, "neu-det", WORK, "voc", params.data.clip_px, list(params.data.classes))
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / ".import.lock", "w") as lock:    # two runs started together import once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (ds / "manifest.json").is_file():
+            import_dataset(src, "neu-det", WORK, "voc", params.data.clip_px, list(params.data.classes))
     m = load_manifest(ds)
     s = params.split
     return ds, make_split(m["images"], m["classes"], s.test_ratio, s.val_ratio, s.seed, 0)
