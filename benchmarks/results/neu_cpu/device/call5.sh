@@ -10,6 +10,13 @@
 # Data: the canonical NEU-DET import made here by benchmarks.neu_cpu (.cache/bench/neu_cpu/neu-det,
 # carried; never in git). ultralytics, thop and polars travel as wheels (.whl) / a stripped polars
 # runtime (.devcarry/polars_rt.tar.xz); the image has torch.
+# Prepared here before the call (the tree that travels must stay under 64 MiB):
+#   pip download --no-deps (py3.12, manylinux) ultralytics==8.4.190 ultralytics-thop==2.2.3 polars==2.1.0 -> .whl/
+#   polars-runtime-32==2.1.0 unzipped, its .so `strip --strip-unneeded` (178 -> 138 MB), `tar cf - . | xz -8`
+#     -> .devcarry/polars_rt.tar.xz (29 MB; the wheel is 54 MB)
+#   the committed weights (96 MB) and runs untracked for the call (git rm -r --cached + .git/info/exclude),
+#     restored after it (git reset -- those paths)
+#   run: E=20 END=500 bash benchmarks/results/neu_cpu/device/call5.sh, carry .whl .devcarry .cache/bench/neu_cpu/neu-det
 set -u
 E=${E:-20}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
