@@ -7,6 +7,7 @@ to ``benchmarks/results/neu_cpu/runs/<run>.json``; ``--table`` renders ``results
     python -m benchmarks.neu_cpu --run lagnet_s --model lagnet --set lagnet.lam_norm=image_max
     python -m benchmarks.neu_cpu --evaluate --run baseline --model baseline --trained-on "..." --train-csv F
     python -m benchmarks.neu_cpu --table baseline=RUN dasc=RUN lagnet_s=RUN
+    python -m benchmarks.neu_cpu --profile neu-paper-gpu --device 0 --run R --model M   # another protocol
 
 Protocol: params.yaml + ``profiles/neu-cpu.yaml`` (+ ``--set`` overrides, recorded in the run):
 NEU-DET from ``../shared/datasets/neu-det``, 8:2 stratified train:test split (seed 0) with a
