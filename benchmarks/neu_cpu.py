@@ -82,11 +82,17 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
+def profile_params(names: list[str], sets: dict | None = None) -> Settings:
+    """params.yaml + ``profiles/<name>.yaml`` for each of ``names`` (later wins, as ``make run
+    PROFILE="a b"``) + ``sets`` (``components.settings.resolve``)."""
+    layers = [(f"profile {n}.yaml", load_profile(PROFILE_DIR / f"{n}.yaml")) for n in names]
+    return resolve("params.yaml", [*layers, ("--set", sets or {})])
+
+
 def protocol_params(sets: dict) -> Settings:
-    """params.yaml + the protocol's profiles (``PROFILES``: the CPU protocol unless ``--profile``)
-    + ``--set`` (``components.settings.resolve``)."""
-    layers = [(f"profile {n}.yaml", load_profile(PROFILE_DIR / f"{n}.yaml")) for n in PROFILES]
-    return resolve("params.yaml", [*layers, ("--set", sets)])
+    """The run's params: the protocol's profiles (``PROFILES``: the CPU protocol unless
+    ``--profile``) + ``--set``."""
+    return profile_params(PROFILES, sets)
 
 
 def dataset(params: Settings, src: Path) -> tuple[Path, dict]:

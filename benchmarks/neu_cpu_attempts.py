@@ -1,7 +1,7 @@
-"""The ledger of every NEU-DET CPU-protocol attempt (issue 10), and of the shortened paper-protocol runs on a GPU: what changed, its figures, and
-whether it was kept. Figures are read from the files the runs wrote (ultralytics' results.csv of
-every run, complete or cut off; ``runs/<run>.json`` of the evaluated ones); only the change and the
-decision are written here.
+"""The ledger of every NEU-DET CPU-protocol attempt (issue 10), and of the shortened paper-protocol
+runs on a GPU: what changed, its figures, and whether it was kept. Figures are read from the files
+the runs wrote (ultralytics' results.csv of every run, complete or cut off; ``runs/<run>.json`` of
+the evaluated ones); only the change and the decision are written here.
 
     python -m benchmarks.neu_cpu_attempts      # -> results/neu_cpu/attempts.{md,json}
 """
@@ -189,7 +189,8 @@ def main() -> None:
     cols = ["attempt", "change", "epochs", "val mAP50 (last logged epoch)", "val mAP50 at a common epoch",
             "val mAP50 (best.pt)", "test mAP50",
             "decision"]
-    md, _ = write_table(RESULTS / "neu_cpu" / "attempts", "NEU-DET: every attempt (CPU protocol; 'paper protocol' rows: neu-paper-gpu on a GPU)",
+    md, _ = write_table(RESULTS / "neu_cpu" / "attempts",
+                        "NEU-DET: every attempt (CPU protocol; 'paper protocol' rows: neu-paper-gpu on a GPU)",
                         f"Command: `{cli()}`. Validation: 180 images carved from the training part; test: 360 "
                         "images, used for no decision. Runs marked 'cut off' stopped at the device's time "
                         "limit: their last logged epoch is shown for the record only.", rows, cols, payload)

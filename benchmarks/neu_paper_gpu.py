@@ -19,7 +19,7 @@ import json
 
 from .common import RESULTS, cli, machine, write
 from .neu import PAPER
-from .neu_cpu import PROFILE_DIR, RUNS
+from .neu_cpu import RUNS, profile_params
 from .neu_cpu_table import CLASSES
 
 SHORT = {"crazing": "Cr", "inclusion": "In", "patches": "Pa", "pitted_surface": "Pi", "rolled-in_scale": "Ro",
@@ -37,8 +37,6 @@ def name_of(r: dict) -> str:
 
 
 def main() -> None:
-    import yaml
-
     from components.bootstrap import ImageStats, paired_bootstrap
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,7 +44,7 @@ def main() -> None:
     ap.add_argument("roles", nargs="+", metavar="ROLE=RUN")
     a = ap.parse_args()
     roles = {"baseline": a.baseline, **dict(x.split("=", 1) for x in a.roles)}
-    full_epochs = yaml.safe_load((PROFILE_DIR / "neu-paper-gpu.yaml").read_text())["train.epochs"]
+    full_epochs = profile_params(["neu-paper-gpu"]).train.epochs
     base_stats = ImageStats.load(RUNS / f"{a.baseline}-test.npz")
     rows, models = [], {}
     for role, run in roles.items():

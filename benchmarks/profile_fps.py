@@ -22,18 +22,16 @@ from pathlib import Path
 import torch
 from ultralytics.utils.torch_utils import get_num_params
 
-from components.config import load_profile
 from components.detectors import display_name, model_cfg
 from components.evaluate import measure_latency, model_gflops
 from components.models.detect import DefectDetectionModel
-from components.settings import resolve
 
 from .common import cli, machine, write
+from .neu_cpu import profile_params
 
-PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 NC = 6
-# (params M, FPS, GPU) as the papers report them on NEU-DET: dasc-yolo.md Table 4 (FPS; params of
-# the large model are not given) and abstract (n scale, leather); lagnet.md Table 1
+# (params M, FPS, GPU) as the papers report them: dasc-yolo.md Table 4 (NEU-DET, large; FPS only,
+# no params) and Table 3 (n scale, on its leather set); lagnet.md Table 1 (NEU-DET)
 PAPER = {
     ("baseline", "l"): (None, 72.9, "RTX 3090 (dasc-yolo.md Table 4, YOLO11)"),
     ("dasc", "l"): (None, None, "dasc-yolo.md Table 4 gives no FPS for its own large model"),
@@ -62,14 +60,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--runs", type=int, default=50)
     a = ap.parse_args()
-    params = resolve("params.yaml", [(f"profile {n}.yaml", load_profile(PROFILE_DIR / f"{n}.yaml"))
-                                     for n in a.profile])
+    params = profile_params(a.profile)
     imgsz = params.train.imgsz
-    rows, models = [], {}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in ("baseline", "dasc", "lagnet"):
             m = build(model, params, Path(tmp) / model)
-            models[model] = m
             b1 = measure_latency(m, imgsz, 1, a.runs, 10, a.device)
             b16 = measure_latency(m, imgsz, 16, max(5, a.runs // 5), 3, a.device)
             key = (model, size_key(model, params))
