@@ -139,6 +139,12 @@ ATTEMPTS = [
      "+0.2 [-0.8, +1.2], runs and images drawn [-1.8, +2.1]: the two first seeds' +1.1 did not hold; no gain on "
      "test. Validation still favours it (in-training val at epochs 56-60 +2.2 [+1.0, +3.3] over the runs, which "
      "does not cover the sampling of the 180 validation images), so the neu-cpu profile keeps it"),
+    ("cpu-dasc-proto-s4", "cpu-dasc-proto-s4", "cpu-dasc-proto-s4", 60,
+     "the same, seed 4 (planned at the 2026-12-04 session start, before any result, as the fifth seed paired with "
+     "YOLO11n seed 4), beside a default dvc repro and synthetic trainings, 1 torch thread",
+     "complete: val 69.4, test 70.8, +1.4 [-0.6, +3.4] vs cpu-base-s4. Seed means (5 vs 5) 69.6 vs 69.1: +0.5 "
+     "[-0.4, +1.4], runs and images drawn [-1.3, +2.3]: no gain shown on test; in-training val at epochs 56-60 "
+     "+2.1 [+1.1, +3.1]. The neu-cpu profile keeps it (chosen on val)"),
     # the papers' GPU protocol (profiles/neu-paper-gpu.yaml: 640 px, large models, AdamW, AMP), cut to 20 of
     # its 300 epochs to fit the session's 15 minutes of H200 time (device/call5.sh, call6.sh)
     ("gpu-paper-base-l-e20", "gpu-paper-base-l-e20", "gpu-paper-base-l-e20", 20,
