@@ -11,8 +11,8 @@ re-renders ``results/synth_budget.md``.
 ``--errors LABEL...``: where each run's YOLO11n loses its validation mAP50, per class, from its kept
 weights: every ground-truth box as found (a same-class box at conf >= 0.25 with IoU >= 0.5), badly
 placed (same class, IoU 0.2-0.5), taken for another class (IoU >= 0.5), or missed; and for the
-boxes not found, the score of the best-placed same-class box at any confidence (is the detector
-unsure, or blind?). Writes ``results/synth_budget_errors.{json,md}``.
+boxes not found, the highest score of a same-class box at IoU >= 0.5 below that threshold (is the
+detector unsure, or blind?). Needs the run's weights under ``.cache/bench/synth_budget/LABEL``. Writes ``results/synth_budget_errors.{json,md}``.
 """
 
 from __future__ import annotations
