@@ -12,7 +12,8 @@ re-renders ``results/synth_budget.md``.
 weights: every ground-truth box as found (a same-class box at conf >= 0.25 with IoU >= 0.5), badly
 placed (same class, IoU 0.2-0.5), taken for another class (IoU >= 0.5), or missed; and for the
 boxes not found, the highest score of a same-class box at IoU >= 0.5 below that threshold (is the
-detector unsure, or blind?). Needs the run's weights under ``.cache/bench/synth_budget/LABEL``. Writes ``results/synth_budget_errors.{json,md}``.
+detector unsure, or blind?). Needs the run's weights under ``.cache/bench/synth_budget/LABEL``.
+Writes ``results/synth_budget_errors.{json,md}``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def errors(label: str, conf: float = 0.25) -> dict:
     from ultralytics import YOLO
     from ultralytics.data.utils import img2label_paths
     from ultralytics.utils.metrics import box_iou
+    from ultralytics.utils.ops import xywh2xyxy
 
     work = WORK / label
     weights = work / "train" / "weights" / "best.pt"
@@ -112,22 +114,20 @@ def errors(label: str, conf: float = 0.25) -> dict:
             continue
         r = model.predict(img, imgsz=imgsz, conf=0.001, verbose=False)[0]
         h, w = r.orig_shape
-        xywh = torch.tensor(gt[:, 1:], dtype=torch.float32) * torch.tensor([w, h, w, h])
-        gtb = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
+        gtb = xywh2xyxy(torch.tensor(gt[:, 1:], dtype=torch.float32) * torch.tensor([w, h, w, h]))
         pb, pc, pf = r.boxes.xyxy.cpu(), r.boxes.cls.cpu().int(), r.boxes.conf.cpu()
-        iou = box_iou(gtb, pb) if len(pb) else torch.zeros(len(gtb), 0)
+        iou, kept = box_iou(gtb, pb), pf >= conf
         for i, c in enumerate(gt[:, 0].astype(int)):
             o = out[names[c]]
             o["boxes"] += 1
-            same = iou[i] * ((pc == c) & (pf >= conf))
-            other = iou[i] * ((pc != c) & (pf >= conf))
-            if len(pb) and same.max() >= 0.5:
+            same = max((iou[i] * ((pc == c) & kept)).tolist(), default=0.0)
+            other = max((iou[i] * ((pc != c) & kept)).tolist(), default=0.0)
+            if same >= 0.5:
                 o["found"] += 1
                 continue
-            o["misplaced" if len(pb) and same.max() >= 0.2 else
-              "other_class" if len(pb) and other.max() >= 0.5 else "missed"] += 1
-            placed = iou[i] * (pc == c) >= 0.5        # same class, well placed, any score
-            o["unfound_scores"].append(round(float(pf[placed].max()), 3) if len(pb) and placed.any() else None)
+            o["misplaced" if same >= 0.2 else "other_class" if other >= 0.5 else "missed"] += 1
+            placed = (iou[i] >= 0.5) & (pc == c)        # same class, well placed, any score
+            o["unfound_scores"].append(round(float(pf[placed].max()), 3) if placed.any() else None)
     res = {"label": label, "conf": conf, "val_images": len(images), "classes": out, "machine": machine(),
            "command": cli()}
     allf = RESULTS / "synth_budget_errors.json"
