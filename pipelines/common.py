@@ -114,10 +114,12 @@ def dataset_records(params: Settings) -> list[dict]:
 
     * the dataset: name ``data.name``, digest = its content hash (``content_hash`` of the canonical
       dataset's manifest/summary: class names, image bytes and labels; the runs' ``dataset_hash``
-      tag), source = its DVC path (the `data` stage's out), profile = images, boxes, classes; the
-      split sizes as input tags (``split.train`` ...);
+      tag), source = its DVC path (the `data` stage's out), profile = images, boxes, classes, clean
+      images (no boxes); the split sizes and clean image counts as input tags (``split.train``,
+      ``split.train.clean_images`` ...);
     * the split: name ``<data.name>:split``, digest = a hash of the split file (the `split` stage's
-      out, its source), profile = the sizes of train / val / test, seed and ratios.
+      out, its source), profile = the sizes of train / val / test, seed and ratios, clean images
+      per split, the largest deviation of a share from the ratios (``split.make_split``).
 
     Empty before the `data` stage has run; the dataset alone before the `split` stage has."""
     ds, sf = dataset_dir(params), split_file(params)
@@ -127,18 +129,23 @@ def dataset_records(params: Settings) -> list[dict]:
     s = json.loads(summary.read_text())
     name = params.data.name
     profile = {"images": s["images"], "boxes": s["boxes"], "classes": s["classes"],
-               "boxes_per_class": s.get("boxes_per_class"),
+               "boxes_per_class": s.get("boxes_per_class"), "clean_images": s.get("clean_images"),
                **({"increments": s["increments"]} if s.get("increments") else {})}
     records = [{"name": name, "digest": s["content_hash"], "source": ds.as_posix(), "profile": profile, "tags": {}}]
     if sf.is_file():
         blob = sf.read_bytes()
         split = json.loads(blob)
         sizes = {k: len(split[k]) for k in ("train", "val", "test") if k in split}
-        records[0]["tags"] = {f"split.{k}": n for k, n in sizes.items()}
+        clean = {k: c["clean_images"] for k, c in split.get("counts", {}).items() if "clean_images" in c}
+        records[0]["tags"] = {**{f"split.{k}": n for k, n in sizes.items()},
+                              **{f"split.{k}.clean_images": n for k, n in clean.items()}}
         records.append({"name": f"{name}:split", "digest": hashlib.sha256(blob).hexdigest()[:16],
                         "source": sf.as_posix(), "tags": {"dataset_digest": s["content_hash"]},
                         "profile": {**sizes, **{k: split[k] for k in ("seed", "test_ratio", "val_ratio", "folds")
-                                                if k in split}}})
+                                                if k in split},
+                                    **({"clean_images": clean} if clean else {}),
+                                    **({"max_share_deviation": split["balance"]["max_deviation"]}
+                                       if "balance" in split else {})}})
     return records
 
 

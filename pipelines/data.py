@@ -30,7 +30,7 @@ def watched_by_dvc(src: str | Path) -> bool:
 
 
 def _report(run, ds: Path, summary: dict) -> None:
-    log_outputs(run, metrics={k: summary[k] for k in ("images", "boxes", "quarantined")},
+    log_outputs(run, metrics={k: summary[k] for k in ("images", "clean_images", "boxes", "quarantined")},
                 artifacts=[(str(ds / f), "dataset") for f in
                            ("summary.json", "quarantine.json", "quarantine.md", "dataset.yaml")],
                 tags={"dataset_hash": summary["content_hash"],
@@ -63,8 +63,9 @@ def import_flow(src: str, name: str, root: str, fmt: str, params_file: str = "pa
                               unwatched, opts)
         _report(run, Path(root) / name, summary)
     log = get_run_logger()
-    log.info("imported %s: %d images, %d boxes, %d quarantined; %d source groups (largest %d, %d "
-             "near-duplicate pairs)", name, summary["images"], summary["boxes"], summary["quarantined"],
+    log.info("imported %s: %d images (%d clean), %d boxes, %d quarantined; %d source groups (largest %d, %d "
+             "near-duplicate pairs)", name, summary["images"], summary["clean_images"], summary["boxes"],
+             summary["quarantined"],
              summary["groups"]["count"], summary["groups"]["largest"], summary["near_duplicate_pairs"])
     for w in summary["warnings"]:
         if w.startswith("class '"):                 # importers: a rare discovered class
@@ -120,7 +121,7 @@ def split_task(ds: str, cfg: dict) -> dict:
     base = [e for e in manifest["images"] if "batch" not in e]
     new = [e for e in manifest["images"] if "batch" in e]
     result = make_split(base, manifest["classes"], cfg["test_ratio"], cfg["val_ratio"], cfg["seed"], cfg["folds"],
-                        near_dup_bits=bits)
+                        near_dup_bits=bits, tolerance=cfg["tolerance"])
     return add_increments(result, new, manifest["classes"], base=base, near_dup_bits=bits)
 
 
@@ -138,12 +139,19 @@ def split_flow(params_file: str = "params.yaml") -> dict:
         result = split_task(str(ds), params.split.plain())
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
-        log_outputs(run, metrics={**{f"{k}_images": result["counts"][k]["images"] for k in ("train", "val", "test")},
-                                  "leakage": result["leakage"]}, artifacts=[(str(out), None)])
+        parts = ("train", "val", "test")
+        bal = result["balance"]
+        log_outputs(run, metrics={**{f"{k}_images": result["counts"][k]["images"] for k in parts},
+                                  **{f"{k}_clean_images": result["counts"][k]["clean_images"] for k in parts},
+                                  "leakage": result["leakage"], "max_share_deviation": bal["max_deviation"],
+                                  "rebalance_moves": bal["moves"]}, artifacts=[(str(out), None)])
     log = get_run_logger()
-    log.info("split %s: %s, %d source groups, leakage %d", ds.name,
-             {k: result["counts"][k]["images"] for k in ("train", "val", "test")},
-             result["groups"]["count"], result["leakage"])
+    log.info("split %s: %s (clean %s), %d source groups, leakage %d, max share deviation %.3f, %d rebalancing "
+             "move(s)", ds.name, {k: result["counts"][k]["images"] for k in parts},
+             {k: result["counts"][k]["clean_images"] for k in parts}, result["groups"]["count"], result["leakage"],
+             bal["max_deviation"], bal["moves"])
+    for w in bal["warnings"]:
+        log.warning("%s", w)
     if result.get("held_out"):
         log.warning("%d new image(s) left out of train/val: near-copies of test images (%s)",
                     len(result["held_out"]), ", ".join(result["held_out"][:5]))

@@ -98,7 +98,7 @@ def test_voc_quarantine_reasons(bad_voc, tmp_path):
     assert reasons["IMAGES/zz_dup.jpg"].startswith("duplicate of IMAGES/good.jpg")
     assert len(reasons) == 10 == s["quarantined"]
     # kept: good, good2, overshoot (clipped), background, zz_relabelled (same pixels, new labels)
-    assert s["images"] == 5 and s["boxes"] == 5
+    assert s["images"] == 5 and s["boxes"] == 5 and s["clean_images"] == 1       # background
     assert any("zz_relabelled" in w for w in s["warnings"])
     manifest = json.loads((tmp_path / "out" / "bad" / "manifest.json").read_text())
     boxes = {e["name"]: e["boxes"] for e in manifest["images"]}

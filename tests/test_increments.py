@@ -206,3 +206,32 @@ def test_ingest_refuses_near_copies_of_test_images_and_groups_the_rest(tmp_path)
     assert split1["test"] == split0["test"] and split1["leakage"] == 0 and split1["held_out"] == []
     where = {n: p for p in ("train", "val", "test") for n in split1[p]}
     assert where[f"{b}_copy_of_val"] == where[v] == "val"          # grouped with its original
+
+
+def test_clean_samples_in_the_inbox_are_kept_and_counted(tmp_path, base):
+    """A defect-free part is data: an image with a VOC XML without <object>, or (YOLO) with an
+    empty label file, is accepted with no boxes and counted as clean."""
+    classes = load_manifest(base)["classes"]
+    voc = tmp_path / "voc"
+    (voc / "annotations").mkdir(parents=True)
+    for i, objects in enumerate([[], [], [(classes[0], 5, 5, 30, 25)]]):
+        make_image(voc / "images" / f"v{i}.jpg", 300 + i)
+        (voc / "annotations" / f"v{i}.xml").write_text(voc_xml(f"v{i}.jpg", objects))
+    files = inbox_files(voc)
+    s = ingest(voc, files, batch_id(files), tmp_path / "inc", base, "voc", 2)
+    assert s["images"] == 3 and s["clean_images"] == 2 and s["boxes"] == 1 and s["quarantined"] == 0
+    assert sorted(len(e["boxes"]) for e in load_manifest(tmp_path / "inc" / batch_id(files))["images"]) == [0, 0, 1]
+
+    yolo = tmp_path / "yolo"
+    (yolo / "labels").mkdir(parents=True)
+    (yolo / "data.yaml").write_text(json.dumps({"names": classes}))
+    make_image(yolo / "images" / "y0.jpg", 400)
+    (yolo / "labels" / "y0.txt").write_text("")
+    make_image(yolo / "images" / "y1.jpg", 401)
+    (yolo / "labels" / "y1.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    files = inbox_files(yolo)
+    s = ingest(yolo, files, batch_id(files), tmp_path / "inc", base, "yolo", 2)
+    assert s["images"] == 2 and s["clean_images"] == 1 and s["boxes"] == 1
+    assert (tmp_path / "inc" / batch_id(files) / "labels" / f"{batch_id(files)}_y0.txt").read_text() == ""
+    merged = merge(base.parent, "synth", tmp_path / "inc")
+    assert merged["images"] == 20 + 5 and merged["clean_images"] == 3

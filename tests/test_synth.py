@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from components.data.synth import CLASS_NAMES, DEFECTS, SynthConfig, _mask_box, generate, write_synth_dataset
+from components.data.synth import (CLASS_NAMES, DEFECTS, SynthConfig, _mask_box, clean_indices, generate,
+                                  write_synth_dataset)
 
 CFG = dict(seed=0, images=40, size=128, min_defects=1, max_defects=3, contrast=(0.15, 0.35),
            leather_fraction=0.3, jpeg_quality=95, bold=False)
@@ -82,3 +83,28 @@ def test_bold_defects_fill_more_of_their_boxes(kind):
 
     plain, bold = fill(False), fill(True)
     assert bold > 1.2 * plain, (kind, plain, bold)      # measured: scratch 0.12 -> 0.39, pits 0.09 -> 0.12
+
+
+def test_clean_fraction_renders_that_share_without_defects(tmp_path):
+    """20 images at clean_fraction 0.25: exactly 5 have no box (an empty label file), the summary
+    says 5; the defect images are the same bytes as at clean_fraction 0, the clean ones share
+    their background draw (same seed and index) but carry no defect."""
+    cfg = {**CFG, "images": 20, "size": 96}
+    s = write_synth_dataset(SynthConfig(**{**cfg, "clean_fraction": 0.25}), tmp_path, "c")
+    empty = sorted(p.stem for p in (tmp_path / "c" / "labels").glob("*.txt") if not p.read_text())
+    assert len(empty) == 5 and s["clean_images"] == 5 and s["images"] == 20
+    assert sorted(f"synth_{i:05d}" for i in clean_indices(SynthConfig(**{**cfg, "clean_fraction": 0.25}))) == empty
+    again = write_synth_dataset(SynthConfig(**{**cfg, "clean_fraction": 0.25}), tmp_path, "again")
+    assert again["content_hash"] == s["content_hash"]                      # deterministic by seed
+    plain = write_synth_dataset(SynthConfig(**cfg), tmp_path, "plain")
+    assert plain["clean_images"] == 0
+    for p in (tmp_path / "c" / "images").iterdir():
+        same = p.read_bytes() == (tmp_path / "plain" / "images" / p.name).read_bytes()
+        assert same == (p.stem not in empty), p.name
+
+
+def test_clean_fraction_is_validated():
+    with pytest.raises(ValueError, match="clean_fraction"):
+        SynthConfig(**{**CFG, "clean_fraction": 1.0})
+    with pytest.raises(ValueError, match="clean_fraction"):
+        SynthConfig(**{**CFG, "clean_fraction": -0.1})

@@ -8,7 +8,8 @@ Layout under ``ROOT/NAME``::
     manifest.json          one entry per image: source, sha256 of the file, sha256 of the
                            decoded pixels, perceptual hashes (``phash``), size, boxes; plus the
                            dataset content hash and the near-duplicate threshold ``near_dup_bits``
-    summary.json           images, boxes, classes, quarantined, per-class box counts, content_hash,
+    summary.json           images, boxes, clean_images (no boxes: defect-free parts), classes,
+                           quarantined, per-class box counts, content_hash,
                            source groups (``groups``, ``near_duplicate_pairs``: split.source_groups)
     quarantine.json        every rejected sample with its reason (also quarantine.md)
 
@@ -25,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -88,8 +90,30 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def image_format(data: bytes) -> str | None:
+    """The image format whose magic bytes start ``data`` (PIL's plugins' own checks, on the first
+    16 bytes as ``Image.open`` reads them), or None: a text file named ``.jpg`` is no image."""
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept is not None and accept(data[:16]):
+                return fmt
+        except (IndexError, SyntaxError, TypeError, struct.error):   # too short for that check (as PIL)
+            continue
+    return None
+
+
 def decode_image(data: bytes) -> tuple[int, int, str]:
-    """Fully decode image bytes; return (width, height, sha256 of RGB pixels) or raise ValueError."""
+    """Fully decode image bytes; return (width, height, sha256 of RGB pixels) or raise ValueError.
+    An image whose header declares more than ``MAX_PIXELS`` pixels (the one limit of every decoder in
+    the project: ``components.deploy.serving``) is refused before it is decoded."""
+    from components.deploy.serving import ImageTooLarge, check_pixels
+
+    try:
+        check_pixels(data)
+    except ImageTooLarge as e:
+        raise ValueError(str(e)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -98,7 +122,12 @@ def decode_image(data: bytes) -> tuple[int, int, str]:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
                 rgb = im.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except UnidentifiedImageError as e:
+        fmt = image_format(data)
+        if fmt:
+            raise ValueError(f"corrupt or truncated {fmt} image (PIL cannot read its header)") from e
+        raise ValueError("not an image (its first bytes match no image format PIL knows)") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ValueError(f"not a readable image ({type(e).__name__})") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"unreadable or truncated image ({e})") from e
@@ -221,6 +250,7 @@ def write_dataset(root: Path, name: str, class_names: list[str], samples: list[S
         summary = {
             "name": name, "source": source, "format": fmt,
             "images": len(samples), "boxes": sum(per_class),
+            "clean_images": sum(not s.boxes for s in samples),
             "classes": list(class_names),
             "boxes_per_class": dict(zip(class_names, per_class)),
             "quarantined": len(rejections),

@@ -4,7 +4,8 @@ canonical dataset merged into the base one); the batch's files are then archived
 
 A batch dropped into the inbox (VOC or YOLO layout) is validated by the same importer as any
 dataset (``importers``: unreadable images, bad boxes, unknown classes... quarantined with their
-reasons); on top of that a sample whose pixels already exist in the dataset is quarantined (it
+reasons; a clean sample, an image with an empty YOLO label file or a VOC XML without ``<object>``,
+is kept and counted as ``clean_images``); on top of that a sample whose pixels already exist in the dataset is quarantined (it
 could sit in the test split, and a copy in train would leak it), and so is a near-copy of a test
 image (the same Roboflow source name, or a perceptual near-duplicate at the dataset's
 ``near_dup_bits``: split.source_groups); other near-copies are grouped with their originals by

@@ -10,6 +10,9 @@ and leather (brown, pored grain). Defect kinds imitate NEU-DET's six classes:
 * ``crazing``        branching crack network of thin dark polylines
 * ``scale``          cluster of small irregular flakes (rolled-in scale)
 
+A share ``clean_fraction`` of the images is rendered without any defect (background only, an empty
+label file): defect-free parts, on which an overkill rate (good parts rejected) is measured.
+
 Every defect is rendered from a binary mask, so its box is exact: the tight bounding box of
 the mask pixels that changed. Everything is driven by one ``numpy.random.Generator`` seeded
 from params, so the same seed gives byte-identical images.
@@ -30,7 +33,7 @@ CLASS_NAMES = ("scratch", "inclusion", "patch", "pits", "crazing", "scale")
 
 
 # All knobs come from params.yaml ``data.synth``: the settings section is the generator's config
-# (checked there: images, size, defects per image, contrast range).
+# (checked there: images, size, defects per image, contrast range, clean fraction).
 SynthConfig = Synth
 
 
@@ -183,11 +186,13 @@ def _overlaps(box, boxes, thr: float = 0.3) -> bool:
     return False
 
 
-def render_sample(rng: np.random.Generator, cfg: SynthConfig, index: int) -> SynthSample:
+def render_sample(rng: np.random.Generator, cfg: SynthConfig, index: int, clean: bool = False) -> SynthSample:
+    """Sample ``index``: a background, then (unless ``clean``) min..max defects. A clean sample draws
+    the same background as its defect twin would."""
     s = cfg.size
     leather = rng.random() < cfg.leather_fraction
     img = leather_background(rng, s) if leather else steel_background(rng, s)
-    n = int(rng.integers(cfg.min_defects, cfg.max_defects + 1))
+    n = 0 if clean else int(rng.integers(cfg.min_defects, cfg.max_defects + 1))
     boxes: list[tuple[int, float, float, float, float]] = []
     tries = 0
     while len(boxes) < n and tries < 20 * n:
@@ -206,11 +211,20 @@ def render_sample(rng: np.random.Generator, cfg: SynthConfig, index: int) -> Syn
     return SynthSample(name=f"synth_{index:05d}", image=img, boxes=boxes)
 
 
+def clean_indices(cfg: SynthConfig) -> set[int]:
+    """The ``round(images * clean_fraction)`` sample indices rendered without defects: a seeded
+    choice (``numpy.random.default_rng(seed)``), so the same config gives the same set."""
+    k = int(round(cfg.images * cfg.clean_fraction))
+    return {int(i) for i in np.random.default_rng(cfg.seed).choice(cfg.images, k, replace=False)} if k else set()
+
+
 def generate(cfg: SynthConfig) -> Iterator[SynthSample]:
-    """Yield ``cfg.images`` samples; sample i depends only on (seed, i)."""
+    """Yield ``cfg.images`` samples; sample i depends only on (seed, i) and whether it is clean
+    (``clean_indices``); a defect sample is the same at any ``clean_fraction``."""
+    clean = clean_indices(cfg)
     for i in range(cfg.images):
         rng = np.random.default_rng([cfg.seed, i])
-        yield render_sample(rng, cfg, i)
+        yield render_sample(rng, cfg, i, i in clean)
 
 
 def write_synth_dataset(cfg: SynthConfig, root, name: str) -> dict:
