@@ -22,17 +22,17 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# PROFILE="a b": dvc exp run -S key=value for every override in profiles/a.yaml, then b.yaml (a later
-# profile wins on a shared key); profile_args prints them shell-quoted (a list value holds spaces),
-# hence the eval; a bad profile stops here.
+# PROFILE="a b": one DVC experiment (dvc exp run -S key=value) with profiles/a.yaml then b.yaml laid
+# over params.yaml (a later profile wins on a shared key; a bad profile stops before DVC starts);
+# params.yaml's bytes are restored afterwards, the values stay in the experiment and dvc.lock.
 run: $(STAMP)
 ifeq ($(PROFILE),)
 	$(BIN)/dvc repro
 else
-	args=; for p in $(PROFILE); do a=$$($(BIN)/python -m pipelines.profile_args profiles/$$p.yaml) || exit 1; \
-	  args="$$args $$a"; done; eval "$(BIN)/dvc exp run $$args"
+	$(BIN)/python -m pipelines.profile_args --run $(PROFILE)
 endif
 	$(BIN)/dvc metrics show
+	$(BIN)/defectops report
 
 # tests/ensure_chromium.sh: installs Debian's chromium for the browser UI tests where apt-get can
 # (never fails; without chromium those tests skip)

@@ -16,7 +16,7 @@ PARAMS = str(REPO / "params.yaml")
 
 @pytest.mark.parametrize("argv", [[], ["data"], ["data", "import"], ["data", "synth"], ["data", "prepare"],
                                   ["data", "split"], ["train"], ["evaluate"], ["export"], ["ablate"], ["predict"],
-                                  ["retrain"]])
+                                  ["retrain"], ["report"], ["data", "profile"]])
 def test_help_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args([*argv, "--help"])
