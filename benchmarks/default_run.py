@@ -39,7 +39,8 @@ def outputs(root: Path = Path(".")) -> dict:
         d = json.loads(f.read_text())
         out["models"][m] = {"test_mAP50": d["mAP50"], "val_mAP50": (d.get("val") or {}).get("mAP50"),
                             "test_images": d.get("images"), "params": d.get("params"),
-                            "gain_vs_baseline": d.get("gain_vs_baseline")}
+                            "gain_vs_baseline": d.get("gain_vs_baseline"),
+                            "operating_point": d.get("operating_point")}
         tuned = lay.models / "tuned" / f"{m}.json"
         if tuned.is_file():
             out["tuned"][m] = json.loads(tuned.read_text())["decision"]
@@ -48,6 +49,18 @@ def outputs(root: Path = Path(".")) -> dict:
         out["promoted"] = {k: p.get(k) for k in ("model", "version", "alias", "reason", "chosen_on")}
         out["promoted"]["onnx_val"] = p.get("candidate") if p.get("chosen_on") == "val" else None
         out["promoted"]["onnx_test"] = p.get("candidate_test", p.get("candidate"))
+        out["promoted"]["operating_point"] = p.get("operating_point")
+        out["promoted"]["requirements_missed"] = p.get("requirements_missed")
+    return out
+
+
+def rates(op: dict | None) -> dict:
+    """Test escape and overkill rates with their intervals, at a validation operating point."""
+    out = {}
+    for k in ("escape", "overkill"):
+        t = (op or {}).get("test") or {}
+        v, ci = t.get(f"{k}_rate"), t.get(f"{k}_ci95")
+        out[f"test {k} rate [95 % CI]"] = "" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
     return out
 
 
@@ -71,7 +84,8 @@ def main() -> None:
     rows = [{"detector": m, "val mAP50": v["val_mAP50"], "test mAP50": v["test_mAP50"],
              "test gain vs baseline [95 % CI]": "" if not v["gain_vs_baseline"] else
              "{:+.3f} [{:+.3f}, {:+.3f}]".format(v["gain_vs_baseline"]["mAP50"], *v["gain_vs_baseline"]["ci95"]),
-             "tuning": payload["tuned"].get(m, "")} for m, v in payload["models"].items()]
+             **rates(v.get("operating_point")), "tuning": payload["tuned"].get(m, "")}
+            for m, v in payload["models"].items()]
     notes = []
     if "repro" in payload:
         notes.append(f"`{payload['repro']['command']}`: {payload['repro']['seconds'] / 60:.1f} min, "
@@ -82,8 +96,15 @@ def main() -> None:
         val = f"val mAP50 {p['onnx_val']['mAP50']:.3f}, " if p.get("onnx_val") else ""
         notes.append(f"Promoted: {p['model']} as v{p['version']} `{p['alias']}` ({p['reason']}), through ONNX "
                      f"Runtime {val}test mAP50 {p['onnx_test']['mAP50']:.3f}; chosen on {p.get('chosen_on') or 'test'}.")
+    if p and p.get("operating_point"):
+        r = rates(p["operating_point"])
+        notes.append(f"At the shipped thresholds (chosen on the ONNX validation scoring: "
+                     + ", ".join(f"{c} {t:.3f}" for c, t in p["operating_point"]["thresholds"].items())
+                     + f"): test escape rate {r['test escape rate [95 % CI]']}, overkill rate "
+                     f"{r['test overkill rate [95 % CI]']}; requirements missed: {p.get('requirements_missed') or 'none'}.")
     print(write("default_run/run", payload, rows,
-                ["detector", "val mAP50", "test mAP50", "test gain vs baseline [95 % CI]", "tuning"],
+                ["detector", "val mAP50", "test mAP50", "test gain vs baseline [95 % CI]",
+                 "test escape rate [95 % CI]", "test overkill rate [95 % CI]", "tuning"],
                 "The default run (embedded synthetic data)", "\n\n".join(notes)))
 
 

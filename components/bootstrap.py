@@ -88,9 +88,21 @@ class ImageStats:
             return cls(**{k: z[k] for k in cls.__dataclass_fields__})
 
 
-def _image_of(start: np.ndarray) -> np.ndarray:
+def image_of_rows(start: np.ndarray) -> np.ndarray:
     """Image index of every row of a CSR array with offsets ``start``."""
     return np.repeat(np.arange(len(start) - 1), start[1:] - start[:-1])
+
+
+_image_of = image_of_rows
+
+
+def image_draws(images: int, n: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """``(n, images)`` counts: how often each image is drawn in each of ``n`` bootstrap resamples
+    (``images`` draws with replacement each), the draws :func:`seed_bootstrap` makes for one seed."""
+    if n < 1000:
+        raise ValueError(f"resamples must be >= 1000 for a 95 % percentile interval, got {n}")
+    rng = np.random.default_rng(seed)
+    return np.stack([np.bincount(rng.integers(0, images, images), minlength=images) for _ in range(n)])
 
 
 def _map50(tp50: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_cls: np.ndarray) -> float:

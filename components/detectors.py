@@ -26,6 +26,7 @@ class DetectorSpec:
     name: Callable[[Settings], str]                # params -> "YOLO11n", "DASC-YOLO-n", "LAGNet-s"...
     reads_lam: Callable[[Settings], bool]          # params -> does it take RGB + LAM
     tune_space: str | None                         # the params key of its Optuna space
+    deviations: str = ""                           # how it departs from its paper (model card; docs/detectors.md)
 
     def channels(self, params: Settings) -> int:
         """Input channels of the trained network: 6 (RGB + the JET-coded LAM) or 3."""
@@ -64,11 +65,18 @@ def _lagnet_name(params: Settings) -> str:
 
 CATALOGUE: dict[str, DetectorSpec] = {
     "baseline": DetectorSpec("baseline", None, _baseline_cfg,
-                             lambda p: f"YOLO11{p.baseline.scale}", lambda p: False, None),
+                             lambda p: f"YOLO11{p.baseline.scale}", lambda p: False, None,
+                             "ultralytics' YOLO11 as published, trained from scratch (no COCO weights)."),
     "dasc": DetectorSpec("dasc", "dasc-yolo.md", _dasc_cfg,
-                         lambda p: f"DASC-YOLO-{p.dasc.scale}", lambda p: False, "tune.space.dasc"),
+                         lambda p: f"DASC-YOLO-{p.dasc.scale}", lambda p: False, "tune.space.dasc",
+                         "YOLO11 + ResCBAM, SCConv, Cross-Scale Attention and ProtoNet as the paper; CSA's global "
+                         "branch pools to 1x1; options not in the paper (off unless set): `dasc.gate: zero`, "
+                         "`dasc.csa_context: local`, `dasc.proto_loss` (box-supervised prototypes)."),
     "lagnet": DetectorSpec("lagnet", "lagnet.md", _lagnet_cfg, _lagnet_name,
-                           lambda p: p.lagnet.lam, "tune.space.lagnet"),
+                           lambda p: p.lagnet.lam, "tune.space.lagnet",
+                           "ultralytics' anchor-free Detect head instead of the paper's YOLOv5 anchor head; neck width "
+                           "`lagnet.width` (the paper gives none); MobileNetV3 backbones from torchvision, from "
+                           "scratch; the LAM is computed in the served graph from the RGB image by the baseline."),
 }
 MODELS = tuple(CATALOGUE)
 

@@ -33,6 +33,7 @@ from .bootstrap import ImageStats, map50
 from .yolo import YOLO
 
 PREDICTIONS = "predictions.npz"          # per-image stats, beside ultralytics' plots in the report dir
+VAL_PREDICTIONS = "val_predictions.npz"  # the same on the validation split (the operating point is chosen there)
 PER_CLASS_PLOT = "per_class_AP50.png"    # bar chart of the per-class AP50, beside them too
 KEPT = ("tp", "conf", "pred_cls", "target_cls")
 
@@ -134,14 +135,16 @@ def validate_keeping_stats(yolo: YOLO, validator: type | None = None, **val_args
 
 
 def score_split(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, conf: float, iou: float,
-                device: str, validator=None) -> dict:
+                device: str, validator=None, keep: Path | None = None) -> dict:
     """``weights`` on ``split`` at the served framing (as :func:`evaluate_detector`), without plots
     or timing: the validation scores a promotion chooses its candidate by (the test split only
-    reports)."""
+    reports). ``keep``: also write the per-image stats there (``.npz``: the operating point's input)."""
     with tempfile.TemporaryDirectory() as tmp:
-        res = YOLO(str(weights)).val(validator=validator, data=str(data_yaml), split=split, imgsz=imgsz, batch=batch,
-                                     conf=conf, iou=iou, device=device, rect=False, plots=False, verbose=False,
-                                     project=tmp, name="val")
+        res, stats = validate_keeping_stats(YOLO(str(weights)), validator, data=str(data_yaml), split=split,
+                                            imgsz=imgsz, batch=batch, conf=conf, iou=iou, device=device, rect=False,
+                                            plots=False, verbose=False, project=tmp, name="val")
+    if keep:
+        stats.save(keep)
     return _scores(res.box, data_yaml, split)
 
 

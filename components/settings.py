@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Union
 
 from .config import ConfigError, apply_overrides, load_params, section
+from .decision import REQUIREMENTS, RULES
 
 IOU_LOSSES = ("ciou", "eiou", "mpdiou", "piou", "shape_iou", "siou", "uiou")   # the one list (models.iou uses it)
 Device = Union[str, int]          # cpu | 0 | "0,1"
@@ -82,7 +83,8 @@ class Paths(_Section):
 
 class Synth(_Section):
     """``data.synth``: the embedded synthetic dataset (``components.data.synth`` renders it; it is
-    that module's ``SynthConfig``). No defaults on purpose: every knob comes from params.yaml."""
+    that module's ``SynthConfig``). params.yaml must set every knob (the parser uses no defaults;
+    ``clean_fraction``'s 0 is for configs built in code)."""
 
     seed: int
     images: int
@@ -94,10 +96,13 @@ class Synth(_Section):
     jpeg_quality: int
     bold: bool                # thicker strokes; shorter, axis-aligned scratches; larger flakes; pits and
                               # flakes inside a square around their centre (tight, consistent boxes)
+    clean_fraction: float = 0.0     # share of images rendered without defects (background only)
 
     def __post_init__(self) -> None:
         if self.images < 1 or self.size < 64:
             raise ConfigError("data.synth: need images >= 1 and size >= 64")
+        if not 0 <= self.clean_fraction < 1:
+            raise ConfigError(f"data.synth.clean_fraction must be in [0, 1) (got {self.clean_fraction})")
         if not 1 <= self.min_defects <= self.max_defects:
             raise ConfigError("data.synth: need 1 <= min_defects <= max_defects")
         lo, hi = self.contrast
@@ -127,6 +132,11 @@ class Split(_Section):
     test_ratio: float
     val_ratio: float
     folds: int
+    tolerance: float          # max deviation of image / class box shares from the ratios before rebalancing
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tolerance < 1:
+            raise ConfigError(f"split.tolerance must be in [0, 1) (got {self.tolerance})")
 
 
 class Train(_Section):
@@ -262,7 +272,32 @@ class Promote(_Section):
     metric: str
     gate: Literal["margin", "bootstrap"]
     margin: float
+    require: Mapping[str, float]
     lock_file: str
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.require) - set(REQUIREMENTS))
+        if bad:
+            raise ConfigError(f"params.yaml: promote.require: unknown key(s) {', '.join(bad)} "
+                              f"(known: {', '.join(REQUIREMENTS)})")
+        for k, v in self.require.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"params.yaml: promote.require.{k} must be a number (got {v!r})")
+
+
+class Decision(_Section):
+    """``decision``: the per-class confidence thresholds a promoted model ships with, chosen on the
+    validation split (``components.decision``)."""
+
+    rule: Literal[RULES]
+    recall: float
+    precision: float
+    unseen_conf: float
+
+    def __post_init__(self) -> None:
+        for k in ("recall", "precision", "unseen_conf"):
+            if not 0 < getattr(self, k) <= 1:
+                raise ConfigError(f"params.yaml: decision.{k} must be in (0, 1] (got {getattr(self, k)!r})")
 
 
 class Retrain(_Section):
@@ -279,7 +314,7 @@ class Retrain(_Section):
 class Predict(_Section):
     """``predict``: ``defectops predict`` defaults."""
 
-    conf: float
+    conf: Union[float, None]
     iou: float
     out: str
 
@@ -323,6 +358,7 @@ class Settings(_Section):
     export: Export
     tune: Tune
     promote: Promote
+    decision: Decision
     retrain: Retrain
     predict: Predict
     ablation: Ablation

@@ -16,10 +16,12 @@ from prefect import flow, get_run_logger
 
 from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import uses_lam
-from components.evaluate import PREDICTIONS
+from components.data.canonical import load_manifest
+from components.decision import flat_metrics
+from components.evaluate import PREDICTIONS, VAL_PREDICTIONS
 
 from .common import dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params, stage_run
-from .tasks import evaluate_task, gain_task, val_score_task  # noqa: F401  (gain_task: tests use it from here)
+from .tasks import evaluate_task, gain_task, operating_point_task, val_score_task  # noqa: F401  (gain_task: tests use it from here)
 
 
 @flow(name="evaluate")
@@ -37,7 +39,7 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
     baseline_stats = lay.report_dir("baseline") / PREDICTIONS
     if model != "baseline" and not baseline_stats.is_file():
         raise FileNotFoundError(f"{baseline_stats} not found: run `dvc repro evaluate@baseline` first")
-    used = ["evaluate", "data.name", "split"] + (["lam"] if uses_lam(model, params) else [])
+    used = ["evaluate", "decision", "data.name", "split"] + (["lam"] if uses_lam(model, params) else [])
     with stage_run(f"evaluate:{model}", params, used, dataset_hash(ds),
                    {"model": model, "train_run_id": train_info["mlflow_run_id"]}, dataset=cfg.split) as run:
         work = lay.scratch(f"evaluate-{model}")
@@ -50,9 +52,19 @@ def evaluate_flow(model: str = "baseline", params_file: str = "params.yaml") -> 
         metrics["lam_source"] = "in-graph (as served)" if lam else None
         metrics["model"] = model
         logged = numeric(metrics, "test.")
+        val_stats = report_dir / (VAL_PREDICTIONS if cfg.split != "val" else PREDICTIONS)
         if cfg.split != "val":              # what `promote` chooses by: never the test split
-            metrics["val"] = val_score_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], lam)
+            metrics["val"] = val_score_task(str(weights), str(data_yaml), cfg, train_info["imgsz"], lam,
+                                            keep=str(val_stats))
             logged.update(numeric(metrics["val"], "val."))
+        names = dict(enumerate(load_manifest(ds)["classes"]))
+        op = operating_point_task(str(val_stats), str(report_dir / PREDICTIONS) if cfg.split != "val" else None,
+                                  names, params.decision, cfg.bootstrap)
+        metrics["operating_point"] = op
+        logged.update(flat_metrics(op))
+        get_run_logger().info("%s at the validation operating point (%s): test escape rate %s, overkill rate %s",
+                              model, op["rule"], op.get("test", op["val"])["escape_rate"],
+                              op.get("test", op["val"])["overkill_rate"])
         boot = cfg.bootstrap               # the baseline: baseline_stats is its own report_dir / PREDICTIONS
         gain = gain_task(str(baseline_stats), str(report_dir / PREDICTIONS), boot.resamples, boot.seed)
         logged.update(gain_vs_baseline_mAP50=gain["mAP50"], gain_ci95_lo=gain["ci95"][0],

@@ -35,6 +35,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from components.bootstrap import ImageStats, paired_bootstrap
+from components.data.canonical import load_manifest
+from components.decision import check_requirements, flat_metrics, shipped_decision
+from components.deploy.card import CARD, CARD_INPUTS
+from components.deploy.export import write_onnx_metadata
 from components.config import git_commit, params_hash
 from components.data.views import load_split, write_yolo_data_yaml
 from components.detectors import display_name
@@ -43,7 +47,7 @@ from components.deploy.registry import (CHAMPION, GATES, alias_version, client, 
 from components.tracking import tracking_uri
 
 from .common import COMPUTE, TRANSIENT, dataset_hash, layout, log_outputs, read_params, stage_run
-from .tasks import export_model
+from .tasks import card_task, export_model, operating_point_task
 
 
 SELECT = "val"   # the split the candidate is chosen and the champion gate decided on
@@ -68,20 +72,25 @@ def val_scores(model: str, metrics: dict) -> dict:
 
 
 @task(name="onnx-score", **COMPUTE)
-def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, split: str, keep: str | None = None) -> dict:
-    """Metrics of an ONNX file on ``split``; ``keep``: also write its per-image stats there (``.npz``)."""
+def onnx_score(onnx_path: str, data_yaml: str, imgsz: int, split: str, keep: str | None = None,
+               plots: str | None = None) -> dict:
+    """Metrics of an ONNX file on ``split``; ``keep``: also write its per-image stats there (``.npz``);
+    ``plots``: ultralytics' plots (confusion matrix, curves) into that folder."""
     from components.evaluate import validate_keeping_stats
     from components.yolo import YOLO
 
-    args = dict(data=data_yaml, split=split, imgsz=imgsz, batch=1, device="cpu", rect=False, plots=False,
+    args = dict(data=data_yaml, split=split, imgsz=imgsz, batch=1, device="cpu", rect=False, plots=bool(plots),
                 verbose=False)
     with tempfile.TemporaryDirectory() as tmp:
         yolo = YOLO(onnx_path, task="detect")
+        # absolute: ultralytics puts a relative project under its own runs/ folder
+        where = dict(project=str(Path(plots).resolve().parent), name=Path(plots).name, exist_ok=True) if plots else dict(
+            project=tmp, name="val")
         if keep:
-            res, stats = validate_keeping_stats(yolo, None, **args, project=tmp, name="val")
+            res, stats = validate_keeping_stats(yolo, None, **args, **where)
             stats.save(keep)
         else:
-            res = yolo.val(**args, project=tmp, name="val")
+            res = yolo.val(**args, **where)
     return {"mAP50": float(res.box.map50), "mAP50-95": float(res.box.map), "precision": float(res.box.mp),
             "recall": float(res.box.mr)}
 
@@ -93,7 +102,7 @@ def bootstrap_gain(champion_stats: str, candidate_stats: str, resamples: int, se
 
 
 @task(name="register-detector", **TRANSIENT)
-def register_task(uri: str, run_id: str, onnx_path: str, example_image: str, conf: float, name: str,
+def register_task(uri: str, run_id: str, onnx_path: str, example_image: str, conf: float | None, name: str,
                   tags: dict, description: str | None = None) -> str:
     return register(uri, log_detector_model(uri, run_id, onnx_path, conf, example_image), name, tags, description)
 
@@ -127,29 +136,41 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
     data_yaml = write_yolo_data_yaml(ds, split, lay.scratch("promote"))
     out = lay.promotion
     used = ["promote", "export", "evaluate.split"] + (["evaluate.bootstrap"] if boot else [])
+    used += ["decision"]
     with (stage_run("promote", params, used, dataset_hash(ds),
                     {"candidate": best, "train_run_id": info["mlflow_run_id"]}, dataset=split_name) as run,
           tempfile.TemporaryDirectory() as kept):
-        # the bootstrap gate pairs both ONNX scorings image by image: they keep their per-image stats
-        keep = {k: str(Path(kept) / f"{k}.npz") if boot else None for k in ("candidate", "champion")}
+        # per-image stats of the ONNX scorings: the operating point (val), its test figures, and the
+        # bootstrap gate's pairing of candidate and champion
+        keep = {k: str(Path(kept) / f"{k}.npz") for k in ("candidate", "candidate_test", "champion")}
+        card_dir = lay.scratch("promote-card")
         exported = export_model(best, params)                     # raises on a failed parity check
         onnx_path = exported["onnx_nms"]                          # the end-to-end graph
         cand = onnx_score(onnx_path, str(data_yaml), imgsz, SELECT, keep["candidate"])     # the gate's scores
-        cand_test = onnx_score(onnx_path, str(data_yaml), imgsz, split_name)               # reported only
+        cand_test = onnx_score(onnx_path, str(data_yaml), imgsz, split_name, keep["candidate_test"],
+                               plots=str(card_dir / "test"))                              # reported only
+        classes = load_manifest(ds)["classes"]
+        op = operating_point_task(keep["candidate"], keep["candidate_test"], dict(enumerate(classes)),
+                                  params.decision, params.evaluate.bootstrap)
+        write_onnx_metadata(onnx_path, {"decision": json.dumps(shipped_decision(op))})     # travels with the graph
+        missed = check_requirements({**cand, "escape_rate": op["val"]["escape_rate"],
+                                     "overkill_rate": op["val"]["overkill_rate"]}, cfg.require)
         tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),
                 "params_hash": params_hash({k: params.get(k) for k in ("train", "loss", best)}),
                 "train_run_id": info["mlflow_run_id"], "imgsz": imgsz,
                 **{f"test.{k}": round(v, 4) for k, v in cand_test.items()},
-                **{f"val.{k}": round(v, 4) for k, v in cand.items()}}
+                **{f"val.{k}": round(v, 4) for k, v in cand.items()},
+                "thresholds": json.dumps(op["thresholds"]),
+                **{f"{s}.{k}": op[s][k] for s in ("val", "test") for k in ("escape_rate", "overkill_rate")}}
         base_file = lay.metrics_file("baseline")
         description = version_description(
             display_name(best, params), best, {"name": params.data.name, "hash": tags["dataset_hash"],
                                                "source": ds.as_posix()},
             cand_test, split_name, metrics[best].get("gain_vs_baseline"),
             json.loads(base_file.read_text()) if base_file.is_file() else None, info["mlflow_run_id"],
-            tags["git_commit"], val=cand)
+            tags["git_commit"], val=cand, operating_point=op, missed=missed)
         image = next(iter(sorted(Path(data_yaml).parent.joinpath("images").iterdir())))
-        version = register_task(uri, run.run_id, onnx_path, str(image), params.predict.conf,
+        version = register_task(uri, run.run_id, onnx_path, str(image), None,     # served at the shipped thresholds
                                 name, tags, description)
         with registry_lock(cfg.lock_file):
             champ = alias_version(uri, name, CHAMPION)
@@ -162,22 +183,30 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
                                              keep["champion"])[metric]
                 if boot:
                     gain = bootstrap_gain(keep["champion"], keep["candidate"], boot.resamples, boot.seed)
-            d = decide(cand[metric], champ_score, cfg.margin, gate, gain)
+            d = decide(cand[metric], champ_score, cfg.margin, gate, gain, missed)
             set_alias(uri, name, d.alias, version)
             client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
         result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
                   "chosen_on": SELECT, "candidate": cand, "candidate_test": cand_test,
                   "champion_before": None if champ is None else str(champ.version),
                   "champion_score": champ_score, "gate": gate, "margin": cfg.margin, "gain": gain,
+                  "require": dict(cfg.require), "requirements_missed": missed, "operating_point": op,
                   "onnx": exported["onnx"], "onnx_registered": onnx_path,
                   "serve": f"mlflow models serve -m models:/{name}/{version} --env-manager local",
                   "parity": {k: v for k, v in exported.items() if k not in ("onnx", "onnx_nms")}}
+        card = card_task(best, params, result, run.run_id, tags["git_commit"], onnx_path, str(data_yaml),
+                         metrics[best].get("gain_vs_baseline"), str(card_dir), keep["candidate_test"])
+        client(uri).set_model_version_tag(name, version, "model_card", f"runs:/{run.run_id}/model_card/{CARD}")
+        result["model_card"] = f"runs:/{run.run_id}/model_card/{CARD}"
+        result["model_card_inputs"] = json.loads(card.with_name(CARD_INPUTS).read_text())
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
-        tags = {"registered_version": version, "alias": d.alias, "gate": gate}
+        tags = {"registered_version": version, "alias": d.alias, "gate": gate,
+                "requirements": "met" if not missed else "; ".join(missed)[:500]}
         if gain is not None:
             tags.update(gain_mAP50=round(gain["mAP50"], 4), gain_ci95=f"[{gain['ci95'][0]:.4f}, {gain['ci95'][1]:.4f}]")
         log_outputs(run, metrics={**{f"test.{k}": v for k, v in cand_test.items()},
-                                  **{f"val.{k}": v for k, v in cand.items()}}, artifacts=[(str(out), None)], tags=tags)
+                                  **{f"val.{k}": v for k, v in cand.items()}, **flat_metrics(op)},
+                    artifacts=[(str(out), None), (str(card.parent), "model_card")], tags=tags)
         log.info("%s v%s -> %s (%s)", name, version, d.alias, d.reason)
     return result

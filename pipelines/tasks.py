@@ -3,6 +3,7 @@ flow imports another flow: each flow module imports ``common`` and ``tasks`` onl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -17,7 +18,8 @@ from components.data.canonical import load_manifest
 from components.data.views import load_split
 from components.detectors import spec
 from components.evaluate import evaluate_detector, score_split
-from components.settings import Evaluate, Export, Lam, Settings
+from components.decision import operating_point_report
+from components.settings import Bootstrap, Decision, Evaluate, Export, Lam, Settings
 from components.deploy.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
 from components.tracking import StageRun
 from components.train import train_detector_isolated
@@ -61,11 +63,22 @@ def evaluate_task(weights: str, data_yaml: str, cfg: Evaluate, imgsz: int, out_d
 
 
 @task(name="validation-score", **COMPUTE)
-def val_score_task(weights: str, data_yaml: str, cfg: Evaluate, imgsz: int, lam: dict | None = None) -> dict:
+def val_score_task(weights: str, data_yaml: str, cfg: Evaluate, imgsz: int, lam: dict | None = None,
+                   keep: str | None = None) -> dict:
     """The detector on the validation split, scored as :func:`evaluate_task` scores the test split
-    (the promotion chooses its candidate by it; the test split only reports)."""
+    (the promotion chooses its candidate by it; the test split only reports); ``keep``: its
+    per-image stats go there."""
     return score_split(Path(weights), Path(data_yaml), "val", imgsz, cfg.batch, cfg.conf, cfg.iou, cfg.device,
-                       validator=_validator(lam))
+                       validator=_validator(lam), keep=Path(keep) if keep else None)
+
+
+@task(name="operating-point", **COMPUTE)
+def operating_point_task(val_stats: str, test_stats: str | None, names: dict[int, str], cfg: Decision,
+                         boot: Bootstrap) -> dict:
+    """Per-class thresholds chosen on the validation stats (``cfg``: the ``decision`` settings) and
+    the line's figures at them (escape / overkill rates, box recall / precision, 95 % intervals)."""
+    return operating_point_report(ImageStats.load(val_stats), ImageStats.load(test_stats) if test_stats else None,
+                                  names, cfg, boot.resamples, boot.seed)
 
 
 def _validator(lam: dict | None):
@@ -173,3 +186,47 @@ def export_model(model: str, params: Settings) -> dict:
         log_outputs(run, artifacts=[(path, "onnx"), (nms_path, "onnx")])
     return {"onnx": path, "onnx_nms": nms_path, **parity}
 
+
+
+@task(name="model-card", **COMPUTE)
+def card_task(model: str, params: Settings, result: dict, run_id: str, commit: str, onnx_path: str, data_yaml: str,
+              gain: dict | None, card_dir: str, test_stats: str) -> Path:
+    """The registered version's model card (``components.deploy.card``) in ``card_dir/card``:
+    ``result`` is the promotion record (gate, metrics, operating point); the worst test images are
+    drawn with the registered graph at its shipped thresholds."""
+    from components.decision import image_verdicts
+    from components.deploy.card import (CARD_INPUTS, CardInputs, WORST, card_data, draw_worst, truth_boxes,
+                                        worst_images, write_model_card)
+    from components.deploy.registry import ONNX_FILE
+    from components.deploy.serving import BoxModel
+
+    lay = layout(params)
+    manifest = load_manifest(lay.dataset)
+    classes = list(manifest["classes"])
+    folder = Path(card_dir) / "card"
+    op = result["operating_point"]
+    rows = worst_images(image_verdicts(ImageStats.load(test_stats), op["thresholds"], dict(enumerate(classes))))
+    images = Path(data_yaml).parent / "images"
+    box_model = BoxModel(onnx_path)
+    worst = draw_worst(rows, {r["image"]: images / r["image"] for r in rows}, truth_boxes(manifest, classes),
+                       box_model.judge, folder / WORST)
+    info = json.loads(lay.train_info(model).read_text())
+    lam_grid = lay.report_dir("lam") / "lam_grid.png" if spec(model).reads_lam(params) else None
+    inputs = CardInputs(
+        detector=spec(model).name(params), registered_model=params.promote.registered_model,
+        version=str(result["version"]), classes=classes,
+        data=card_data(manifest, load_split(lay.split_file), params.data.name, dataset_hash(lay.dataset),
+                       lay.dataset.as_posix()),
+        training={k: params.get(k) for k in ("train", "loss", model)} | {"imgsz_trained": info["imgsz"]},
+        metrics={"val": result["candidate"], "test": result["candidate_test"]}, op=op,
+        gate={"alias": result["alias"], "reason": result["reason"], "gate": result["gate"], "margin": result["margin"],
+              "metric": result["metric"], "chosen_score": result["candidate"][result["metric"]],
+              "champion_before": result["champion_before"], "champion_score": result["champion_score"]},
+        require=result["require"], missed=result["requirements_missed"], candidates=list(params.promote.candidates),
+        deviations=spec(model).deviations, imgsz=int(box_model.imgsz), onnx_file=ONNX_FILE, run_id=run_id,
+        commit=commit, gain=gain, confusion=Path(card_dir) / "test" / "confusion_matrix_normalized.png",
+        lam_grid=lam_grid, worst=rows)
+    card = write_model_card(folder, inputs, worst)
+    # what the card shows, as data: the promotion record keeps it (the card can be rendered again from it)
+    (folder / CARD_INPUTS).write_text(json.dumps(dataclasses.asdict(inputs), indent=1, default=str))
+    return card

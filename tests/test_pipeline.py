@@ -56,8 +56,9 @@ def make_project(root: Path, env: dict) -> tuple[Path, dict]:
             continue
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, root / f)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, json.loads(json.dumps(TINY))), sort_keys=False))
+    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), json.loads(json.dumps(TINY)))
+    params["promote"]["require"] = {}          # 2-epoch models: no floor, or nothing would take `champion`
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **env}
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
@@ -110,6 +111,14 @@ def test_dvc_repro_end_to_end(project):
     assert m["GFLOPs"] > 0 and m["fps"] > 0 and m["latency_batch"] == 1
     assert m["latency_device"].startswith("cpu") and m["split"] == "test"
     assert m["images"] == 10                            # 48 images * 0.2 test
+    # the operating point: thresholds chosen on val, the line's figures on val and test (12 of 48 clean)
+    op = m["operating_point"]
+    assert set(op["thresholds"]) == set(m["per_class_AP50"]) and op["rule"] == "recall" and op["target"] == 0.9
+    assert op["test"]["images"] == 10 and op["test"]["clean_images"] + op["test"]["defective_images"] == 10
+    assert op["val"]["clean_images"] + op["test"]["clean_images"] <= 12
+    for split in ("val", "test"):
+        for k in ("escape_rate", "overkill_rate"):
+            assert op[split][k] is None or 0 <= op[split][k] <= 1
     rows = list(csv.DictReader((root / "plots" / "baseline" / "pr_curve.csv").open()))
     assert len(rows) == 101 and float(rows[0]["recall"]) == 0 and float(rows[-1]["recall"]) == 1
     assert len(list(csv.DictReader((root / "plots" / "baseline" / "per_class_ap.csv").open()))) == 6
@@ -442,6 +451,19 @@ def test_first_promotion_registers_an_onnx_champion(project):
                           root / ".cache" / "v1")
     meta = read_meta(graph)
     assert graph.as_posix().endswith(ONNX_FILE) and has_nms(meta) and len(meta["names"]) >= 2
+    # the shipped operating point travels with the graph and the version; the model card beside it
+    assert set(meta["decision"]["thresholds"]) == set(meta["names"].values())
+    assert json.loads(v1.tags["thresholds"]) == meta["decision"]["thresholds"]
+    assert "escape rate" in v1.description and "overkill rate" in v1.description
+    run_id = v1.run_id
+    arts = {a.path for a in _registry(project).list_artifacts(run_id, "model_card")}
+    assert "model_card/model_card.md" in arts, arts
+    card = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_card/model_card.md",
+                                                    dst_path=str(root / ".cache" / "card")))
+    text = card.read_text()
+    for name in meta["names"].values():
+        assert f"| {name} | {meta['decision']['thresholds'][name]:.4f} |" in text
+    assert "## Verdicts: escapes and overkill" in text and "no champion yet" in text
 
 
 @pytest.mark.slow
@@ -456,6 +478,17 @@ def test_promotion_gate_and_parity_failure(project):
     assert "alias 'challenger'" in out
     after = _aliases(project)
     assert after["champion"] == before["champion"] and after["challenger"] != before["champion"]
+    # a candidate that misses a promote.require floor never takes champion, whatever the margin says
+    params["promote"].update(margin=-1.0, require={"mAP50": 1.01})
+    (root / "params-floor.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = defectops(project, "--params", "params-floor.yaml", "promote")
+    floor = json.loads((root / "reports" / "promotion.json").read_text())
+    assert floor["alias"] == "challenger" and floor["reason"].startswith("requirements not met on validation: mAP50")
+    assert _aliases(project)["champion"] == before["champion"]
+    assert _registry(project).get_model_version("defect-detector", floor["version"]).tags["promotion"].startswith(
+        "challenger: requirements not met")
+    params["promote"].update(margin=1.0, require={})
+    after = _aliases(project)
     versions = _registry(project).search_model_versions("name='defect-detector'")
     # an injected parity failure registers nothing and moves no alias
     params["export"]["parity_rtol"] = params["export"]["pipeline_rtol"] = -1.0
@@ -483,6 +516,15 @@ def test_predict_serves_the_champion_from_the_registry(project):
         x1, y1, x2, y2 = d["box_xyxy"]
         assert -1 <= x1 < x2 <= w + 1 and -1 <= y1 < y2 <= h + 1 and 0.001 <= d["confidence"] <= 1
     assert (root / "pred" / "annotated" / f"{img.stem}.jpg").is_file()
+    rec = res["images"][0]
+    assert rec["verdict"] == "NG" and rec["thresholds"] == {"source": "conf override", "conf": 0.001}
+    # without --conf: the shipped per-class thresholds decide
+    defectops(project, "predict", "--model", "models:/defect-detector@champion", str(img), "--out", "pred2")
+    res2 = json.loads((root / "pred2" / "detections.json").read_text())
+    rec2 = res2["images"][0]
+    assert rec2["thresholds"]["source"] == "per-class operating point" and rec2["verdict"] in ("OK", "NG")
+    assert all(d["confidence"] >= res2["thresholds"][d["class"]] for d in rec2["detections"])
+    assert (rec2["verdict"] == "NG") == bool(rec2["detections"])
 
 
 @pytest.mark.slow

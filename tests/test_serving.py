@@ -96,8 +96,20 @@ def test_mlflow_models_serve_answers_an_encoded_image_with_boxes(models, tmp_pat
     monkeypatch.chdir(tmp_path)                 # the store's default artifact root (./mlruns) is here
     img = tmp_path / "part.jpg"
     make_image(img, seed=7, size=(96, 80))
+    # the promotion writes the operating point into the graph's metadata: scratch at 0.3, hole at 0.6
+    from components.deploy.export import write_onnx_metadata
+    from components.deploy.serving import BoxModel
+
+    shipped = tmp_path / "shipped.onnx"
+    shipped.write_bytes(Path(models["nms"]).read_bytes())
+    thresholds = {"scratch": 0.3, "hole": 0.6}
+    write_onnx_metadata(shipped, {"decision": json.dumps({"rule": "recall", "target": 0.9, "thresholds": thresholds})})
+    local = BoxModel(shipped).judge(cv2.imread(str(img)))
+    everything = BoxModel(shipped)(cv2.imread(str(img)), 0.001)
+    assert local["thresholds"] == {"source": "per-class operating point"}
+    assert len(local["detections"]) == sum(d["confidence"] >= thresholds[d["class"]] for d in everything)
     run = start_stage_run("promote", tracking, {}, {"model": "baseline"})
-    version = register(uri, log_detector_model(uri, run.run_id, models["nms"], 0.25, img), "defect-detector",
+    version = register(uri, log_detector_model(uri, run.run_id, shipped, None, img), "defect-detector",
                        {"model": "baseline"})
     set_alias(uri, "defect-detector", CHAMPION, version)
     run.end()
@@ -107,7 +119,8 @@ def test_mlflow_models_serve_answers_an_encoded_image_with_boxes(models, tmp_pat
     info = mlflow.models.get_model_info("models:/defect-detector@champion")
     assert info.metadata["onnx"] == ONNX_FILE and info.signature.inputs.input_names() == ["image"]
     onnx_file = download_onnx(uri, "models:/defect-detector@champion", tmp_path / "dl")
-    assert onnx_file.as_posix().endswith(ONNX_FILE) and onnx_file.read_bytes() == Path(models["nms"]).read_bytes()
+    assert onnx_file.as_posix().endswith(ONNX_FILE) and onnx_file.read_bytes() == shipped.read_bytes()
+    assert info.metadata["thresholds"] == thresholds
 
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
@@ -133,12 +146,16 @@ def test_mlflow_models_serve_answers_an_encoded_image_with_boxes(models, tmp_pat
     finally:
         stop_group(proc)
     assert len(r1) == 2 and all(r["width"] == 96 and r["height"] == 80 and r["detections"] for r in r1), r1
+    # served at the shipped thresholds: the verdict and boxes of the graph with its metadata, locally
+    assert r1[0]["verdict"] == local["verdict"] == "NG" and r1[0]["thresholds"] == local["thresholds"]
+    assert [d["confidence"] for d in r1[0]["detections"]] == [d["confidence"] for d in local["detections"]]
     for d in r1[0]["detections"]:
         x1, y1, x2, y2 = d["box_xyxy"]
-        assert d["class"] in ("scratch", "hole") and 0.25 <= d["confidence"] <= 1
+        assert d["class"] in ("scratch", "hole") and thresholds[d["class"]] <= d["confidence"] <= 1
         assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 80
     assert len(r1[1]["detections"]) == len(r1[0]["detections"])           # PNG and JPEG of the same pixels
     assert r2[0]["detections"] and all(d["confidence"] >= 0.9 for d in r2[0]["detections"])
+    assert r2[0]["thresholds"] == {"source": "conf override", "conf": 0.9}
     assert "error" in bad["predictions"][0]
 
 

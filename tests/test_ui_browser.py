@@ -88,8 +88,29 @@ def build_store(uri: str, tmp: Path, mp: pytest.MonkeyPatch) -> dict:
         model_uri = log_detector_model(uri, run.run_id, onnx_path)
         versions[key] = register(uri, model_uri, MODEL, {"model": key, "train_run_id": train_ids[key]}, description)
         set_alias(uri, MODEL, CHAMPION, versions[key])
+        card = log_card(uri, run.run_id, tmp / f"card-{key}") if key == "dasc" else None
         run.end()
-    return {"experiment_id": run.experiment_id, "versions": versions, "evaluations": eval_ids}
+    return {"experiment_id": run.experiment_id, "versions": versions, "evaluations": eval_ids,
+            "card_run": run.run_id if card else None}
+
+
+def log_card(uri: str, run_id: str, folder: Path) -> Path | None:
+    """The model card of the default run's promotion (rendered again from the inputs that
+    ``reports/promotion.json`` keeps: the committed default run's real figures; its pictures stay
+    with that run), logged as ``model_card/`` of ``run_id``; None when the record has none."""
+    import mlflow
+
+    from components.deploy.card import CardInputs, write_model_card
+
+    record = json.loads((REPO / "reports" / "promotion.json").read_text())
+    if "model_card_inputs" not in record:
+        return None
+    inputs = CardInputs(**{**record["model_card_inputs"], "confusion": None, "lam_grid": None})
+    card = write_model_card(folder, inputs)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifacts(str(folder), "model_card")
+    return card
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +227,24 @@ def test_mlflow_compare_page_shows_the_evaluations_metrics_side_by_side(mlflow_u
         browser.click_text(section)
     browser.evaluate("new Promise(r => setTimeout(r, 500))")
     screenshot(browser, "mlflow_compare.png")
+
+
+def test_mlflow_artifacts_view_shows_the_model_card(mlflow_ui, browser):
+    """The champion's model card in the MLflow UI: the promotion run's *Artifacts* tab, ``model_card/``."""
+    if mlflow_ui["card_run"] is None:
+        pytest.skip("reports/promotion.json holds no model card inputs (a promotion before model cards)")
+    url = (f"{mlflow_ui['url']}/#/experiments/{mlflow_ui['experiment_id']}/runs/{mlflow_ui['card_run']}"
+           f"/artifacts/model_card/model_card.md")
+    shown = browser.open(url, ("model_card.md", "Model card", "Operating point", "escape rate"))
+    assert "Verdicts: escapes and overkill" in shown and "threshold" in shown
+    _close_assistant(browser)
+    screenshot(browser, "mlflow_model_card.png")
+    # the part a quality engineer signs off: the operating-point table and the rates, scrolled into view
+    assert browser.evaluate("""(() => { const h = [...document.querySelectorAll('h2')]
+                                  .find(e => e.innerText.trim() === 'Operating point');
+                                  if (h) h.scrollIntoView(); return !!h; })()""")
+    browser.evaluate("new Promise(r => setTimeout(r, 500))")
+    screenshot(browser, "mlflow_model_card_operating_point.png")
 
 
 # ---------------------------------------------------------------- optuna-dashboard (make optuna-ui)

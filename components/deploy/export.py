@@ -161,3 +161,20 @@ def box_agreement(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
     return {"images": len(a), "same_count": same_count, "boxes": sum(len(d) for d in a),
             "unmatched": unmatched, "min_matched_iou": min(ious) if ious else None,
             "mean_matched_iou": float(np.mean(ious)) if ious else None}
+
+
+def write_onnx_metadata(onnx_path: str | Path, values: dict[str, str]) -> Path:
+    """Set ``values`` (key -> text) in the ONNX file's metadata, in place (other keys kept): how
+    the shipped operating point (``decision``, JSON) travels with the graph."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(values)
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    tmp = Path(onnx_path).with_suffix(".meta.part")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, onnx_path)
+    return Path(onnx_path)

@@ -33,13 +33,18 @@ class Decision:
 
 
 def decide(candidate: float, champion: float | None, margin: float, gate: str = "margin",
-           gain: dict | None = None) -> Decision:
-    """``champion`` when there is none yet, or when the candidate beats the champion on the same
-    images (the promotion's validation split): by at least ``margin`` (``gate="margin"``), or with the lower bound of the
-    paired-bootstrap 95 % interval of its mAP50 gain (``gain``) above 0 (``gate="bootstrap"``);
-    else ``challenger``."""
+           gain: dict | None = None, missed: list[str] | None = None) -> Decision:
+    """``challenger`` whatever its scores when the candidate misses a ``promote.require`` bound on
+    the validation split (``missed``: the unmet bounds, ``components.decision.check_requirements``),
+    with or without a champion. Otherwise ``champion`` when there is none yet, or when the candidate
+    beats the champion on the same images (the promotion's validation split): by at least ``margin``
+    (``gate="margin"``), or with the lower bound of the paired-bootstrap 95 % interval of its mAP50
+    gain (``gain``) above 0 (``gate="bootstrap"``); else ``challenger``."""
     if gate not in GATES:
         raise ValueError(f"promote.gate must be one of {', '.join(GATES)}, got {gate!r}")
+    if missed:
+        return Decision(CHALLENGER, candidate, champion, margin,
+                        "requirements not met on validation: " + "; ".join(missed), gate, gain)
     if champion is None:
         return Decision(CHAMPION, candidate, None, margin, "no champion yet", gate, gain)
     if gate == "bootstrap":
@@ -83,7 +88,7 @@ def _serving_requirements() -> list[str]:
 
     out = []
     for names in (("mlflow",), ("numpy",), ("pandas",), ("onnx",), ("onnxruntime", "onnxruntime-gpu"),
-                  ("opencv-python", "opencv-python-headless")):
+                  ("opencv-python", "opencv-python-headless"), ("pillow",)):    # pillow: the pixel limit's header read
         for n in names:
             try:
                 out.append(f"{n}=={version(n)}")
@@ -96,13 +101,14 @@ def _serving_requirements() -> list[str]:
 ONNX_FILE = "artifacts/model.onnx"    # where the graph lies inside a registered version's model folder
 
 
-def log_detector_model(uri: str, run_id: str, onnx_path: str | Path, conf: float = 0.25,
+def log_detector_model(uri: str, run_id: str, onnx_path: str | Path, conf: float | None = None,
                        example_image: str | Path | None = None) -> str:
     """Log the end-to-end ONNX graph (``export_onnx(nms=True)``) in run ``run_id`` as the MLflow
     model ``model`` that a version of ``promote.registered_model`` is: a pyfunc that
     ``mlflow models serve`` answers encoded images with (``components.deploy.serving.ServingModel``: base64
-    image in an ``image`` column -> boxes in image pixels with class names; param ``conf``, default
-    ``conf``), holding the ONNX file itself as ``artifacts/model.onnx`` (:data:`ONNX_FILE`, named in
+    image in an ``image`` column -> OK / NG verdict and the boxes in image pixels with class names
+    that reach the per-class thresholds in the graph's metadata; param ``conf``, default ``conf``:
+    one confidence for every class instead, 0 or None = the shipped thresholds), holding the ONNX file itself as ``artifacts/model.onnx`` (:data:`ONNX_FILE`, named in
     the model's metadata with its tensor interface) for any ONNX runtime: ``defectops predict
     --model models:/...`` and the champion's re-scoring download and run that file.
     ``components/deploy/serving.py`` is the model's code as the top-level module ``defectops_serving`` (the
@@ -122,7 +128,7 @@ def log_detector_model(uri: str, run_id: str, onnx_path: str | Path, conf: float
     from . import serving
 
     signature = ModelSignature(inputs=Schema([ColSpec("string", "image")]),
-                               params=ParamSchema([ParamSpec("conf", "double", float(conf))]))
+                               params=ParamSchema([ParamSpec("conf", "double", float(conf or 0.0))]))
     example = None
     if example_image is not None:
         example = pd.DataFrame({"image": [base64.b64encode(Path(example_image).read_bytes()).decode()]})
@@ -132,6 +138,9 @@ def log_detector_model(uri: str, run_id: str, onnx_path: str | Path, conf: float
                 "onnx_output": "output0: float32 (1, max_det, 6), x1 y1 x2 y2 score class in input pixels, "
                                "zero rows after the last box",
                 "imgsz": str(meta.get("imgsz")), "names": str(meta.get("names"))}
+    if isinstance(meta.get("decision"), dict):         # the shipped operating point, also on the model's page
+        metadata["thresholds"] = meta["decision"].get("thresholds")
+        metadata["operating_point_rule"] = f"{meta['decision'].get('rule')} {meta['decision'].get('target')}"
     mlflow.set_tracking_uri(uri)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         onnx_file, code = Path(tmp) / Path(ONNX_FILE).name, Path(tmp) / f"{SERVING_MODULE}.py"
@@ -165,7 +174,8 @@ def register(uri: str, model_uri: str, name: str, tags: dict, description: str |
 
 def version_description(detector: str, model: str, dataset: dict, test: dict[str, float], split: str,
                         gain: dict | None, baseline: dict | None, train_run_id: str, commit: str,
-                        val: dict[str, float] | None = None) -> str:
+                        val: dict[str, float] | None = None, operating_point: dict | None = None,
+                        missed: list[str] | None = None) -> str:
     """What a registered version is, as Markdown for the MLflow UI: the ``detector`` (``model``:
     the params key), the data it was trained and scored on (``dataset``: name, content hash, DVC
     path), its ``test`` metrics through ONNX Runtime on ``split``, and its mAP50 gain over the
@@ -193,8 +203,30 @@ def version_description(detector: str, model: str, dataset: dict, test: dict[str
         lines.append("- gain over the baseline: not measured (no baseline evaluation)")
     if baseline is not None and model != "baseline":
         lines.append(f"- baseline on the same split (PyTorch): mAP50 {baseline['mAP50']:.4f}")
-    lines.append(f"- training run `{train_run_id}`, git `{commit}`")
+    if operating_point is not None:
+        op = operating_point
+        target = f" {op['target']}" if op.get("target") is not None else ""
+        lines.append(f"- shipped thresholds (rule {op['rule']}{target}, chosen on validation): "
+                     + ", ".join(f"{c} {t:.3f}" for c, t in op["thresholds"].items())
+                     + (f"; flagged: {', '.join(op['flags'])}" if op.get("flags") else ""))
+        for split in ("val", "test"):
+            r = op.get(split)
+            if r:
+                lines.append(f"- {split} verdicts ({r['images']} images, {r['clean_images']} clean): escape rate "
+                             f"{_rate(r['escape_rate'], r.get('escape_ci95'), r.get('escape_exact95'))}, overkill "
+                             f"rate {_rate(r['overkill_rate'], r.get('overkill_ci95'), r.get('overkill_exact95'))}")
+    if missed:
+        lines.append(f"- requirements (promote.require) not met on validation: {'; '.join(missed)}: never champion")
+    lines.append(f"- training run `{train_run_id}`, git `{commit}`; model card: the promotion run's `model_card/`")
     return "\n".join(lines)
+
+
+def _rate(v: float | None, ci: list[float] | None, exact: list[float] | None = None) -> str:
+    """A rate with its bootstrap 95 % interval and its exact (Clopper-Pearson) one."""
+    if v is None:
+        return "not measured"
+    return (f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            + (f" (exact 95 % [{exact[0]:.3f}, {exact[1]:.3f}])" if exact else ""))
 
 
 def alias_version(uri: str, name: str, alias: str):
