@@ -1,7 +1,8 @@
 """``defectops``: the command line. Each subcommand runs one Prefect flow.
 
-Exit codes: 0 ok, 1 the work failed (e.g. nothing usable to import), 2 bad usage/config (or, for
-``predict``, no such model), 3 ``predict``: some input files could not be read as images.
+Exit codes: 0 ok, 1 the work failed (e.g. nothing usable to import), 2 bad usage/config (a bad
+params file stops every command before anything starts; for ``predict`` / ``serve``, no such
+model), 3 ``predict``: some input files could not be read as images.
 """
 
 from __future__ import annotations
@@ -26,15 +27,54 @@ def _data_import(a: argparse.Namespace) -> int:
         return 1
     from .data import import_flow
 
-    root = a.root or str(Layout.from_params(load_settings(a.params)).datasets)
+    root = a.root or str(_preview_root(Layout.from_params(load_settings(a.params))))
     s = import_flow(a.src, a.name, root, a.format, a.params)
     _print_summary(s, f"{root}/{a.name}")
+    print(f"next: defectops data profile {a.name}  (writes profiles/{a.name}.yaml; the data stage of "
+          f"`make run PROFILE={a.name}` imports the source into the pipeline)")
     return 0
+
+
+def _preview_root(lay: Layout) -> Path:
+    """Where ``data import`` checks a source (scratch): the pipeline's own import is the data stage's."""
+    return lay.work / "import"
+
+
+def _data_profile(a: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from components.data.canonical import load_manifest
+    from components.dataprofile import propose, render
+    from components.settings import resolve
+
+    params = load_settings(a.params)
+    lay = Layout.from_params(params)
+    roots = [Path(a.root)] if a.root else [_preview_root(lay), lay.datasets]
+    ds = next((r / a.name for r in roots if (r / a.name / "manifest.json").is_file()), roots[0] / a.name)
+    manifest = load_manifest(ds)
+    summary = json.loads((ds / "summary.json").read_text())
+    out = Path(a.out or f"profiles/{a.name}.yaml")
+    if out.exists() and not a.force:
+        raise FileExistsError(f"{out} exists (--force replaces it)")
+    p = propose(manifest, summary, a.name, a.hours, (1 - params.split.test_ratio) * (1 - params.split.val_ratio))
+    text = render(p, f"profiles/{out.name}: proposed by `defectops data profile {a.name}` from {ds}/manifest.json\n"
+                     f"quick check: make run PROFILE=\"{out.stem} smoke\"   real run: make run PROFILE={out.stem}")
+    resolve(a.params, [(f"profile {out}", yaml.safe_load(text))])      # a value params.yaml refuses stops here
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    v = p.values
+    return _say(f"{out}: {len(v['data.classes'])} classes, train.imgsz {v['train.imgsz']}, train.batch "
+                f"{v['train.batch']}, train.epochs {v['train.epochs']} ({a.hours:g} h budget); the reasons are "
+                f"its comments",
+                f"next: make run PROFILE=\"{out.stem} smoke\"  (2-epoch pass of the whole chain), then "
+                f"make run PROFILE={out.stem}")
 
 
 def _print_summary(s: dict, where: str) -> None:
     print(f"{where}: {s['images']} images, {s['boxes']} boxes, {len(s['classes'])} classes "
-          f"({', '.join(s['classes'])}), {s['quarantined']} quarantined")
+          f"({', '.join(s['classes'])}), {s['quarantined']} quarantined, {s.get('clean_images', 0)} clean images")
     for w in s.get("warnings", []):
         print(f"warning: {w}")
     if s["quarantined"]:
@@ -54,7 +94,7 @@ def _data_prepare(a: argparse.Namespace) -> int:
     from .data import prepare_flow
 
     s = prepare_flow(a.params)
-    _print_summary(s, s["name"])
+    _print_summary(s, str(Layout.from_params(load_settings(a.params)).dataset))   # valid from the cwd
     return 0
 
 
@@ -182,13 +222,63 @@ def _predict(a: argparse.Namespace) -> int:
         r = predict(detector, images, out, a.conf if a.conf is not None else cfg.conf, cfg.iou,
                     progress=bar.update)
     n = sum(len(i.get("detections", [])) for i in r["images"])
-    print(f"{a.model} ({onnx.name}, ONNX Runtime {r['provider']}): {len(images) - r['failed']} image(s), "
-          f"{n} detection(s) -> {out / 'detections.json'}, {out / 'annotated'}/")
+    used = (f"conf {r['conf']} for every class" if r["conf"] is not None else
+            "the shipped per-class thresholds" if r["thresholds"] else "conf 0.25 (the model ships no thresholds)")
+    print(f"{a.model} ({onnx.name}, ONNX Runtime {r['provider']}): {len(images) - r['failed']} image(s): "
+          f"{r['ng']} NG, {r['ok']} OK at {used}; {n} detection(s) -> {out / 'detections.json'}, {out / 'annotated'}/")
     if r["failed"]:
         print(f"error: {r['failed']} of {len(images)} file(s) failed (unreadable, corrupt or not images): see the "
               f"\"error\" entries in {out / 'detections.json'}", file=sys.stderr)
         return 3
     return 0
+
+
+def _serve(a: argparse.Namespace) -> int:
+    """Serve a registered version over HTTP (``components.deploy.server``); exit 2 when there is no
+    such model or it cannot be loaded."""
+    import logging
+
+    from components.deploy.predict import MODEL_URI_SCHEMES, ModelError, check_model, one_line
+    from components.deploy.server import load, serve
+    from components.deploy.serving import MAX_PIXELS
+    from components.tracking import tracking_uri
+
+    uri = tracking_uri(load_settings(a.params).tracking.plain())
+    if a.max_request_mb <= 0 or a.max_rows < 1:
+        print("error: --max-request-mb and --max-rows must be positive", file=sys.stderr)
+        return 2
+    try:
+        with _quiet_registry():
+            if a.model.startswith(MODEL_URI_SCHEMES):
+                check_model(a.model, uri)
+            try:
+                model = load(a.model, uri)
+            except Exception as e:
+                raise ModelError(f"cannot load {a.model} as an MLflow pyfunc model ({one_line(e, 200)}): give a "
+                                 f"registered version (models:/defect-detector@champion) or a model folder") from e
+    except ModelError as e:
+        logging.getLogger(__name__).debug("cannot load the model %s", a.model, exc_info=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"serving {a.model} on http://{a.host}:{a.port}/invocations (POST, MLflow's JSON; /ping): requests up to "
+          f"{a.max_request_mb:g} MiB and {a.max_rows} rows, images up to {MAX_PIXELS:,} pixels; Ctrl-C stops it",
+          flush=True)
+    serve(model, a.host, a.port, int(a.max_request_mb * (1 << 20)), a.max_rows)
+    return 0
+
+
+def _report(a: argparse.Namespace) -> int:
+    """Print the results table (fits 100 columns) and write it as Markdown to <reports>/summary.md."""
+    from components.detectors import MODELS
+    from components.summary import load_results, render
+
+    lay = Layout.from_params(load_settings(a.params))
+    metrics, promotion = load_results(lay.metrics, MODELS, lay.reports / "promotion.json")
+    text, md = render(metrics, promotion)
+    out = Path(a.out) if a.out else lay.reports / "summary.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    return _say(text.rstrip("\n"), f"(also in {out})")
 
 
 def _retrain(a: argparse.Namespace) -> int:
@@ -234,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="import, synthesise and split datasets", epilog=EPILOG)
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    imp = dsub.add_parser("import", help="validate + import a VOC/YOLO dataset (bad samples quarantined)",
+    imp = dsub.add_parser("import", help="check a VOC/YOLO dataset: import it into <paths.work>/import/NAME "
+                          "(scratch; bad samples quarantined) to see its counts and quarantine report; the "
+                          "pipeline's import is the data stage's (data.source)",
                           epilog="VOC: NEU-DET layout (IMAGES/ + ANNOTATIONS/) or GC10-DET layout "
                           "(class-numbered image folders + lable/). YOLO: Roboflow/ultralytics export "
                           "(data.yaml + train|valid|test/images|labels). Exit 1 when nothing usable "
@@ -242,8 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("src", help="source folder (only read, never modified)")
     imp.add_argument("--name", required=True, help="dataset name (folder under --root)")
     imp.add_argument("--format", default="auto", choices=["auto", "voc", "yolo"])
-    imp.add_argument("--root", default=None, help="destination root (default: paths.datasets)")
+    imp.add_argument("--root", default=None, help="destination root (default: <paths.work>/import)")
     imp.set_defaults(func=_data_import)
+    pro = dsub.add_parser("profile", help="propose profiles/NAME.yaml from an imported dataset: data keys, "
+                          "train.imgsz from the smallest boxes, batch, epochs for a time budget (each "
+                          "value's reason as a comment)")
+    pro.add_argument("name", help="dataset name (as given to `data import --name`)")
+    pro.add_argument("--hours", type=float, default=8.0,
+                     help="time budget of the three final trainings on this machine (default: 8)")
+    pro.add_argument("--root", default=None, help="where the dataset is (default: <paths.work>/import, "
+                     "then paths.datasets)")
+    pro.add_argument("--out", default=None, help="profile file (default: profiles/NAME.yaml)")
+    pro.add_argument("--force", action="store_true", help="replace an existing profile file")
+    pro.set_defaults(func=_data_profile)
     syn = dsub.add_parser("synth", help="generate the seeded synthetic dataset (params data.synth)")
     syn.add_argument("--name", default=None, help="dataset name (default: data.name)")
     syn.add_argument("--root", default=None, help="destination root (default: paths.datasets)")
@@ -286,8 +389,31 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--model", required=True, help="models:/defect-detector@champion, models:/NAME/VERSION or a .onnx")
     pd.add_argument("paths", nargs="+", help="images and/or folders of images")
     pd.add_argument("--out", default=None, help="output folder (default: predict.out)")
-    pd.add_argument("--conf", type=float, default=None, help="confidence threshold (default: predict.conf)")
+    pd.add_argument("--conf", type=float, default=None, help="one confidence threshold for every class (default: predict.conf; null: "
+                                                              "the model's shipped per-class thresholds)")
     pd.set_defaults(func=_predict)
+    from components.deploy.server import MAX_REQUEST_MB, MAX_ROWS
+
+    sv = sub.add_parser("serve", help="serve a registered version over HTTP (/invocations, /ping: the contract of "
+                        "`mlflow models serve`) with a request size cap, the pixel limit before decoding and "
+                        "4xx answers that never echo the request", epilog="The MLflow store is tracking.uri "
+                        "(MLFLOW_TRACKING_URI wins). Exit 2 if the model, alias, version or registry is not found.")
+    sv.add_argument("--model", required=True, help="models:/defect-detector@champion, models:/NAME/VERSION, runs:/... "
+                    "or a local MLflow model folder")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=5001, help="port (default: 5001)")
+    sv.add_argument("--max-request-mb", type=float, default=MAX_REQUEST_MB,
+                    help=f"largest request body in MiB, 413 above (default: {MAX_REQUEST_MB})")
+    sv.add_argument("--max-rows", type=int, default=MAX_ROWS, help=f"most images per request, 413 above "
+                    f"(default: {MAX_ROWS})")
+    sv.set_defaults(func=_serve)
+    rp = sub.add_parser("report", help="the detectors' results in one table that fits 100 columns (val / test "
+                        "mAP50, gain over the baseline, FPS, escape / overkill rates, per-class AP50, the "
+                        "promotion), also written as Markdown", epilog="Reads <paths.metrics>/<model>.json and "
+                        "<paths.reports>/promotion.json; writes <paths.reports>/summary.md. `dvc metrics show` "
+                        "keeps every figure, for machines.")
+    rp.add_argument("--out", default=None, help="Markdown file (default: <paths.reports>/summary.md)")
+    rp.set_defaults(func=_report)
     rt = sub.add_parser("retrain", help="new samples in retrain.inbox -> validated (quarantine) -> new DVC dataset "
                         "version -> archive inbox -> dvc repro (retrain, evaluate, promote through the gate)",
                         epilog=EPILOG)
@@ -307,10 +433,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_params(path: str | Path) -> None:
+    """Parse the params file before any flow, server or registry is touched: a bad file is one
+    ConfigError line naming the file given (the settings' messages say ``params.yaml``)."""
+    try:
+        load_settings(path)
+    except ConfigError as e:
+        msg = " ".join(str(e).split())
+        if msg.startswith("params.yaml"):
+            msg = f"{path}{msg[len('params.yaml'):]}"
+        raise ConfigError(msg) from None
+
+
 def main(argv: list[str] | None = None, guard: bool | None = None) -> int:
     """``guard`` (default: only for a real command line, ``argv`` None): the processes this
     command starts die with it, even on ``kill -9`` (``pipelines/guard.py``)."""
     args = build_parser().parse_args(argv)
+    try:
+        check_params(args.params)      # before Prefect, MLflow or a server starts: fails in well under a second
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from .console import CLI_ENV, log_file
 
     if guard if guard is not None else argv is None:

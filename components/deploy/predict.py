@@ -11,11 +11,13 @@ CUDA provider, otherwise the CPU provider alone (no fallback error spam).
 Each image gives a JSON record (class, confidence, box in original pixels) and an annotated copy.
 
 A file that cannot be read or decoded (corrupt, truncated, not an image) gets a record with a
-one-line ``error`` instead and the batch goes on. A model that cannot be found or loaded (a
-missing file, no such registered model / alias / version, an unreachable registry) raises
+one-line ``error`` instead and the batch goes on; so does an image whose header declares more than
+``serving.MAX_PIXELS`` pixels (refused before decoding: the limit of every decoder in the project).
+A model that cannot be found or loaded (a missing file, no such registered model / alias /
+version, an unreachable registry, a server that refuses the credentials) raises
 :class:`ModelError`, whose message is one line that says what to do. The outputs are written
-atomically (temporary file, then ``os.replace``): an interrupted batch leaves the previous
-``detections.json`` and no half-written image.
+atomically (temporary file, then ``os.replace``; ``annotated/`` as a temporary sibling folder swapped
+in as a whole): an interrupted batch leaves the previous ``detections.json`` and ``annotated/``.
 """
 
 from __future__ import annotations
@@ -68,19 +70,29 @@ def expand(paths: list[str | Path]) -> list[Path]:
 
 
 def read_image(f: Path) -> np.ndarray:
-    """The image as a BGR array (what ultralytics takes), or :class:`ImageError` with the reason."""
+    """The image as a BGR array (what ultralytics takes), or :class:`ImageError` with the reason;
+    an image whose header declares more than ``serving.MAX_PIXELS`` pixels (the limit of every
+    decoder in the project) is refused before it is decoded."""
     try:
         data = Path(f).read_bytes()
     except OSError as e:
         raise ImageError(f"cannot read the file: {e.strerror or one_line(e)}") from e
     if not data:
         raise ImageError("empty file")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    from .serving import ImageTooLarge, check_pixels
+
+    try:                                # the header's size, before anything decodes (serving.MAX_PIXELS)
+        size = check_pixels(data)
+    except ImageTooLarge as e:
+        raise ImageError(str(e)) from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if size is not None else None
     if img is None:
+        from components.data.canonical import image_format
+
         suffix = Path(f).suffix.lower()
-        if suffix in IMAGE_SUFFIXES:
+        if suffix in IMAGE_SUFFIXES and image_format(data):
             raise ImageError(f"corrupt or truncated {suffix[1:]} image (OpenCV cannot decode it)")
-        raise ImageError(f"not an image ({suffix or 'no suffix'}; OpenCV cannot decode it)")
+        raise ImageError(f"not an image ({suffix or 'no suffix'}; its first bytes match no image format)")
     return img
 
 
@@ -112,6 +124,26 @@ def _unreachable(uri: str, e: BaseException) -> ModelError:
                       f"MLFLOW_TRACKING_URI / tracking.uri at the right one")
 
 
+AUTH_VARS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+
+
+def _auth_error(uri: str, e: BaseException, what: str) -> ModelError | None:
+    """A server with authentication (``mlflow server --app-name basic-auth``) that refused: 401 (no
+    or wrong credentials) or 403 (this identity may not read ``what``) as one line naming the
+    variables to set; None for any other error."""
+    code, text = getattr(e, "error_code", None), str(e)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if code == "UNAUTHENTICATED" or "error code 401" in text:
+        who = (f"user '{user}': wrong password, or no such user" if user and os.environ.get("MLFLOW_TRACKING_PASSWORD")
+               else "no credentials given" if not user else f"user '{user}' without MLFLOW_TRACKING_PASSWORD")
+        return ModelError(f"the MLflow server at {uri} refused the credentials (401, {who}): set {AUTH_VARS} to an "
+                          f"identity of that server (infra/README.md, *Identities*)")
+    if code == "PERMISSION_DENIED" or "error code 403" in text:
+        return ModelError(f"the MLflow identity '{user or '?'}' may not read {what} at {uri} (403): ask the server's "
+                          f"admin for READ on it (infra/create_identities.py), or set {AUTH_VARS} to another identity")
+    return None
+
+
 def check_registered(uri: str, model: str) -> None:
     """Check that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` exists in the registry at
     ``uri`` (without creating a store): :class:`ModelError` with what to do, else None."""
@@ -141,7 +173,7 @@ def check_registered(uri: str, model: str) -> None:
                 names = []
             has = f" (registered: {', '.join(names)})" if names else ""
             raise ModelError(f"no registered model '{name}' in the registry at {uri}{has}: {NOT_PROMOTED}") from e
-        raise _unreachable(uri, e) from e
+        raise (_auth_error(uri, e, f"model '{name}'") or _unreachable(uri, e)) from e
     except Exception as e:                      # sqlalchemy / requests errors that MLflow does not wrap
         raise _unreachable(uri, e) from e
     if alias is not None:
@@ -154,11 +186,23 @@ def check_registered(uri: str, model: str) -> None:
             c.get_model_version(name, version)
         except MlflowException as e:
             if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise _unreachable(uri, e) from e
+                raise (_auth_error(uri, e, f"model '{name}'") or _unreachable(uri, e)) from e
             have = sorted(int(mv.version) for mv in c.search_model_versions(f"name='{name}'"))
             hint = f"latest is v{have[-1]}" if have else "it has no versions yet"
             raise ModelError(f"no version {version} of model '{name}' in the registry at {uri} ({hint}): use an "
                              f"existing version or alias (models:/{name}@champion), or {NOT_PROMOTED}") from e
+
+
+def check_model(model: str, uri: str) -> None:
+    """Before anything is downloaded from the store at ``uri``: a SQLite store that does not exist
+    is :class:`ModelError` (MLflow would create an empty one: predict and serve never create a
+    registry, whatever the URI: ``models:/``, ``runs:/``...), and a ``models:/`` URI must name an
+    existing model, alias or version (:func:`check_registered`)."""
+    db = _sqlite_file(uri)
+    if db is not None and not db.is_file():
+        raise ModelError(f"no MLflow registry at {uri} ({db} does not exist): {NOT_PROMOTED}")
+    if model.startswith("models:/"):
+        check_registered(uri, model)
 
 
 def resolve_model(model: str, uri: str, cache: Path) -> Path:
@@ -167,14 +211,14 @@ def resolve_model(model: str, uri: str, cache: Path) -> Path:
     if model.startswith(MODEL_URI_SCHEMES):
         from .registry import download_onnx
 
-        if model.startswith("models:/"):
-            check_registered(uri, model)
+        check_model(model, uri)
         try:
             return download_onnx(uri, model, cache)
         except ModelError:
             raise
         except Exception as e:
-            raise ModelError(f"cannot download {model} from the registry at {uri}: {one_line(e)}") from e
+            raise (_auth_error(uri, e, model)
+                   or ModelError(f"cannot download {model} from the registry at {uri}: {one_line(e)}")) from e
     p = Path(model)
     if not p.exists():
         raise ModelError(f"no model file {model}: give a .onnx file (e.g. exports/<model>/best.onnx, written by "
@@ -241,23 +285,37 @@ class Detector:
     def __call__(self, img: np.ndarray, conf: float, iou: float):
         return self._predict(img, conf, iou)
 
-    def detect(self, img: np.ndarray, conf: float, iou: float) -> tuple[list[dict], np.ndarray]:
-        """Detections (class, class_id, confidence, box_xyxy in the image's pixels) and the
-        annotated image."""
-        if self.boxes is not None:
-            from ultralytics.utils.plotting import Annotator, colors
+    @property
+    def thresholds(self) -> dict[str, float] | None:
+        """The per-class thresholds the model ships with (its ONNX metadata), or None."""
+        return self.boxes.thresholds if self.boxes is not None else None
 
-            dets = self.boxes(img, conf)
-            ann = Annotator(img.copy(), example=str(self.boxes.names))
-            for d in dets:
-                ann.box_label(d["box_xyxy"], f"{d['class']} {d['confidence']:.2f}", color=colors(d["class_id"], True))
-            return dets, ann.result()
-        r = self(img, conf, iou)
-        names = r.names
-        dets = [{"class": names[int(c)], "class_id": int(c), "confidence": round(float(s), 4),
-                 "box_xyxy": [round(float(v), 1) for v in b]}
-                for b, s, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist())]
-        return dets, r.plot()
+    def detect(self, img: np.ndarray, conf: float | None, iou: float) -> tuple[dict, np.ndarray]:
+        """The image's verdict (``components.deploy.serving.verdict``: ``verdict``, the
+        ``detections`` that made it (class, class_id, confidence, box_xyxy in the image's pixels),
+        the ``thresholds`` used: the shipped per-class ones, or ``conf`` when given) and the image
+        annotated with those boxes and the verdict."""
+        from ultralytics.utils.plotting import Annotator, colors
+
+        from .serving import DEFAULT_CONF, verdict
+
+        if self.boxes is not None:
+            v = self.boxes.judge(img, conf)
+        else:
+            r = self(img, DEFAULT_CONF if conf is None else conf, iou)
+            names = r.names
+            dets = [{"class": names[int(c)], "class_id": int(c), "confidence": round(float(s), 4),
+                     "box_xyxy": [round(float(v), 1) for v in b]}
+                    for b, s, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist())]
+            w = verdict(dets, None, conf)
+            v = {"verdict": w["verdict"], "detections": w["because"], "thresholds": w["thresholds"]}
+        ann = Annotator(img.copy(), line_width=max(1, round(sum(img.shape[:2]) / 600)))
+        for d in v["detections"]:
+            ann.box_label(d["box_xyxy"], f"{d['class']} {d['confidence']:.2f}", color=colors(d["class_id"], True))
+        ng = v["verdict"] == "NG"
+        ann.text([4, 4], v["verdict"], txt_color=(255, 255, 255), anchor="top",
+                 box_color=(40, 40, 220) if ng else (40, 160, 40))
+        return v, ann.result()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -270,26 +328,93 @@ def _write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def predict(onnx_path: Path | Detector, images: list[Path], out_dir: Path, conf: float, iou: float,
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is not available."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _replace_dir(new: Path, cur: Path) -> None:
+    """Folder ``new`` takes the place of ``cur`` as a whole: swapped in one step where the OS can
+    (else two renames a moment apart); the old folder is deleted afterwards."""
+    import shutil
+
+    if not cur.exists():
+        os.rename(new, cur)
+        return
+    if _exchange(new, cur):                 # ``new`` now holds the old folder
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    old = cur.with_name(f".{cur.name}.{os.getpid()}.old")
+    os.rename(cur, old)
+    os.rename(new, cur)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _stale_parts(out_dir: Path) -> None:
+    """Remove the temporary folders of earlier runs that were killed (their process is gone)."""
+    import shutil
+
+    for d in out_dir.glob(".annotated.*.part"):
+        try:
+            pid = int(d.name.split(".")[2])
+            os.kill(pid, 0)
+            continue                        # that run is still going
+        except (ValueError, IndexError, ProcessLookupError):
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
+def predict(onnx_path: Path | Detector, images: list[Path], out_dir: Path, conf: float | None, iou: float,
             imgsz: int | None = None, progress=None) -> dict:
-    """Detections for every image -> ``out_dir/detections.json`` and ``out_dir/annotated/``.
-    A file that cannot be read or predicted gets ``{"image": ..., "error": "<reason>"}``."""
+    """The verdict and detections of every image -> ``out_dir/detections.json`` and
+    ``out_dir/annotated/``: at the model's shipped per-class thresholds, or at ``conf`` for every
+    class when given. A file that cannot be read or predicted gets ``{"image": ..., "error": "<reason>"}``.
+    The annotated images are written into a temporary sibling folder that replaces ``annotated/``
+    as a whole at the end (then ``detections.json``): a run killed mid-batch leaves the previous
+    ``annotated/`` and ``detections.json`` as they were, never a mix of two runs."""
+    import shutil
+
     det = onnx_path if isinstance(onnx_path, Detector) else Detector(onnx_path, imgsz)
     out_dir = Path(out_dir)
-    (out_dir / "annotated").mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _stale_parts(out_dir)
+    final = out_dir / "annotated"
+    part = out_dir / f".annotated.{os.getpid()}.part"
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir()
+    try:
+        result = _predict_into(det, images, part, final, conf, iou, progress)
+        _replace_dir(part, final)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+    _write_atomic(out_dir / "detections.json", json.dumps(result, indent=1).encode())
+    return result
+
+
+def _predict_into(det: Detector, images: list[Path], part: Path, final: Path, conf: float | None, iou: float,
+                  progress=None) -> dict:
+    """:func:`predict`'s loop: annotated images written into ``part``, recorded under ``final``."""
     records, used = [], set()
     for f in images:
         try:
-            dets, plotted = det.detect(read_image(f), conf, iou)
+            v, plotted = det.detect(read_image(f), conf, iou)
             stem, k = Path(f).stem, 1
             while stem in used:                         # a/x.jpg and b/x.png: annotated x.jpg, x-1.jpg
                 stem, k = f"{Path(f).stem}-{k}", k + 1
             used.add(stem)
             ok, buf = cv2.imencode(".jpg", plotted)
-            ann = out_dir / "annotated" / f"{stem}.jpg"
             if ok:
-                _write_atomic(ann, buf.tobytes())
-            records.append({"image": str(f), "detections": dets, "annotated": str(ann) if ok else None})
+                (part / f"{stem}.jpg").write_bytes(buf.tobytes())
+            records.append({"image": str(f), **v, "annotated": str(final / f"{stem}.jpg") if ok else None})
         except ImageError as e:
             records.append({"image": str(f), "error": str(e)})
         except Exception as e:                          # this image only; the batch goes on
@@ -298,8 +423,8 @@ def predict(onnx_path: Path | Detector, images: list[Path], out_dir: Path, conf:
         if progress is not None:
             progress(1)
     failed = sum("error" in r for r in records)
-    result = {"model": str(det.path), "provider": det.provider, "conf": conf,
+    result = {"model": str(det.path), "provider": det.provider, "conf": conf, "thresholds": det.thresholds,
+              "ng": sum(r.get("verdict") == "NG" for r in records), "ok": sum(r.get("verdict") == "OK" for r in records),
               "iou": det.nms_iou if det.nms_iou is not None else iou,     # an end-to-end graph: its own NMS
               "failed": failed, "images": records}
-    _write_atomic(out_dir / "detections.json", json.dumps(result, indent=1).encode())
     return result

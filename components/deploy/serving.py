@@ -10,15 +10,24 @@ after the last box. Its ONNX metadata holds ``names``, ``imgsz``, ``stride``, th
 (``args``: ``nms``, ``conf``, ``iou``, ``max_det``) and the letterbox rule (``letterbox``, JSON,
 see :data:`LETTERBOX`).
 
-This module needs numpy, OpenCV and ONNX Runtime only (and MLflow for :class:`ServingModel`): it
-is shipped as the pyfunc model's code, so the served model does not import the project.
+This module needs numpy, OpenCV, Pillow and ONNX Runtime only (and MLflow for :class:`ServingModel`):
+it is shipped as the pyfunc model's code, so the served model does not import the project.
+
+**One pixel limit for every decoder** (:data:`MAX_PIXELS`): ``data import`` (``components.data.canonical``),
+``defectops predict``, ``defectops serve`` and this wrapper under ``mlflow models serve`` all refuse an
+image whose *header* declares more pixels (:func:`check_pixels`, Pillow's ``Image.open``, which reads
+the header only) before anything decodes it: a 200 KB PNG that declares 12000 x 12000 pixels (a
+decompression bomb) or a JPEG whose header lies never reaches ``cv2.imdecode``.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
+import io
 import json
+import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -35,6 +44,9 @@ LETTERBOX = {
 }
 
 
+JSON_META = ("letterbox", "decision")    # metadata values written as JSON (the rest: Python literals, ultralytics')
+
+
 def read_meta(onnx_path: str | Path) -> dict:
     """The ONNX metadata as Python values (``names`` a dict, ``imgsz`` a list, ``args`` a dict...)."""
     import onnx
@@ -43,7 +55,7 @@ def read_meta(onnx_path: str | Path) -> dict:
     out: dict = {}
     for k, v in raw.items():
         try:
-            out[k] = json.loads(v) if k == "letterbox" else ast.literal_eval(v)
+            out[k] = json.loads(v) if k in JSON_META else ast.literal_eval(v)
         except (ValueError, SyntaxError):
             out[k] = v
     return out
@@ -82,14 +94,96 @@ def unletterbox(rows: np.ndarray, r: float, pad: tuple[int, int], shape: tuple[i
     return b
 
 
+# The most pixels (width x height, from the header) any decoder of the project accepts: import,
+# predict and serving. 40 MP is a 7300 x 5500 camera frame, 120 MB as a BGR array; a 12000 x 12000
+# "image" (432 MB decoded) is refused before it is decoded.
+MAX_PIXELS = 40_000_000
+
+
+class ImageTooLarge(ValueError):
+    """The image's header declares more than :data:`MAX_PIXELS` pixels (a decompression bomb, or
+    just too large to decode safely); it was not decoded."""
+
+
+def _header(data: bytes):
+    """Pillow's view of ``data``'s header (``Image.open`` reads the header only, no pixels)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # our own limit decides
+        return Image.open(io.BytesIO(data))
+
+
+def check_pixels(data: bytes, limit: int = MAX_PIXELS) -> tuple[int, int] | None:
+    """``(width, height)`` as the image header in ``data`` declares them, read without decoding the
+    pixels; :class:`ImageTooLarge` when ``width * height`` exceeds ``limit``; None when Pillow does
+    not recognise a header (then the bytes are no image any decoder here should be handed)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _header(data) as im:
+            w, h = im.size
+    except Image.DecompressionBombError as e:       # Pillow's own hard stop (2 x its limit): above ours
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        n = f"{int(m.group(1)):,}" if m else f"more than {limit:,}"
+        raise ImageTooLarge(f"image too large: its header declares {n} pixels, more than the limit of "
+                            f"{limit:,} (not decoded)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError):
+        return None
+    except Exception:     # noqa: BLE001  a plug-in failing on a hostile header: no header we can trust
+        return None
+    if w * h > limit:
+        raise ImageTooLarge(f"image too large: its header declares {w} x {h} = {w * h:,} pixels, more than "
+                            f"the limit of {limit:,} (not decoded)")
+    return w, h
+
+
+def b64decode(data: str) -> bytes:
+    """Base64 text (or a ``data:`` URL) as bytes; ValueError with a short reason (never the text)."""
+    import binascii
+
+    text = "".join((data.split(",", 1)[1] if data.startswith("data:") else data).split())   # line breaks allowed
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"not base64 ({' '.join(str(e).split())[:120]})") from None
+
+
 def decode_image(data: bytes | str) -> np.ndarray:
-    """Encoded image bytes (or their base64 text) as a BGR array; ValueError when it is not one."""
+    """Encoded image bytes (or their base64 text) as a BGR array; ValueError when it is not one,
+    :class:`ImageTooLarge` (before any decoding) when its header declares more than :data:`MAX_PIXELS`."""
     if isinstance(data, str):
-        data = base64.b64decode(data.split(",", 1)[1] if data.startswith("data:") else data, validate=False)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        data = b64decode(data)
+    if not data:
+        raise ValueError("empty image")
+    if check_pixels(data) is None:
+        raise ValueError("not a decodable image (no image header)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError("not a decodable image (OpenCV cannot decode it)")
     return img
+
+
+OK, NG = "OK", "NG"
+DEFAULT_CONF = 0.25     # a model without shipped thresholds (registered before operating points)
+
+
+def verdict(detections: list[dict], thresholds: dict[str, float] | None, conf: float | None = None) -> dict:
+    """The verdict of one image's ``detections`` (dicts with ``class`` and ``confidence``): NG when
+    one reaches its class's threshold (``thresholds``, the shipped operating point), or one global
+    ``conf`` when given (an override; also the fallback without thresholds). Returns the verdict,
+    the detections that caused it (``because``) and which thresholds decided (``thresholds``)."""
+    if conf is not None or not thresholds:
+        cut = float(conf if conf is not None else DEFAULT_CONF)
+        fired = [d for d in detections if d["confidence"] >= cut]
+        used = {"source": "conf override" if conf is not None else "default conf", "conf": cut}
+    else:
+        unknown = {d["class"] for d in detections} - set(thresholds)
+        if unknown:
+            raise ValueError(f"no threshold for class(es) {', '.join(sorted(unknown))}")
+        fired = [d for d in detections if d["confidence"] >= thresholds[d["class"]]]
+        used = {"source": "per-class operating point"}
+    return {"verdict": NG if fired else OK, "because": fired, "thresholds": used}
 
 
 class BoxModel:
@@ -111,6 +205,9 @@ class BoxModel:
                                             providers=providers or ["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.provider = self.session.get_providers()[0]
+        decision = self.meta.get("decision")          # the shipped operating point (components.decision)
+        self.thresholds = ({str(k): float(v) for k, v in decision["thresholds"].items()}
+                           if isinstance(decision, dict) and decision.get("thresholds") else None)
 
     def rows(self, img: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
         """The graph's rows for one BGR image (non-empty rows only), with the letterbox's r and pad."""
@@ -118,13 +215,25 @@ class BoxModel:
         out = self.session.run(None, {self.input: x})[0][0]
         return out[out[:, 4] > 0], r, pad
 
-    def __call__(self, img: np.ndarray, conf: float = 0.25) -> list[dict]:
+    def __call__(self, img: np.ndarray, conf: float | None = DEFAULT_CONF) -> list[dict]:
+        """Detections scoring at least ``conf``, or, with ``conf=None``, at least their class's
+        shipped threshold (``DEFAULT_CONF`` for a model that ships none)."""
         rows, r, pad = self.rows(img)
-        rows = rows[rows[:, 4] >= conf]
+        if conf is None and self.thresholds:
+            cut = np.array([self.thresholds.get(self.names.get(int(c), str(int(c))), DEFAULT_CONF) for c in rows[:, 5]])
+        else:
+            cut = np.full(len(rows), DEFAULT_CONF if conf is None else conf)
+        rows = rows[rows[:, 4] >= cut]
         boxes = unletterbox(rows, r, pad, img.shape[:2])
         return [{"class": self.names.get(int(c), str(int(c))), "class_id": int(c), "confidence": round(float(s), 4),
                  "box_xyxy": [round(float(v), 1) for v in b]}
                 for b, s, c in zip(boxes, rows[:, 4], rows[:, 5])]
+
+    def judge(self, img: np.ndarray, conf: float | None = None) -> dict:
+        """One image's verdict (:func:`verdict`) at the shipped thresholds, or at ``conf`` when
+        given: ``verdict``, the detections that caused it (``detections``), ``thresholds`` used."""
+        v = verdict(self(img, conf), self.thresholds, conf)
+        return {"verdict": v["verdict"], "detections": v["because"], "thresholds": v["thresholds"]}
 
 
 def __getattr__(name: str):
@@ -141,18 +250,21 @@ def _serving_model() -> type:
 
     class ServingModel(PythonModel):
         """MLflow pyfunc: a table with an ``image`` column (base64 of a PNG / JPEG / ... file) -> per
-        row ``{"detections": [{class, class_id, confidence, box_xyxy}], "width", "height"}`` (or
-        ``{"error": ...}`` for a row that is not an image). Param ``conf`` (default: predict.conf at
-        logging time). The ONNX file is the ``onnx`` artifact."""
+        row ``{"verdict": "OK" | "NG", "detections": [{class, class_id, confidence, box_xyxy}],
+        "thresholds", "width", "height"}``: the detections that reach their class's shipped threshold
+        (the operating point in the ONNX metadata) and so make the verdict; ``{"error": ...}`` for a
+        row that is not an image. Param ``conf`` (a number > 0) overrides the thresholds with one
+        confidence for every class (``thresholds`` then says so). The ONNX file is the ``onnx`` artifact."""
 
-        def __init__(self, conf: float = 0.25):
+        def __init__(self, conf: float | None = None):
             self.conf = conf
 
         def load_context(self, context):
             self.model = BoxModel(context.artifacts["onnx"])
 
         def predict(self, context, model_input, params=None):
-            conf = float((params or {}).get("conf", self.conf))
+            conf = (params or {}).get("conf", self.conf)
+            conf = float(conf) if conf is not None and float(conf) > 0 else None    # <= 0: the shipped thresholds
             if hasattr(model_input, "to_dict"):             # DataFrame
                 images = list(model_input["image"])
             else:
@@ -164,8 +276,7 @@ def _serving_model() -> type:
                 except Exception as e:
                     out.append({"error": f"{type(e).__name__}: {e}"})
                     continue
-                out.append({"detections": self.model(img, conf), "width": int(img.shape[1]),
-                            "height": int(img.shape[0])})
+                out.append({**self.model.judge(img, conf), "width": int(img.shape[1]), "height": int(img.shape[0])})
             return out
 
     ServingModel.__module__, ServingModel.__qualname__ = __name__, "ServingModel"   # pickled by reference
