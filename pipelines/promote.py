@@ -24,6 +24,12 @@
    its mAP50 gain over the re-scored champion above 0 (``bootstrap``; both ONNX scorings keep their
    per-image stats, ``evaluate.bootstrap`` sets resamples and seed); else it becomes
    ``challenger``. The decision is a version tag and ``reports/promotion.json``.
+
+Between 3 and 4 the shipped operating point is chosen on the candidate's ONNX validation stats
+(``decision``; ``components.decision``), written into the graph's metadata and reported with the
+escape / overkill rates on val and test; ``promote.require`` bounds on validation keep a candidate
+that misses one from ``champion`` (``registry.decide``). Before the alias moves, the version's
+model card (``components.deploy.card``) is logged as the promotion run's ``model_card/``.
 """
 
 from __future__ import annotations
@@ -184,20 +190,22 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
                 if boot:
                     gain = bootstrap_gain(keep["champion"], keep["candidate"], boot.resamples, boot.seed)
             d = decide(cand[metric], champ_score, cfg.margin, gate, gain, missed)
+            result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
+                      "chosen_on": SELECT, "candidate": cand, "candidate_test": cand_test,
+                      "champion_before": None if champ is None else str(champ.version),
+                      "champion_score": champ_score, "gate": gate, "margin": cfg.margin, "gain": gain,
+                      "require": dict(cfg.require), "requirements_missed": missed, "operating_point": op,
+                      "onnx": exported["onnx"], "onnx_registered": onnx_path,
+                      "serve": f"mlflow models serve -m models:/{name}/{version} --env-manager local",
+                      "parity": {k: v for k, v in exported.items() if k not in ("onnx", "onnx_nms")},
+                      "model_card": f"runs:/{run.run_id}/model_card/{CARD}"}
+            # the card before the alias: a version never serves as champion without its card
+            card = card_task(best, params, result, run.run_id, tags["git_commit"], onnx_path, str(data_yaml),
+                             metrics[best].get("gain_vs_baseline"), str(card_dir), keep["candidate_test"])
+            log_outputs(run, artifacts=[(str(card.parent), "model_card")])
+            client(uri).set_model_version_tag(name, version, "model_card", result["model_card"])
             set_alias(uri, name, d.alias, version)
             client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
-        result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
-                  "chosen_on": SELECT, "candidate": cand, "candidate_test": cand_test,
-                  "champion_before": None if champ is None else str(champ.version),
-                  "champion_score": champ_score, "gate": gate, "margin": cfg.margin, "gain": gain,
-                  "require": dict(cfg.require), "requirements_missed": missed, "operating_point": op,
-                  "onnx": exported["onnx"], "onnx_registered": onnx_path,
-                  "serve": f"mlflow models serve -m models:/{name}/{version} --env-manager local",
-                  "parity": {k: v for k, v in exported.items() if k not in ("onnx", "onnx_nms")}}
-        card = card_task(best, params, result, run.run_id, tags["git_commit"], onnx_path, str(data_yaml),
-                         metrics[best].get("gain_vs_baseline"), str(card_dir), keep["candidate_test"])
-        client(uri).set_model_version_tag(name, version, "model_card", f"runs:/{run.run_id}/model_card/{CARD}")
-        result["model_card"] = f"runs:/{run.run_id}/model_card/{CARD}"
         result["model_card_inputs"] = json.loads(card.with_name(CARD_INPUTS).read_text())
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
@@ -207,6 +215,6 @@ def promote_flow(params_file: str = "params.yaml") -> dict:
             tags.update(gain_mAP50=round(gain["mAP50"], 4), gain_ci95=f"[{gain['ci95'][0]:.4f}, {gain['ci95'][1]:.4f}]")
         log_outputs(run, metrics={**{f"test.{k}": v for k, v in cand_test.items()},
                                   **{f"val.{k}": v for k, v in cand.items()}, **flat_metrics(op)},
-                    artifacts=[(str(out), None), (str(card.parent), "model_card")], tags=tags)
+                    artifacts=[(str(out), None)], tags=tags)
         log.info("%s v%s -> %s (%s)", name, version, d.alias, d.reason)
     return result

@@ -115,13 +115,14 @@ def draw_worst(rows: list[dict], image_path: dict[str, Path], truth: dict[str, l
     for k, r in enumerate(rows):
         img = cv2.imread(str(image_path[r["image"]]))
         fired = detect(img)["detections"]
-        k = max(1.0, 480 / max(img.shape[:2]))           # small images drawn larger: readable labels
-        big = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST) if k > 1 else img.copy()
+        zoom = max(1.0, 480 / max(img.shape[:2]))        # small images drawn larger: readable labels
+        big = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST) if zoom > 1 else img.copy()
         ann = Annotator(big, line_width=1, font_size=9)
         for name, *box in truth.get(r["image"], []):
-            ann.box_label([v * k for v in box], f"{name}", color=(40, 200, 40))
+            ann.box_label([v * zoom for v in box], f"{name}", color=(40, 200, 40))
         for d in fired:
-            ann.box_label([v * k for v in d["box_xyxy"]], f"{d['class']} {d['confidence']:.2f}", color=(40, 40, 230))
+            ann.box_label([v * zoom for v in d["box_xyxy"]], f"{d['class']} {d['confidence']:.2f}",
+                          color=(40, 40, 230))
         ax = fig.add_subplot(nrows, cols, k + 1)
         ax.imshow(np.ascontiguousarray(ann.result()[..., ::-1]))
         ax.set_title(f"{r['image']}\n{r['why']}", fontsize=7)
