@@ -59,8 +59,10 @@ def rates(op: dict | None) -> dict:
     out = {}
     for k in ("escape", "overkill"):
         t = (op or {}).get("test") or {}
-        v, ci = t.get(f"{k}_rate"), t.get(f"{k}_ci95")
-        out[f"test {k} rate [95 % CI]"] = "" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        v, ci, ex = t.get(f"{k}_rate"), t.get(f"{k}_ci95"), t.get(f"{k}_exact95")
+        out[f"test {k} rate [95 % CI]"] = "" if v is None else (
+            f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            + (f", exact [{ex[0]:.3f}, {ex[1]:.3f}]" if ex else ""))
     return out
 
 
