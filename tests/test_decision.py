@@ -113,3 +113,14 @@ def test_requirements():
     assert check_requirements({"mAP50": 0.01}, {"mAP50": 0.3}) == ["mAP50 0.0100 < 0.3"]
     with pytest.raises(ValueError, match="unknown key"):
         check_requirements({}, {"escapes": 0.1})
+
+
+def test_a_candidate_that_misses_a_requirement_never_takes_champion():
+    from components.deploy.registry import CHALLENGER, CHAMPION, decide
+
+    missed = check_requirements({"mAP50": 0.01, "escape_rate": 0.0}, {"mAP50": 0.3, "escape_rate": 0.05})
+    assert missed == ["mAP50 0.0100 < 0.3"]
+    first = decide(0.01, None, 0.005, missed=missed)              # no champion yet: still not champion
+    assert first.alias == CHALLENGER and first.reason == "requirements not met on validation: mAP50 0.0100 < 0.3"
+    assert decide(0.9, 0.1, 0.005, missed=["escape_rate 0.0800 > 0.05"]).alias == CHALLENGER   # whatever its mAP
+    assert decide(0.9, 0.1, 0.005, missed=[]).alias == CHAMPION
