@@ -10,7 +10,7 @@ PYTEST_ARGS ?= --durations=25
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test setup bench lock clean-runs mlflow-ui optuna-ui
+.PHONY: run test test-nightly setup bench lock clean-runs mlflow-ui optuna-ui
 
 setup: $(STAMP)
 
@@ -38,7 +38,12 @@ endif
 # (never fails; without chromium those tests skip)
 test: $(STAMP)
 	@bash tests/ensure_chromium.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not nightly" $(PYTEST_ARGS)
+
+# The long end-to-end runs (retrain through a worker, crash recovery, two Optuna workers, ablation
+# grids: about 12 min here) that `make test` and CI leave out; run them nightly and before a release.
+test-nightly: $(STAMP)
+	$(BIN)/python -m pytest -m nightly $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.stages

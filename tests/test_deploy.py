@@ -114,6 +114,7 @@ def _run(project, *cmd: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.nightly     # make test-nightly: minutes of training or servers
 def test_retrain_deployment_runs_through_a_worker_and_serves_the_champion(project, servers):
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client

@@ -371,6 +371,7 @@ def test_out_of_fold_lams_come_from_baselines_that_never_saw_the_image(project):
 
 
 @pytest.mark.slow
+@pytest.mark.nightly     # make test-nightly: minutes of training or servers
 def test_lagnet_ablation_rows(project):
     root, _ = project
     defectops(project, "ablate", "lagnet", "--rows", "baseline;k3n1", "--epochs", "1")
@@ -388,6 +389,7 @@ def test_lagnet_ablation_rows(project):
 
 
 @pytest.mark.slow
+@pytest.mark.nightly     # make test-nightly: minutes of training or servers
 def test_dasc_ablation_rows_are_runs_and_a_table(project):
     root, _ = project
     out = defectops(project, "ablate", "dasc", "--rows", "YOLO11;+ProtoNet K=4", "--epochs", "1")
@@ -591,6 +593,7 @@ def test_tune_records_failed_trials_and_goes_on(project):
 
 
 @pytest.mark.slow
+@pytest.mark.nightly     # make test-nightly: minutes of training or servers
 def test_two_workers_share_one_postgresql_study(project):
     """Two `defectops tune` processes on one PostgreSQL-backed study: N trials, none lost or run
     twice, each with its MLflow child run."""
@@ -660,6 +663,7 @@ def _drop_batch(root: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.nightly     # make test-nightly: minutes of training or servers
 def test_retrain_survives_crashes_between_steps_and_a_rerun_finishes(project, monkeypatch):
     """A dropped batch (5 good, 3 corrupt): crash after the dataset version is committed (before
     archiving) -> nothing left the inbox; crash at the retraining step -> the inbox is archived;
