@@ -144,6 +144,14 @@ def _auth_error(uri: str, e: BaseException, what: str) -> ModelError | None:
     return None
 
 
+def _require_store(uri: str) -> None:
+    """:class:`ModelError` when ``uri`` is a SQLite store whose file does not exist (MLflow would
+    create an empty one: predict and serve never create a registry)."""
+    db = _sqlite_file(uri)
+    if db is not None and not db.is_file():
+        raise ModelError(f"no MLflow registry at {uri} ({db} does not exist): {NOT_PROMOTED}")
+
+
 def check_registered(uri: str, model: str) -> None:
     """Check that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` exists in the registry at
     ``uri`` (without creating a store): :class:`ModelError` with what to do, else None."""
@@ -159,9 +167,7 @@ def check_registered(uri: str, model: str) -> None:
         name, version = rest.split("/", 1)
     if not name:
         raise ModelError(f"{model}: not a registry URI; use models:/NAME@ALIAS or models:/NAME/VERSION")
-    db = _sqlite_file(uri)
-    if db is not None and not db.is_file():
-        raise ModelError(f"no MLflow registry at {uri} ({db} does not exist): {NOT_PROMOTED}")
+    _require_store(uri)
     c = client(uri)
     try:
         rm = c.get_registered_model(name)
@@ -198,11 +204,10 @@ def check_model(model: str, uri: str) -> None:
     is :class:`ModelError` (MLflow would create an empty one: predict and serve never create a
     registry, whatever the URI: ``models:/``, ``runs:/``...), and a ``models:/`` URI must name an
     existing model, alias or version (:func:`check_registered`)."""
-    db = _sqlite_file(uri)
-    if db is not None and not db.is_file():
-        raise ModelError(f"no MLflow registry at {uri} ({db} does not exist): {NOT_PROMOTED}")
     if model.startswith("models:/"):
         check_registered(uri, model)
+    else:
+        _require_store(uri)
 
 
 def resolve_model(model: str, uri: str, cache: Path) -> Path:
@@ -297,7 +302,7 @@ class Detector:
         annotated with those boxes and the verdict."""
         from ultralytics.utils.plotting import Annotator, colors
 
-        from .serving import DEFAULT_CONF, verdict
+        from .serving import DEFAULT_CONF, judgement
 
         if self.boxes is not None:
             v = self.boxes.judge(img, conf)
@@ -307,8 +312,7 @@ class Detector:
             dets = [{"class": names[int(c)], "class_id": int(c), "confidence": round(float(s), 4),
                      "box_xyxy": [round(float(v), 1) for v in b]}
                     for b, s, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist())]
-            w = verdict(dets, None, conf)
-            v = {"verdict": w["verdict"], "detections": w["because"], "thresholds": w["thresholds"]}
+            v = judgement(dets, None, conf)
         ann = Annotator(img.copy(), line_width=max(1, round(sum(img.shape[:2]) / 600)))
         for d in v["detections"]:
             ann.box_label(d["box_xyxy"], f"{d['class']} {d['confidence']:.2f}", color=colors(d["class_id"], True))

@@ -118,7 +118,7 @@ def check_pixels(data: bytes, limit: int = MAX_PIXELS) -> tuple[int, int] | None
     """``(width, height)`` as the image header in ``data`` declares them, read without decoding the
     pixels; :class:`ImageTooLarge` when ``width * height`` exceeds ``limit``; None when Pillow does
     not recognise a header (then the bytes are no image any decoder here should be handed)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with _header(data) as im:
@@ -128,9 +128,7 @@ def check_pixels(data: bytes, limit: int = MAX_PIXELS) -> tuple[int, int] | None
         n = f"{int(m.group(1)):,}" if m else f"more than {limit:,}"
         raise ImageTooLarge(f"image too large: its header declares {n} pixels, more than the limit of "
                             f"{limit:,} (not decoded)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError):
-        return None
-    except Exception:     # noqa: BLE001  a plug-in failing on a hostile header: no header we can trust
+    except Exception:     # noqa: BLE001  unidentified, or a plug-in failing on a hostile header: none to trust
         return None
     if w * h > limit:
         raise ImageTooLarge(f"image too large: its header declares {w} x {h} = {w * h:,} pixels, more than "
@@ -186,6 +184,13 @@ def verdict(detections: list[dict], thresholds: dict[str, float] | None, conf: f
     return {"verdict": NG if fired else OK, "because": fired, "thresholds": used}
 
 
+def judgement(detections: list[dict], thresholds: dict[str, float] | None, conf: float | None = None) -> dict:
+    """:func:`verdict` as an image's answer: ``verdict``, the ``detections`` that caused it and
+    the ``thresholds`` used (what predict and the served model return per image)."""
+    v = verdict(detections, thresholds, conf)
+    return {"verdict": v["verdict"], "detections": v["because"], "thresholds": v["thresholds"]}
+
+
 class BoxModel:
     """The end-to-end ONNX graph on ONNX Runtime: ``model(img_bgr, conf)`` -> boxes in image pixels."""
 
@@ -232,8 +237,7 @@ class BoxModel:
     def judge(self, img: np.ndarray, conf: float | None = None) -> dict:
         """One image's verdict (:func:`verdict`) at the shipped thresholds, or at ``conf`` when
         given: ``verdict``, the detections that caused it (``detections``), ``thresholds`` used."""
-        v = verdict(self(img, conf), self.thresholds, conf)
-        return {"verdict": v["verdict"], "detections": v["because"], "thresholds": v["thresholds"]}
+        return judgement(self(img, conf), self.thresholds, conf)
 
 
 def __getattr__(name: str):
