@@ -29,15 +29,17 @@ run: $(STAMP)
 ifeq ($(PROFILE),)
 	$(BIN)/dvc repro
 else
-	$(BIN)/python -m pipelines.profile_args --run $(PROFILE)
+	$(BIN)/python -m defectops.profile_args --run $(PROFILE)
 endif
 	$(BIN)/dvc metrics show
 	$(BIN)/defectops report
 
-# tests/ensure_chromium.sh: installs Debian's chromium for the browser UI tests where apt-get can
-# (never fails; without chromium those tests skip)
+# tests/ensure_chromium.sh: installs Debian's chromium for the browser UI tests where apt-get can;
+# tests/ensure_labelstudio.sh: the Label Studio server in its own venv (.venv-labelstudio, pins in
+# infra/labelstudio/requirements.txt) for the review tests (both never fail; without them those tests skip)
 test: $(STAMP)
 	@bash tests/ensure_chromium.sh
+	@bash tests/ensure_labelstudio.sh
 	$(BIN)/python -m pytest -m "not nightly" $(PYTEST_ARGS)
 
 # The long end-to-end runs (retrain through a worker, crash recovery, two Optuna workers, ablation
@@ -57,4 +59,4 @@ mlflow-ui: $(STAMP)
 
 # optuna-dashboard on the tuning stages' storage (OPTUNA_STORAGE wins over params.yaml tune.storage)
 optuna-ui: $(STAMP)
-	$(BIN)/python -m pipelines.optuna_ui --port 8080
+	$(BIN)/python -m defectops.optuna_ui --port 8080

@@ -1,4 +1,5 @@
-"""Shared by every benchmark: machine description, timing a command, writing JSON + markdown."""
+"""Shared by every benchmark and study (``studies/``): machine description, timing a command,
+writing JSON + markdown, the params a profile resolves to, the embedded synthetic set."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NEU_RUNS = RESULTS / "neu_cpu" / "runs"     # the NEU-DET CPU-protocol runs (benchmarks.neu_cpu writes them)
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+SYNTH_WORK = Path(".cache/bench/synth_budget")   # the embedded synthetic set, generated once per params
 VAL_MAP50 = "metrics/mAP50(B)"              # ultralytics' results.csv column of the validation mAP50
 
 
@@ -37,7 +39,7 @@ def cpu_model() -> str:
 def machine() -> dict:
     import torch
 
-    from components.config import git_commit
+    from components.tracking import git_commit
 
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "git_commit": git_commit(), "python": platform.python_version(),
@@ -58,8 +60,9 @@ def timed(argv: list[str], log: Path) -> dict:
     return {"command": " ".join(argv), "seconds": round(time.perf_counter() - t, 2), "rc": rc}
 
 
-def write(name: str, payload: dict, table: list[dict], columns: list[str], title: str, notes: str = "") -> Path:
-    """``results/<name>.{md,json}``: title, machine, command, the table, then ``notes`` (a paragraph)."""
+def write(name: str, payload: dict, table: list[dict], columns: list[str], title: str, notes: str = "",
+          root: Path = RESULTS) -> Path:
+    """``<root>/<name>.{md,json}``: title, machine, command, the table, then ``notes`` (a paragraph)."""
     from components.report import write_table
 
     m = payload["machine"]
@@ -67,17 +70,62 @@ def write(name: str, payload: dict, table: list[dict], columns: list[str], title
                 f"{' (' + m['cpu_model'] + ', ' + m['cpu_capability'] + ')' if m.get('cpu_model') else ''} "
                 f"({m['torch_threads']} torch threads), GPU: {m['gpu'] or 'none'}, torch {m['torch']}\n\n"
                 f"Command: `{payload['command']}`")
-    md, _ = write_table(RESULTS / name, title, preamble, table, columns, payload)
+    md, _ = write_table(root / name, title, preamble, table, columns, payload)
     if notes:
         md.write_text(md.read_text() + "\n" + notes + "\n")
     return md
 
 
 def cli() -> str:
-    """The command line that is running, as ``python -m benchmarks.X args``."""
+    """The command line that is running, as ``python -m benchmarks.X args`` (or ``studies.X``)."""
     script = Path(sys.argv[0]).resolve()
     try:
         module = ".".join(script.relative_to(Path.cwd().resolve()).with_suffix("").parts)
     except ValueError:
         module = script.stem
     return " ".join(["python", "-m", module, *sys.argv[1:]])
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``--set key=value`` items as a dict, each value parsed as YAML."""
+    import yaml
+
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise SystemExit(f"--set wants key=value, got '{it}'")
+        k, v = it.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def profile_params(names: list[str], sets: dict | None = None):
+    """params.yaml + ``profiles/<name>.yaml`` for each of ``names`` (later wins, as ``make run
+    PROFILE="a b"``) + ``sets`` (``components.settings.resolve``)."""
+    from components.settings import load_profile, resolve
+
+    layers = [(f"profile {n}.yaml", load_profile(PROFILE_DIR / f"{n}.yaml")) for n in names]
+    return resolve("params.yaml", [*layers, ("--set", sets or {})])
+
+
+def synth_data_yaml(params, out: Path) -> Path:
+    """The embedded synthetic set of ``params.data.synth`` (generated once per params and generator
+    code under ``SYNTH_WORK``), split as ``params.split``, as an ultralytics data YAML in ``out``."""
+    import hashlib
+    import json
+
+    from components.data.canonical import load_manifest
+    from components.data.split import SplitSpec, make_split
+    from components.data.synth import SynthConfig, write_synth_dataset
+    from components.data.views import write_yolo_data_yaml
+
+    syn = params.data.synth.plain()
+    code = (Path(__file__).resolve().parents[1] / "components" / "data" / "synth.py").read_bytes()
+    key = hashlib.sha256(json.dumps(syn, sort_keys=True).encode() + code).hexdigest()[:10]   # params + generator
+    root = SYNTH_WORK / f"synth-{key}"
+    if not (root / "synth" / "manifest.json").is_file():
+        write_synth_dataset(SynthConfig(**{**syn, "contrast": tuple(syn["contrast"])}), root, "synth")
+    m = load_manifest(root / "synth")
+    s = params.split
+    split = make_split(m["images"], m["classes"], SplitSpec(s.test_ratio, s.val_ratio, s.seed, 0))
+    return write_yolo_data_yaml(root / "synth", split, out)

@@ -13,7 +13,7 @@ import argparse
 
 from ultralytics.utils.torch_utils import get_flops, get_num_params
 
-from components.dasc.config import PAPER_TABLE3, TABLE3, dasc_yolo_cfg
+from components.detectors.dasc.config import PAPER_TABLE3, TABLE3, dasc_yolo_cfg
 from components.models.detect import DefectDetectionModel
 
 from .common import cli, machine, write

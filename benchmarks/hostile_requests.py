@@ -212,7 +212,7 @@ def run_predict(tmp: Path, env: dict) -> list[dict]:
     (files / "good.jpg").write_bytes(good_jpeg())
     rows = []
     for f in sorted(files.iterdir()):
-        argv = [sys.executable, "-m", "pipelines.cli", "--params", str(PARAMS), "predict", "--model",
+        argv = [sys.executable, "-m", "defectops.cli", "--params", str(PARAMS), "predict", "--model",
                 "models:/defect-detector@champion", str(f), "--out", str(tmp / "pred")]
         t, peak = time.perf_counter(), 0
         with open(tmp / "predict.log", "wb") as log:
@@ -262,7 +262,7 @@ def main() -> None:
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         env.pop("MLFLOW_REGISTRY_URI", None)
         port = free_port()
-        rows = run_server("defectops serve", [sys.executable, "-m", "pipelines.cli", "--params", str(PARAMS), "serve",
+        rows = run_server("defectops serve", [sys.executable, "-m", "defectops.cli", "--params", str(PARAMS), "serve",
                                               "--model", "models:/defect-detector@champion", "--port", str(port)],
                           env, tmp, f"http://127.0.0.1:{port}", big=True)
         if a.mlflow:

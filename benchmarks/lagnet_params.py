@@ -21,8 +21,8 @@ from ultralytics.utils.torch_utils import get_num_params
 
 from components.evaluate import model_gflops
 from components.models.detect import DefectDetectionModel
-from components.lagnet.config import (PAPER_PARAMS_M, PAPER_TABLE4, PAPER_WIDTH, TABLE4, VARIANTS, LagnetToggles,
-                                           write_lagnet_yaml)
+from components.detectors.lagnet.config import (PAPER_PARAMS_M, PAPER_TABLE4, PAPER_WIDTH, TABLE4, VARIANTS, LagnetToggles,
+                                           lagnet_cfg, write_lagnet_yaml)
 
 from .common import cli, machine, write
 
@@ -51,8 +51,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         def row(name, variant, width, paper, toggles=LagnetToggles()):
-            cfg = write_lagnet_yaml(Path(tmp) / f"{variant}{width}{toggles.lam}{toggles.scem}", variant, width, 5, 2,
-                                    a.nc, toggles, depth=a.depth)
+            cfg = write_lagnet_yaml(Path(tmp) / f"{variant}{width}{toggles.lam}{toggles.scem}",
+                                    lagnet_cfg(variant, width, 5, 2, a.nc, toggles, depth=a.depth))
             m = DefectDetectionModel(str(cfg), nc=a.nc, verbose=False)
             p = get_num_params(m) / 1e6
             rows.append({"model": name, "width": width, "depth": a.depth, "LAM": toggles.lam, "SCEM": toggles.scem,

@@ -4,7 +4,7 @@
 
 * plain: read + letterbox + one batched forward pass of the baseline (what inference costs
   before NMS);
-* LAM: ``components.lagnet.lam.make_lams`` as the LAM stage runs it: the same read + letterbox +
+* LAM: ``components.detectors.lagnet.lam.make_lams`` as the LAM stage runs it: the same read + letterbox +
   forward, then per-level confidence maps, level fusion, un-letterbox, 8-bit grey map, PNG write;
 * in-graph: ``LamMap`` (the ONNX pipeline's LAM step) vs the detector's forward alone, tensors only.
 
@@ -52,7 +52,7 @@ def _images(n: int, tmp: Path) -> tuple[list[Path], str]:
 
 
 def _plain(model, files: list[Path], imgsz: int, batch: int) -> float:
-    from components.lagnet.lam import _letterbox
+    from components.detectors.lagnet.lam import _letterbox
 
     t = time.perf_counter()
     for i in range(0, len(files), batch):
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    from components.lagnet.lam import LamMap, make_lams
+    from components.detectors.lagnet.lam import LamMap, lam_map, make_lams
     from components.yolo import YOLO
 
     weights = str(NEU_BASELINE) if NEU_BASELINE.is_file() else "yolo11n.yaml"
@@ -83,7 +83,7 @@ def main() -> None:
         for _ in range(a.repeats):
             plain.append(_plain(model, files, a.imgsz, a.batch))
             t = time.perf_counter()
-            make_lams(model, files, tmp / "lams", a.imgsz, a.batch)
+            make_lams(lam_map(model), files, tmp / "lams", a.imgsz, a.batch)
             lam.append(time.perf_counter() - t)
         # tensor level: the in-graph LAM step vs the detector alone
         x = torch.rand(a.batch, 3, a.imgsz, a.imgsz)

@@ -31,11 +31,11 @@ def _pytorch_model(promo: dict, params) -> torch.nn.Module:
 
     lay = Layout.from_params(params)
     if promo["model"] == "lagnet":
-        from components.lagnet.export import load_pipeline
+        from components.detectors import lam_maker
+        from components.detectors.lagnet import LamCoding
+        from components.detectors.lagnet.export import load_pipeline
 
-        lam = params.lam
-        return load_pipeline(lay.weights("baseline"), lay.weights("lagnet"), lam.alpha, lam.beta, lam.normalize,
-                             lam.quantile)
+        return load_pipeline(lay.weights(lam_maker().key), lay.weights("lagnet"), LamCoding.of(params.lam))
     return YOLO(str(lay.weights(promo["model"]))).model.float().fuse().eval()
 
 
@@ -56,7 +56,7 @@ def main() -> None:
     from components.layout import Layout
     from components.settings import load_settings
     from components.deploy.export import letterbox_batch, ort_session
-    from components.lagnet.export import box_agreement
+    from components.detectors.lagnet.export import box_agreement
     from ultralytics.utils.nms import non_max_suppression
 
     params = load_settings(a.params)
@@ -114,13 +114,13 @@ def main() -> None:
     payload = {"machine": machine(), "command": cli(), "model": promo["model"], "version": promo["version"],
                "onnx": promo["onnx"], "imgsz": imgsz, "pytorch_device": str(dev), "ort_provider": provider,
                "rows": rows, "timings": timings, "parity": parity}
+    notes = (f"Parity on the same {len(x)} test images: raw max |diff| {parity['max_abs_diff']:.3g} "
+             f"(relative {parity['max_rel_diff']:.2g}); boxes at conf {a.conf}: {parity['boxes']}, same count on "
+             f"{parity['same_count']}/{parity['images']} images, {parity['unmatched']} unmatched, min matched IoU "
+             f"{parity['min_matched_iou']}")
     md = write("onnx_vs_eager", payload, rows, ["batch", "images", "pytorch_img_s", "onnxruntime_img_s", "speedup"],
                f"ONNX Runtime ({provider}) vs eager PyTorch ({dev}): promoted {promo['model']} "
-               f"v{promo['version']}, {imgsz}px",
-               f"Parity on the same {len(x)} test images: raw max |diff| {parity['max_abs_diff']:.3g} "
-               f"(relative {parity['max_rel_diff']:.2g}); boxes at conf {a.conf}: {parity['boxes']}, same count on "
-               f"{parity['same_count']}/{parity['images']} images, {parity['unmatched']} unmatched, min matched IoU "
-               f"{parity['min_matched_iou']}")
+               f"v{promo['version']}, {imgsz}px", notes)
     print(md.read_text())
 
 

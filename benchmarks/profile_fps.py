@@ -26,8 +26,7 @@ from components.detectors import display_name, model_cfg
 from components.evaluate import measure_latency, model_gflops
 from components.models.detect import DefectDetectionModel
 
-from .common import cli, machine, write
-from .neu_cpu import profile_params
+from .common import cli, machine, profile_params, write
 
 NC = 6
 # (params M, FPS, GPU) as the papers report them: dasc-yolo.md Table 4 (NEU-DET, large; FPS only,

@@ -22,8 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import RESULTS, cli, machine, read_results_csv, write
-from .neu_cpu import parse_sets
+from .common import RESULTS, cli, machine, parse_sets, read_results_csv, synth_data_yaml, write
 
 WORK = Path(".cache/bench/repro_check")
 OUT = RESULTS / "repro_check.json"
@@ -35,11 +34,11 @@ def run_params(out: Path, sets: dict, epochs: int, params_file: str) -> Path:
     ``out/params.yaml``: what ``--via stage|flow`` train from (datasets and splits stay the project's)."""
     import yaml
 
-    from components.config import apply_overrides, load_params
+    from components.settings import resolve
 
     moved = {f"paths.{k}": str((out / k).resolve()) for k in ("models", "metrics", "plots", "reports", "exports", "work")}
-    cfg = apply_overrides(load_params(params_file), {**sets, "train.epochs": epochs, **moved, "retrain.warm_start": False,
-                                                     "tracking.uri": f"sqlite:///{(out / 'mlflow.db').resolve()}"})
+    cfg = resolve(params_file, [("--set", {**sets, "train.epochs": epochs, **moved, "retrain.warm_start": False,
+                                           "tracking.uri": f"sqlite:///{(out / 'mlflow.db').resolve()}"})]).plain()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "params.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -59,7 +58,7 @@ def train_via_stage(out: Path, params_file: Path, via: str) -> None:
         return
     from components.data.canonical import load_manifest
     from components.data.views import load_split, write_yolo_data_yaml
-    from components.train import train_detector
+    from components.train import TrainRequest, train_detector
     from components.detectors import model_cfg
     from pipelines.common import layout, model_data_yaml, read_params, trainer_args
 
@@ -71,7 +70,7 @@ def train_via_stage(out: Path, params_file: Path, via: str) -> None:
         data_yaml = model_data_yaml("baseline", params,
                                     write_yolo_data_yaml(lay.dataset, load_split(lay.split_file), work))
         args, device, seed = trainer_args(params)
-        train_detector(cfg, data_yaml, out / "train", args, device, seed, params.loss.iou)
+        train_detector(TrainRequest(cfg, data_yaml, out / "train", args, device, seed, params.loss.iou))
 
     if via == "prefect":                    # the same inside a bare Prefect flow (no task, no MLflow)
         from prefect import flow
@@ -88,10 +87,9 @@ def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yam
     stage's own set-up (:func:`train_via_stage`)."""
     if via != "direct":
         return train_via_stage(out, run_params(out, sets, epochs, params_file), via)
-    from benchmarks.synth_budget import synth_data_yaml
-    from components.config import trainer_args
-    from components.settings import resolve
-    from components.train import baseline_cfg, train_detector
+    from components.settings import resolve, trainer_args
+    from components.detectors.yolo11.config import baseline_cfg
+    from components.train import TrainRequest, train_detector
 
     params = resolve(params_file, [("--set", {**sets, "train.epochs": epochs})])
     data_yaml = synth_data_yaml(params, out / "data")
@@ -112,8 +110,8 @@ def train_one(out: Path, sets: dict, epochs: int, params_file: str = "params.yam
         exp = client.get_experiment_by_name("Default") or client.get_experiment(client.create_experiment("Default"))
         run = client.create_run(exp.experiment_id)
         callback = EpochLogger(StageRun(uri, run.info.run_id, exp.experiment_id))
-    train_detector(baseline_cfg(params.baseline.scale), data_yaml, out / "train", args, "cpu", seed,
-                   params.loss.iou, callback)
+    train_detector(TrainRequest(baseline_cfg(params.baseline.scale), data_yaml, out / "train", args, "cpu", seed,
+                                params.loss.iou), callback)
 
 
 def weight_tensors(ckpt: Path) -> dict:

@@ -24,16 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from .detectors import MODELS, spec
+
 STRIDE = 32                # the input size must be a multiple of the network's largest stride
 MIN_SIDE_PX = 8            # one cell of the stride-8 (P3) head
 PERCENTILE = 5             # of each class's box short sides
 MIN_IMGSZ = 128            # params.yaml's default training size, the smallest this project uses
 BATCH_PIXELS = 16 * 320 ** 2
 MAX_EPOCHS = 300           # the papers' protocol
-# Seconds per training image and epoch at 224 px, one torch thread: NEU-DET CPU runs on the
-# project's 2-core AMD EPYC (YOLO11n 93 s, DASC-YOLO-n 109 s, LAGNet-s 112 s per epoch of 1260
-# images; docs/results.md). Time grows with the pixel count.
-SECONDS_PER_IMAGE_224 = {"baseline": 93 / 1260, "dasc": 109 / 1260, "lagnet": 112 / 1260}
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,9 @@ def batch_size(imgsz: int) -> tuple[int, str]:
 def epochs_for(hours: float, train_images: int, imgsz: int) -> tuple[int, str]:
     if hours <= 0:
         raise ValueError(f"the time budget must be > 0 hours (got {hours:g})")
-    per_epoch = train_images * sum(SECONDS_PER_IMAGE_224.values()) * (imgsz / 224) ** 2
+    # seconds per training image and epoch at 224 px, one torch thread, of each detector the project
+    # trains (DetectorSpec.seconds_per_image_224: NEU-DET CPU runs); time grows with the pixel count
+    per_epoch = train_images * sum(spec(m).seconds_per_image_224 for m in MODELS) * (imgsz / 224) ** 2
     e = max(1, min(MAX_EPOCHS, int(hours * 3600 // per_epoch)))
     why = (f"{hours:g} h for the three final trainings at ~{per_epoch / 60:.0f} min per epoch of all three "
            f"({train_images} training images at {imgsz} px; epoch times of the NEU-DET CPU runs, one torch "

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from copy import deepcopy
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -134,18 +135,45 @@ def validate_keeping_stats(yolo: YOLO, validator: type | None = None, **val_args
     return res, stats
 
 
-def score_split(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, conf: float, iou: float,
-                device: str, validator=None, keep: Path | None = None) -> dict:
-    """``weights`` on ``split`` at the served framing (as :func:`evaluate_detector`), without plots
-    or timing: the validation scores a promotion chooses its candidate by (the test split only
+@dataclass(frozen=True)
+class EvalRequest:
+    """One scoring: ``weights`` on ``split`` of ``data_yaml`` at ``imgsz`` (the served framing, a
+    square letterbox), ``batch``, ``conf`` / ``iou`` (NMS), ``device``; ``validator``: a
+    ``DetectionValidator`` subclass (LAGNet: its LAM validator), else ultralytics' own."""
+
+    weights: Path
+    data_yaml: Path
+    split: str
+    imgsz: int
+    batch: int
+    conf: float
+    iou: float
+    device: str
+    validator: Any = None
+
+    @classmethod
+    def of(cls, cfg, weights: str | Path, data_yaml: str | Path, imgsz: int, split: str | None = None,
+           validator=None) -> "EvalRequest":
+        """From the ``evaluate`` settings section ``cfg`` (its split unless ``split`` is given)."""
+        return cls(Path(weights), Path(data_yaml), split or cfg.split, imgsz, cfg.batch, cfg.conf, cfg.iou,
+                   cfg.device, validator)
+
+    def val_args(self) -> dict:
+        """ultralytics' ``val`` arguments of this scoring (``rect=False``: the served framing)."""
+        return dict(data=str(self.data_yaml), split=self.split, imgsz=self.imgsz, batch=self.batch, conf=self.conf,
+                    iou=self.iou, device=self.device, rect=False, verbose=False)
+
+
+def score_split(req: EvalRequest, keep: Path | None = None) -> dict:
+    """``req.weights`` on ``req.split`` at the served framing (as :func:`evaluate_detector`), without
+    plots or timing: the validation scores a promotion chooses its candidate by (the test split only
     reports). ``keep``: also write the per-image stats there (``.npz``: the operating point's input)."""
     with tempfile.TemporaryDirectory() as tmp:
-        res, stats = validate_keeping_stats(YOLO(str(weights)), validator, data=str(data_yaml), split=split,
-                                            imgsz=imgsz, batch=batch, conf=conf, iou=iou, device=device, rect=False,
-                                            plots=False, verbose=False, project=tmp, name="val")
+        res, stats = validate_keeping_stats(YOLO(str(req.weights)), req.validator, **req.val_args(), plots=False,
+                                            project=tmp, name="val")
     if keep:
         stats.save(keep)
-    return _scores(res.box, data_yaml, split)
+    return _scores(res.box, req.data_yaml, req.split)
 
 
 def _scores(box, data_yaml: Path, split: str) -> dict:
@@ -156,12 +184,10 @@ def _scores(box, data_yaml: Path, split: str) -> dict:
             "precision": round(float(box.mp), 4), "recall": round(float(box.mr), 4)}
 
 
-def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, conf: float,
-                      iou: float, device: str, latency: dict, out_dir: Path, plots_dir: Path,
-                      validator=None) -> dict:
-    """Validate ``weights`` on ``split`` of ``data_yaml``: ultralytics' PNG plots go to ``out_dir``,
-    the CSV plot data (DVC plots) to ``plots_dir``. ``validator``: a ``DetectionValidator``
-    subclass (LAGNet: ``LamValidator``), else ultralytics' own. The per-image stats go to
+def evaluate_detector(req: EvalRequest, latency: dict, out_dir: Path, plots_dir: Path) -> dict:
+    """Validate as ``req`` says (:class:`EvalRequest`): ultralytics' PNG plots go to ``out_dir``,
+    the CSV plot data (DVC plots) to ``plots_dir``, the latency measured as ``latency`` says
+    (``batch``, ``runs``, ``warmup``: the ``evaluate.latency`` settings). The per-image stats go to
     ``out_dir/predictions.npz``. Every detector is scored at the *served framing*, the square
     ``imgsz`` letterbox that ``predict`` and the exported ONNX model take (``rect=False``, as the
     promotion's ONNX scoring), not on ultralytics' rect batches with their half-stride border."""
@@ -170,12 +196,11 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
         if d.exists():
             shutil.rmtree(d)
     plots_dir.mkdir(parents=True)
-    yolo = YOLO(str(weights))
+    data_yaml, split, imgsz = req.data_yaml, req.split, req.imgsz
+    yolo = YOLO(str(req.weights))
     names = yolo.names
-    res, stats = validate_keeping_stats(yolo, validator, data=str(data_yaml), split=split, imgsz=imgsz, batch=batch,
-                                        conf=conf, iou=iou, device=device, rect=False, plots=True,
-                                        project=str(out_dir.parent),
-                                        name=out_dir.name, exist_ok=True, verbose=False)
+    res, stats = validate_keeping_stats(yolo, req.validator, **req.val_args(), plots=True,
+                                        project=str(out_dir.parent), name=out_dir.name, exist_ok=True)
     stats.save(out_dir / PREDICTIONS)
     box = res.box
     p, r = float(box.mp), float(box.mr)
@@ -190,7 +215,7 @@ def evaluate_detector(weights: Path, data_yaml: Path, split: str, imgsz: int, ba
         "GFLOPs": round(model_gflops(yolo.model, 640), 3),          # at 640 px, as the papers
         "GFLOPs_at_imgsz": round(model_gflops(yolo.model, imgsz), 3),
         "speed_ms_per_image": {k: round(float(v), 3) for k, v in res.speed.items()},
-        **measure_latency(yolo.model, imgsz, latency["batch"], latency["runs"], latency["warmup"], device),
+        **measure_latency(yolo.model, imgsz, latency["batch"], latency["runs"], latency["warmup"], req.device),
     }
     _write_pr_curve(box, plots_dir / "pr_curve.csv")
     with (plots_dir / "per_class_ap.csv").open("w", newline="") as fh:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, section
+from .settings import ConfigError, section
 
 WEIGHTS = Path("weights") / "best.pt"
 _ROOTS = ("datasets", "splits", "models", "metrics", "plots", "reports", "exports", "lams", "work")

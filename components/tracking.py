@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from .config import PIPELINE_RUN_ENV, flatten, git_commit, pipeline_run_id, source_name
+from .settings import flatten
 
 MAX_PARAM_LEN = 6000
 BATCH = 100
@@ -39,8 +41,67 @@ BATCH = 100
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # the UI's own guesses (mlflow/server/js: ExperimentKind ..._INFERRED, NO_INFERRED_TYPE)
 _GUESSED_KINDS = ("genai_development_inferred", "custom_model_development_inferred", "no_inferred_type")
-PIPELINE_RUN_TAG = "defectops.pipeline_run"            # value: config.pipeline_run_id()
+PIPELINE_RUN_TAG = "defectops.pipeline_run"            # value: pipeline_run_id()
+PIPELINE_RUN_ENV = "DEFECTOPS_PIPELINE_RUN"            # the pipeline-run id, passed down to subprocesses
 DATASET_CONTEXT_TAG = "mlflow.data.context"
+
+
+# ---- what identifies an execution: the git commit, the pipeline run, the command that ran
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """HEAD commit, suffixed ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _dvc_process():
+    """The ``dvc`` process (``dvc repro``, ``dvc exp run``) this process runs under, or None."""
+    import psutil
+
+    try:
+        for p in psutil.Process().parents():
+            try:
+                cmd = p.cmdline()
+            except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            names = [os.path.basename(c) for c in cmd[:3]]
+            if any(n in ("dvc", "dvc.exe") for n in names) or (len(cmd) > 2 and cmd[1:3] == ["-m", "dvc"]):
+                return p
+    except psutil.Error:
+        pass
+    return None
+
+
+def pipeline_run_id() -> str:
+    """The id that groups the runs of one pipeline execution (tag ``defectops.pipeline_run``).
+
+    ``DEFECTOPS_PIPELINE_RUN`` wins (a caller that starts stages in subprocesses passes its own id
+    down); else, in a stage command DVC runs (``DVC_STAGE`` is set), the ``dvc`` process that runs
+    every stage of this ``dvc repro`` / ``dvc exp run``: its start time and pid, the same in each
+    stage's process and new for the next repro; else this process's own start time and pid."""
+    import psutil
+
+    if os.environ.get(PIPELINE_RUN_ENV):
+        return os.environ[PIPELINE_RUN_ENV]
+    proc, kind = (_dvc_process(), "dvc") if os.environ.get("DVC_STAGE") else (None, "")
+    if proc is None:
+        proc, kind = psutil.Process(), "proc"
+    started = time.strftime("%Y%m%dT%H%M%S", time.localtime(proc.create_time()))
+    return f"{kind}-{started}-{proc.pid}"
+
+
+def source_name() -> str:
+    """``mlflow.source.name``: ``dvc.yaml:<stage>`` for a stage DVC runs, else the command line."""
+    if os.environ.get("DVC_STAGE"):
+        return f"dvc.yaml:{os.environ['DVC_STAGE']}"
+    return " ".join([os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
+                     *sys.argv[1:]])[:500]   # an MLflow tag value, kept short
 
 
 def tracking_uri(tracking: dict) -> str:
@@ -162,4 +223,4 @@ def find_runs(tracking: dict, filter_string: str) -> list:
 
 
 __all__ = ["StageRun", "start_stage_run", "tracking_uri", "find_runs", "pipeline_run_id", "source_tags",
-           "experiment_id", "PIPELINE_RUN_ENV", "mlflow"]
+           "experiment_id", "git_commit", "source_name", "PIPELINE_RUN_ENV", "mlflow"]

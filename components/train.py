@@ -2,10 +2,10 @@
 subclass whose ``get_model`` builds the project's model), from a model YAML, from scratch,
 offline.
 
-The baseline is plain YOLO11 at the scale from params (``yolo11{n,s,m,l,x}.yaml`` ships inside
-ultralytics, so nothing is downloaded); DASC-YOLO is YOLO11 with its modules inserted
-(``components/dasc/config.py``, written as ``dasc-yolo11<scale>.yaml``); LAGNet is
-``components/lagnet/config.py``'s YAML, trained on RGB + LAM (``components/lagnet/data.py``).
+Each detector's model YAML comes from its package (``components/detectors/<name>/config.py``:
+ultralytics' own ``yolo11<scale>.yaml`` for the baseline, nothing is downloaded; generated ones for
+DASC-YOLO and LAGNet); a detector that reads a LAM trains on RGB + LAM
+(``components/detectors/lagnet/data.py``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from typing import Callable
 
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import RANK
+from ultralytics.utils.patches import override_configs
 from ultralytics.utils.torch_utils import unwrap_model
 
-from .lagnet.data import LamTrainerMixin
+from .detectors.lagnet.data import LamTrainerMixin
 from .models.detect import DefectDetectionModel
 from .models.iou import IOU_LOSSES
+from .transfer import Transfer, load_weights, transfer
 from .yolo import YOLO
 
 log = logging.getLogger(__name__)
@@ -50,11 +52,21 @@ class DefectTrainer(DetectionTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.add_callback("on_train_epoch_start", _set_loss_progress)
+        init = self.args.pretrained         # a weights file (train.init, a warm start): see setup_model
+        self.init, self.transferred = (str(init) if isinstance(init, (str, Path)) and not self.resume else None), None
+
+    def setup_model(self):
+        """ultralytics' own, with ``pretrained`` read by components.transfer in get_model instead of
+        ultralytics' load_checkpoint (which reads ultralytics checkpoints only)."""
+        with override_configs(self.args, {"pretrained": True} if self.init else None):
+            return super().setup_model()
 
     def get_model(self, cfg=None, weights=None, verbose=True):
         model = DefectDetectionModel(cfg, nc=self.data["nc"], ch=self.data.get("channels", 3),
                                      verbose=verbose and RANK == -1)
-        if weights:
+        if self.init:                       # after the seeded build: the rest starts as a cold start would
+            self.transferred = transfer(model, load_weights(self.init), self.init, self.data["names"])
+        elif weights:
             model.load(weights)
         return model
 
@@ -95,12 +107,37 @@ class TrainResult:
     results_csv: Path
     final: dict[str, float]       # last row of results.csv (val metrics of the last epoch)
     epochs_run: int
+    init: Transfer | None = None  # what the start weights (``init_weights``) gave: components.transfer
 
 
-def baseline_cfg(scale: str) -> str:
-    if scale not in {"n", "s", "m", "l", "x"}:
-        raise ValueError(f"baseline.scale must be one of n, s, m, l, x (got '{scale}')")
-    return f"yolo11{scale}.yaml"
+@dataclass(frozen=True)
+class TrainRequest:
+    """One training: what to train (``model_cfg``, a model YAML, never a ``.pt`` to fetch), on what
+    (``data_yaml``), where (``out_dir``) and how: ``train_args`` are ultralytics train arguments
+    from params (epochs, imgsz, batch, optimizer, lr0, ... and augmentation), ``iou_loss`` the box
+    regression loss (written into the run's copy of the model YAML, :func:`model_yaml`; a resumed
+    run keeps its checkpoint's). ``lam``: the model reads RGB + LAM (``data_yaml`` names the LAM
+    folder). ``init_weights``: weights to start from (``train.init``, a warm start): the tensors
+    that match by name and shape are transferred (``components.transfer``; the result's ``init``
+    counts them), the rest start fresh. ``resume``: continue the interrupted run in ``out_dir``
+    from its ``weights/last.pt`` (ultralytics' resume: epoch, optimizer, EMA, LR schedule), else
+    ``out_dir`` is cleared and training starts over. ``threads``: torch's intra-op threads for a
+    CPU training (ultralytics sets cores - 1, one on a 2-core machine, when it picks the device;
+    this is applied after that): an int, ``"auto"`` (every core, :func:`resolve_threads`) or None
+    (ultralytics' choice); ``train_args["threads"]`` (params ``train.threads``) is used when it is
+    None. Plain values only: the request travels to the training process."""
+
+    model_cfg: str | Path
+    data_yaml: Path
+    out_dir: Path
+    train_args: dict
+    device: str
+    seed: int
+    iou_loss: str
+    lam: bool = False
+    init_weights: str | Path | None = None
+    resume: bool = False
+    threads: int | str | None = None
 
 
 def same_architecture(model_cfg: str | Path, weights: str | Path, nc: int, ch: int = 3) -> tuple[bool, str]:
@@ -114,6 +151,49 @@ def same_architecture(model_cfg: str | Path, weights: str | Path, nc: int, ch: i
         return False, f"{len(set(new) ^ set(old))} tensors differ by name"
     bad = [k for k in new if new[k].shape != old[k].shape]
     return (not bad), (f"{len(bad)} tensors differ in shape (e.g. {bad[0]})" if bad else "all tensors match")
+
+
+def training_key(req: TrainRequest, data_hash: str | None, init: str | None) -> str:
+    """A hash of what a training's result depends on: the model YAML (its text), the trainer
+    arguments, device, seed, box loss, LAM input, the data (``data_hash``) and the start weights
+    (``init``: what they are, e.g. ``models:/defect-detector/3``; None for a cold start)."""
+    from .settings import params_hash
+
+    cfg = Path(req.model_cfg)
+    return params_hash({"cfg": cfg.read_text() if cfg.is_file() else str(req.model_cfg), "args": req.train_args,
+                        "device": req.device, "seed": req.seed, "iou": req.iou_loss, "lam": req.lam,
+                        "data": data_hash, "init": init})
+
+
+@dataclass(frozen=True)
+class ScratchRun:
+    """A training's folder in scratch (DVC clears a stage's outs before a rerun; scratch survives),
+    with the :func:`training_key` of its inputs beside it (``<run_dir>.key``): an interrupted run
+    whose key is the same resumes from its ``last.pt``; a finished one is moved to its output."""
+
+    run_dir: Path
+    key: str
+
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir.with_name(self.run_dir.name + ".key")
+
+    def resumable(self) -> bool:
+        f = self.key_file
+        return f.is_file() and f.read_text() == self.key and (self.run_dir / "weights" / "last.pt").is_file()
+
+    def claim(self) -> None:
+        """A fresh run starts here: its key is written first."""
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.key_file.write_text(self.key)
+
+    def finish(self, out: Path) -> None:
+        """The finished run becomes ``out`` (replacing it); the key goes (the architecture and its
+        loss are next to the weights: :func:`model_yaml`)."""
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(str(self.run_dir), str(out))
+        self.key_file.unlink()
 
 
 def resolve_threads(value: int | str | None, share: int = 1) -> int | None:
@@ -146,29 +226,15 @@ def model_yaml(model_cfg: str | Path, iou_loss: str, out_dir: Path) -> Path:
     return path
 
 
-def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_args: dict, device: str,
-                   seed: int, iou_loss: str, on_epoch: EpochCallback | None = None,
-                   lam: bool = False, init_weights: str | Path | None = None,
-                   resume: bool = False, threads: int | None = None) -> TrainResult:
-    """Train ``model_cfg`` (a YAML, never a ``.pt`` to fetch) on ``data_yaml`` into ``out_dir``
-    with box-regression loss ``iou_loss`` (written into the run's copy of the model YAML,
-    :func:`model_yaml`; a resumed run keeps its checkpoint's).
-
-    ``train_args`` are ultralytics train arguments from params (epochs, imgsz, batch, optimizer,
-    lr0, ... and augmentation); ``on_epoch(epoch, metrics)`` is called after each epoch's
-    validation with the losses, val metrics and learning rates, and once more with
-    ``epoch=None`` and the val metrics of best.pt (keys prefixed ``best/``). ``lam``: the model
-    reads RGB + LAM (``data_yaml`` names the LAM folder). ``init_weights``: a checkpoint of the
-    same architecture to start from (warm start) instead of random weights. ``resume``: continue
-    the interrupted run in ``out_dir`` from its ``weights/last.pt`` (ultralytics' resume: epoch,
-    optimizer, EMA, LR schedule), else ``out_dir`` is cleared and training starts over.
-    ``threads``: torch's intra-op threads for a CPU training (ultralytics sets cores - 1, one on a
-    2-core machine, when it picks the device; this is applied after that): an int, ``"auto"``
-    (every core, :func:`resolve_threads`) or None (ultralytics' choice); ``train_args["threads"]``
-    (params ``train.threads``) is used when the argument is None.
+def train_detector(req: TrainRequest, on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train as ``req`` says (:class:`TrainRequest`) into ``req.out_dir``. ``on_epoch(epoch,
+    metrics)`` is called after each epoch's validation with the losses, val metrics and learning
+    rates, and once more with ``epoch=None`` and the val metrics of best.pt (keys prefixed ``best/``).
     """
-    train_args = dict(train_args)
-    threads = resolve_threads(train_args.pop("threads", None) if threads is None else threads)
+    model_cfg, data_yaml, iou_loss, init_weights = req.model_cfg, req.data_yaml, req.iou_loss, req.init_weights
+    device, seed = req.device, req.seed
+    train_args = dict(req.train_args)
+    threads = resolve_threads(train_args.pop("threads", None) if req.threads is None else req.threads)
     if not str(model_cfg).endswith((".yaml", ".yml")):
         raise ValueError(f"train from a model YAML, not '{model_cfg}' (no weights are downloaded)")
     if iou_loss not in IOU_LOSSES:                  # before out_dir is cleared
@@ -176,13 +242,13 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     clash = _RESERVED & set(train_args)
     if clash:
         raise ValueError(f"params.train must not set {sorted(clash)}: the pipeline sets them")
-    out_dir = Path(out_dir).resolve()
+    out_dir = Path(req.out_dir).resolve()
     last = out_dir / "weights" / "last.pt"
-    resume = resume and last.is_file()
+    resume = req.resume and last.is_file()
     if out_dir.exists() and not resume:
         shutil.rmtree(out_dir)
     model = DefectYOLO(str(last) if resume else model_yaml(model_cfg, iou_loss, out_dir))
-    trainer = LamTrainer if lam else DefectTrainer
+    trainer = LamTrainer if req.lam else DefectTrainer
     if on_epoch is not None:
         def _cb(tr: DetectionTrainer) -> None:
             if getattr(tr, "in_final_eval", False):
@@ -213,10 +279,10 @@ def train_detector(model_cfg: str | Path, data_yaml: Path, out_dir: Path, train_
     best = out_dir / "weights" / "best.pt"
     if not best.is_file():
         raise RuntimeError(f"training finished without {best}")
-    return TrainResult(out_dir, best, last, results_csv, final, len(rows))
+    return TrainResult(out_dir, best, last, results_csv, final, len(rows), getattr(model.trainer, "transferred", None))
 
 
-def train_detector_isolated(*args, **kwargs) -> TrainResult:
+def train_detector_isolated(req: TrainRequest, on_epoch: EpochCallback | None = None) -> TrainResult:
     """:func:`train_detector` in a fresh interpreter (a spawned child process), returning its
     result or raising its error.
 
@@ -237,10 +303,10 @@ def train_detector_isolated(*args, **kwargs) -> TrainResult:
     if main_file and getattr(main, "__spec__", None) is None and not Path(main_file).is_file():
         log.warning("training in this process: a child cannot re-import this program's main module (%s); "
                     "inside a Prefect flow the training may then not repeat bit for bit", main_file)
-        return train_detector(*args, **kwargs)
+        return train_detector(req, on_epoch)
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_train_child, args=(send, args, kwargs), name="defectops-train")
+    child = ctx.Process(target=_train_child, args=(send, req, on_epoch), name="defectops-train")
     child.start()
     send.close()
     try:
@@ -258,7 +324,7 @@ def train_detector_isolated(*args, **kwargs) -> TrainResult:
     return value
 
 
-def _train_child(send, args: tuple, kwargs: dict) -> None:
+def _train_child(send, req: TrainRequest, on_epoch: EpochCallback | None) -> None:
     import multiprocessing as mp
     import os
     import pickle
@@ -270,7 +336,7 @@ def _train_child(send, args: tuple, kwargs: dict) -> None:
 
     threading.Thread(target=orphaned, name="defectops-parent-watch", daemon=True).start()
     try:
-        result = (True, train_detector(*args, **kwargs))
+        result = (True, train_detector(req, on_epoch))
     except BaseException as e:  # noqa: BLE001  (handed to the parent, which raises it)
         try:
             pickle.dumps(e)

@@ -24,31 +24,45 @@ import optuna
 # user attribute of the default trial (enqueued with it, so every worker can tell it)
 DEFAULT_ATTR = "default"
 
-# space keys -> params.yaml leaves
-TARGETS = {"protonet_k": "dasc.protonet_k", "k": "lagnet.k", "n": "lagnet.n", "iou": "loss.iou",
-           "lr0": "train.lr0", "weight_decay": "train.weight_decay"}
+# space keys every detector's study may search -> params.yaml leaves; each detector adds its own,
+# fully qualified, in its DetectorSpec (``tune_keys``: ``{"k": "lagnet.k"}``)
+SHARED = {"iou": "loss.iou", "lr0": "train.lr0", "weight_decay": "train.weight_decay"}
 
 
-def searched(space: dict[str, Any]):
+def targets(model: str | None = None) -> dict[str, str]:
+    """Space keys -> params.yaml leaves of ``model``'s study: the shared keys and the detector's own.
+    ``None``: every catalogued detector's (a key two detectors map to different leaves is an error)."""
+    from .detectors import CATALOGUE, spec
+
+    out = dict(SHARED)
+    for s in [spec(model)] if model else CATALOGUE.values():
+        for key, leaf in s.tune_keys.items():
+            if out.setdefault(key, leaf) != leaf:
+                raise ValueError(f"tune space key '{key}' means {out[key]} and {leaf} ({s.key}): pass the model")
+    return out
+
+
+def searched(space: dict[str, Any], model: str | None = None):
     """The ``(key, spec)`` pairs of ``tune.space`` that are searched (``None``: fixed at
-    params.yaml's value, left out); an unknown key is an error."""
+    params.yaml's value, left out); a key unknown to ``model`` (:func:`targets`) is an error."""
+    known = targets(model)
     for key, spec in space.items():
         if spec is None:
             continue
-        if key not in TARGETS:
-            raise ValueError(f"tune.space: unknown key '{key}' (known: {', '.join(TARGETS)})")
+        if key not in known:
+            raise ValueError(f"tune.space: unknown key '{key}' (known: {', '.join(known)})")
         yield key, spec
 
 
-def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
+def suggest(trial: optuna.Trial, space: dict[str, Any], model: str | None = None) -> dict[str, Any]:
     """Draw one point: lists are categorical, ``{low, high}`` maps log-uniform floats; ``None``
     entries are left out (fixed at params.yaml's value). Returns ``{params leaf: value}``."""
-    out = {}
-    for key, spec in searched(space):
+    out, leaf = {}, targets(model)
+    for key, spec in searched(space, model):
         if isinstance(spec, dict):
-            out[TARGETS[key]] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=True)
+            out[leaf[key]] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=True)
         elif isinstance(spec, list) and spec:
-            out[TARGETS[key]] = trial.suggest_categorical(key, spec)
+            out[leaf[key]] = trial.suggest_categorical(key, spec)
         else:
             raise ValueError(f"tune.space.{key}: a non-empty list or {{low, high}}, got {spec!r}")
     return out
@@ -71,18 +85,18 @@ def make_pruner(name: str, epochs: int, warmup_epochs: int = 0) -> optuna.pruner
     return optuna.pruners.HyperbandPruner(min_resource=warmup + 1, max_resource=epochs)
 
 
-def default_point(space: dict[str, Any], params) -> dict[str, Any]:
+def default_point(space: dict[str, Any], params, model: str | None = None) -> dict[str, Any]:
     """params.yaml's values of the searched leaves, as Optuna params (``{space key: value}``):
     the trial every study contains. The space must contain them (a list holding the value, a
     range around it), else the default could not be a trial of the study. ``params``: the
-    settings (``components.settings.Settings``)."""
-    out = {}
-    for key, spec in searched(space):
-        value = params.get(TARGETS[key])
+    settings (``components.settings.Settings``); ``model``: whose space (:func:`targets`)."""
+    out, leaf = {}, targets(model)
+    for key, spec in searched(space, model):
+        value = params.get(leaf[key])
         inside = (float(spec["low"]) <= float(value) <= float(spec["high"]) if isinstance(spec, dict)
                   else isinstance(spec, list) and value in spec)
         if not inside:
-            raise ValueError(f"tune.space.{key} ({spec!r}) must contain params.yaml's {TARGETS[key]} ({value!r}): "
+            raise ValueError(f"tune.space.{key} ({spec!r}) must contain params.yaml's {leaf[key]} ({value!r}): "
                              "the default is a trial of every study")
         out[key] = float(value) if isinstance(spec, dict) else value
     return out
@@ -158,3 +172,26 @@ def default_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The study's first complete default trial (None: it failed, or the study predates it)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if is_default(t)]
     return min(done, key=lambda t: t.number) if done else None
+
+
+def study_result(study: optuna.Study, model: str, space: dict[str, Any], default: dict[str, Any], cfg) -> dict:
+    """What a finished study decided (:func:`decide` with ``cfg``, the ``tune`` settings: the best
+    trial's overrides, or none) and its record (``<paths.models>/tuned/<model>.json``): the best and
+    the default trial, their values and points, the gain, the trial counts by state and the epochs
+    spent. ``RuntimeError`` when no trial completed."""
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        raise RuntimeError(f"study {study.study_name}: no trial completed ({finished(study)} finished)")
+    best = study.best_trial
+    best_params = suggest(optuna.trial.FixedTrial(best.params), space, model)
+    ref = default_trial(study)
+    default_value = ref.value if ref else None
+    use_best, decision = decide(default_value, best.value, cfg.min_gain, cfg.min_score)
+    return {"model": model, "study": study.study_name, "decision": decision, "overrides": best_params if use_best else {},
+            "default_value": default_value, "best_value": best.value,
+            "gain": None if default_value is None else best.value - default_value,
+            "min_gain": cfg.min_gain, "min_score": cfg.min_score,
+            "best_trial": best.number, "best_params": best_params,
+            "default_trial": ref.number if ref else None,
+            "default_params": suggest(optuna.trial.FixedTrial(default), space, model),
+            "trials": {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState},
+            "epochs_spent": sum(len(t.intermediate_values) for t in study.trials)}

@@ -12,18 +12,21 @@ the LAM stage's maps (``dvc repro lam`` first).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from components.data.canonical import load_manifest
 from components.data.views import load_split, write_yolo_data_yaml
-from components.dasc.config import PAPER_TABLE3, TABLE3, write_dasc_yaml
-from components.lagnet.config import VARIANTS, ablation_rows, write_lagnet_yaml
+from components.detectors.dasc.config import PAPER_TABLE3, TABLE3, write_dasc_yaml
+from components.detectors.lagnet.config import VARIANTS, ablation_rows, lagnet_cfg, write_lagnet_yaml
 from components.report import write_table
-from components.settings import Settings
+from components.settings import Evaluate, Settings
+from components.train import TrainRequest
 
-from .common import dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params, stage_run, trainer_args
+from .common import (dataset_hash, layout, log_outputs, model_data_yaml, numeric, read_params, served_lam, stage_run,
+                     trainer_args)
 from .tasks import evaluate_task, train_task
 
 COLUMNS = ["row", "mAP50", "P", "R", "F1", "params (M)", "GFLOPs@640", "FPS", "paper mAP", "paper F1",
@@ -43,18 +46,40 @@ def select_rows(requested: list[str] | str, grid: dict = TABLE3) -> list[str]:
     return rows
 
 
-def _grid_setup(params: Settings, study: str, epochs: int | None) -> tuple:
-    """What both grids share: the dataset, its class count, the rows' work folder, the RGB data
-    YAML, the training arguments at the grid's epochs (``epochs`` or ``ablation.epochs``), device,
-    seed, box loss, the evaluate settings and the report folder."""
-    lay = layout(params)
-    ds, work = lay.dataset, lay.scratch(f"ablation-{study}")
-    data_yaml = write_yolo_data_yaml(ds, load_split(lay.split_file), work / "data")
-    train_args, device, seed = trainer_args(params)
-    train_args["epochs"] = epochs or params.ablation.epochs
-    return (ds, len(load_manifest(ds)["classes"]), work, data_yaml, train_args, device, seed,
-            params.loss.iou, params.evaluate,
-            lay.reports / "ablation" / study)
+@dataclass(frozen=True)
+class Grid:
+    """What the rows of a grid share: the dataset, its class count, the rows' work folder, the RGB
+    data YAML, the training request's common part (at the grid's epochs), the evaluate settings
+    and the report folder."""
+
+    ds: Path
+    nc: int
+    work: Path
+    data_yaml: Path
+    train: TrainRequest
+    ev: Evaluate
+    out: Path
+
+    @classmethod
+    def of(cls, params: Settings, study: str, epochs: int | None) -> "Grid":
+        """``epochs``: the grid's (default ``ablation.epochs``)."""
+        lay = layout(params)
+        ds, work = lay.dataset, lay.scratch(f"ablation-{study}")
+        data_yaml = write_yolo_data_yaml(ds, load_split(lay.split_file), work / "data")
+        train_args, device, seed = trainer_args(params)
+        train_args["epochs"] = epochs or params.ablation.epochs
+        return cls(ds, len(load_manifest(ds)["classes"]), work, data_yaml,
+                   TrainRequest("", data_yaml, work, train_args, device, seed, params.loss.iou), params.evaluate,
+                   lay.reports / "ablation" / study)
+
+    def row(self, run, row_dir: Path, model_yaml: Path, data_yaml: Path, lam: dict | None = None) -> dict:
+        """One row trained into ``row_dir`` (epochs logged to ``run``) and evaluated on the test
+        split (``lam``: the LAM it is served with, see ``tasks.evaluate_task``)."""
+        req = replace(self.train, model_cfg=str(model_yaml), data_yaml=data_yaml, out_dir=row_dir / "train",
+                      lam=lam is not None)
+        info = train_task(req, run)
+        return evaluate_task(info["best"], str(data_yaml), self.ev, req.train_args["imgsz"], str(row_dir / "eval"),
+                             str(row_dir / "eval-plots"), lam)
 
 
 @flow(name="ablate-dasc")
@@ -63,36 +88,38 @@ def ablate_dasc_flow(rows: list[str] | None = None, epochs: int | None = None,
     params = read_params(params_file)
     log = get_run_logger()
     rows = select_rows(rows or params.ablation.rows)
-    ds, nc, work, data_yaml, train_args, device, seed, iou_loss, ev, out = _grid_setup(params, "dasc", epochs)
-    epochs, scale = train_args["epochs"], params.dasc.scale
+    g = Grid.of(params, "dasc", epochs)
+    epochs, scale, t = g.train.train_args["epochs"], params.dasc.scale, g.train
     table, results = [], {}
     for i, row in enumerate(rows, 1):
         log.info("ablation row %d/%d: %s", i, len(rows), row)
         toggles = TABLE3[row]
-        row_dir = work / _slug(row)
-        model_yaml = write_dasc_yaml(row_dir, scale, nc, toggles)
-        with stage_run(f"ablate:dasc:{row}", params, ["train", "loss", "ablation"], dataset_hash(ds),
+        row_dir = g.work / _slug(row)
+        model_yaml = write_dasc_yaml(row_dir, scale, g.nc, toggles)
+        with stage_run(f"ablate:dasc:{row}", params, ["train", "loss", "ablation"], dataset_hash(g.ds),
                        {"ablation": "dasc", "row": row, **{f"dasc.{k}": v for k, v in asdict(toggles).items()},
                         "dasc.scale": scale}, dataset="train") as run:
-            info = train_task(str(model_yaml), str(data_yaml), str(row_dir / "train"), train_args, device,
-                              seed, iou_loss, run)
-            m = evaluate_task(info["best"], str(data_yaml), ev, train_args["imgsz"], str(row_dir / "eval"),
-                              str(row_dir / "eval-plots"))
+            m = g.row(run, row_dir, model_yaml, g.data_yaml)
             log_outputs(run, metrics=numeric(m, "test."))
         paper = PAPER_TABLE3[row]
         results[row] = {"toggles": asdict(toggles), "metrics": m, "mlflow_run_id": run.run_id,
                         "paper": dict(zip(["mAP", "P", "R", "F1", "params_M", "FPS"], paper))}
-        table.append({"row": row, "mAP50": round(100 * m["mAP50"], 1), "P": round(100 * m["precision"], 1),
-                      "R": round(100 * m["recall"], 1), "F1": round(100 * m["F1"], 1),
-                      "params (M)": round(m["params"] / 1e6, 3), "GFLOPs@640": m["GFLOPs"], "FPS": m["fps"],
-                      "paper mAP": paper[0], "paper F1": paper[3], "paper params (M)": paper[4]})
-        preamble = (f"Dataset `{ds.name}` ({dataset_hash(ds)}), YOLO11{scale}, {epochs} epochs, imgsz "
-                    f"{train_args['imgsz']}, box loss {iou_loss}, device {device}; metrics on the test split; "
-                    f"FPS: eager PyTorch, batch {ev.latency.batch}. Paper: leather dataset, its own "
+        table.append({"row": row, **_figures(m), "paper mAP": paper[0], "paper F1": paper[3],
+                      "paper params (M)": paper[4]})
+        preamble = (f"Dataset `{g.ds.name}` ({dataset_hash(g.ds)}), YOLO11{scale}, {epochs} epochs, imgsz "
+                    f"{t.train_args['imgsz']}, box loss {t.iou_loss}, device {t.device}; metrics on the test split; "
+                    f"FPS: eager PyTorch, batch {g.ev.latency.batch}. Paper: leather dataset, its own "
                     f"protocol (Table 3). {i}/{len(rows)} rows done.")
-        md, _ = write_table(out, "DASC-YOLO ablation (Table 3)", preamble, table, COLUMNS,
-                            {"rows": results, "epochs": epochs, "dataset": ds.name, "scale": scale})
+        md, _ = write_table(g.out, "DASC-YOLO ablation (Table 3)", preamble, table, COLUMNS,
+                            {"rows": results, "epochs": epochs, "dataset": g.ds.name, "scale": scale})
     return {"table": str(md), "rows": results}
+
+
+def _figures(m: dict) -> dict:
+    """A row's figures as the tables print them (percentages, millions of parameters)."""
+    return {"mAP50": round(100 * m["mAP50"], 1), "P": round(100 * m["precision"], 1),
+            "R": round(100 * m["recall"], 1), "F1": round(100 * m["F1"], 1),
+            "params (M)": round(m["params"] / 1e6, 3), "GFLOPs@640": m["GFLOPs"], "FPS": m["fps"]}
 
 
 LAGNET_COLUMNS = ["row", "LAM", "SCEM", "k", "n", "mAP50", "P", "R", "F1", "params (M)", "GFLOPs@640", "FPS",
@@ -104,44 +131,41 @@ def ablate_lagnet_flow(rows: list[str] | None = None, epochs: int | None = None,
                        params_file: str = "params.yaml") -> dict:
     params = read_params(params_file)
     log = get_run_logger()
-    g = params.lagnet
-    grid = ablation_rows(g.k, g.n)
+    lg = params.lagnet
+    grid = ablation_rows(lg.k, lg.n)
     rows = select_rows(rows or params.ablation.lagnet_rows, grid)
-    ds, nc, work, rgb_yaml, train_args, device, seed, iou_loss, ev, out = _grid_setup(params, "lagnet", epochs)
-    epochs = train_args["epochs"]
-    lam_yaml = (model_data_yaml("lagnet", params.override({"lagnet.lam": True}, "ablation: LAM rows"), rgb_yaml)
+    g = Grid.of(params, "lagnet", epochs)
+    lam_yaml = (model_data_yaml("lagnet", params.override({"lagnet.lam": True}, "ablation: LAM rows"), g.data_yaml)
                 if any(grid[r][0].lam for r in rows) else None)
     table, results = [], {}
     for i, row in enumerate(rows, 1):
         log.info("LAGNet ablation row %d/%d: %s", i, len(rows), row)
         toggles, k, n, paper = grid[row]
-        row_dir = work / _slug(row)
-        model_yaml = write_lagnet_yaml(row_dir, g.variant, g.width, k, n, nc, toggles)
-        data_yaml = lam_yaml if toggles.lam else rgb_yaml
+        row_dir = g.work / _slug(row)
+        model_yaml = write_lagnet_yaml(row_dir, lagnet_cfg(lg.variant, lg.width, k, n, g.nc, toggles))
         tags = {"ablation": "lagnet", "row": row, "lagnet.lam": toggles.lam, "lagnet.scem": toggles.scem,
-                "lagnet.k": k, "lagnet.n": n, "lagnet.variant": g.variant}
+                "lagnet.k": k, "lagnet.n": n, "lagnet.variant": lg.variant}
         with stage_run(f"ablate:lagnet:{row}", params, ["train", "loss", "ablation", "lagnet", "lam"],
-                       dataset_hash(ds), tags, dataset="train") as run:
-            info = train_task(str(model_yaml), str(data_yaml), str(row_dir / "train"), train_args, device,
-                              seed, iou_loss, run, toggles.lam)
-            served = ({**params.lam.plain(), "baseline": str(layout(params).weights("baseline"))}
-                      if toggles.lam else None)
-            m = evaluate_task(info["best"], str(data_yaml), ev, train_args["imgsz"], str(row_dir / "eval"),
-                              str(row_dir / "eval-plots"), served)
+                       dataset_hash(g.ds), tags, dataset="train") as run:
+            m = g.row(run, row_dir, model_yaml, lam_yaml if toggles.lam else g.data_yaml,
+                      served_lam(params) if toggles.lam else None)
             log_outputs(run, metrics=numeric(m, "test."))
         results[row] = {"lam": toggles.lam, "scem": toggles.scem, "k": k, "n": n, "metrics": m,
                         "mlflow_run_id": run.run_id, "paper_mAP": paper}
         table.append({"row": row, "LAM": toggles.lam, "SCEM": toggles.scem, "k": k if toggles.scem else "",
-                      "n": n if toggles.scem else "", "mAP50": round(100 * m["mAP50"], 1),
-                      "P": round(100 * m["precision"], 1), "R": round(100 * m["recall"], 1),
-                      "F1": round(100 * m["F1"], 1), "params (M)": round(m["params"] / 1e6, 3),
-                      "GFLOPs@640": m["GFLOPs"], "FPS": m["fps"], "paper mAP (NEU-DET)": "" if paper is None else paper})
-        preamble = (f"Dataset `{ds.name}` ({dataset_hash(ds)}), {VARIANTS[g.variant]} (MobileNetV3-"
-                    f"{g.variant}, width {g.width}), {epochs} epochs, imgsz {train_args['imgsz']}, box loss "
-                    f"{iou_loss}, LAM mode {params.lam.mode}, device {device}; metrics on the test "
-                    f"split; FPS: eager PyTorch of the detector alone, batch {ev.latency.batch}. Paper: "
-                    "NEU-DET, 640 px, 500 epochs, MobileNetV3-Large rows of Table 4 and Table 5 "
-                    f"(its YOLOv5 anchor head; ours is ultralytics' anchor-free head). {i}/{len(rows)} rows done.")
-        md, _ = write_table(out, "LAGNet ablation (Tables 4 and 5)", preamble, table, LAGNET_COLUMNS,
-                            {"rows": results, "epochs": epochs, "dataset": ds.name, "lagnet": g.plain()})
+                      "n": n if toggles.scem else "", **_figures(m),
+                      "paper mAP (NEU-DET)": "" if paper is None else paper})
+        md, _ = write_table(g.out, "LAGNet ablation (Tables 4 and 5)", _lagnet_preamble(params, g, i, len(rows)),
+                            table, LAGNET_COLUMNS, {"rows": results, "epochs": g.train.train_args["epochs"],
+                                                    "dataset": g.ds.name, "lagnet": lg.plain()})
     return {"table": str(md), "rows": results}
+
+
+def _lagnet_preamble(params: Settings, g: Grid, done: int, rows: int) -> str:
+    lg, t = params.lagnet, g.train
+    return (f"Dataset `{g.ds.name}` ({dataset_hash(g.ds)}), {VARIANTS[lg.variant]} (MobileNetV3-"
+            f"{lg.variant}, width {lg.width}), {t.train_args['epochs']} epochs, imgsz {t.train_args['imgsz']}, box "
+            f"loss {t.iou_loss}, LAM mode {params.lam.mode}, device {t.device}; metrics on the test "
+            f"split; FPS: eager PyTorch of the detector alone, batch {g.ev.latency.batch}. Paper: "
+            "NEU-DET, 640 px, 500 epochs, MobileNetV3-Large rows of Table 4 and Table 5 "
+            f"(its YOLOv5 anchor head; ours is ultralytics' anchor-free head). {done}/{rows} rows done.")

@@ -12,16 +12,10 @@ from typing import Any, Iterator
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from components.config import PIPELINE_RUN_ENV, git_commit, params_hash, pipeline_run_id, trainer_args  # noqa: F401
-from components.settings import Settings, load_settings
+from components.settings import Settings, load_settings, params_hash, trainer_args  # noqa: F401
 from components.detectors import uses_lam
 from components.layout import Layout
-from components.tracking import StageRun, start_stage_run
-
-from . import console
-
-if os.environ.get(console.CLI_ENV):          # under the defectops CLI: readable console + log file
-    console.setup(os.environ[console.CLI_ENV] == "verbose")
+from components.tracking import PIPELINE_RUN_ENV, StageRun, git_commit, pipeline_run_id, start_stage_run  # noqa: F401
 
 # tracking-server calls are the transient steps: retried; long compute steps are not
 TRANSIENT = dict(retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
@@ -174,12 +168,21 @@ def model_data_yaml(model: str, params: Settings, data_yaml: Path) -> Path:
     """The data YAML ``model`` trains / validates on: plus the LAM folder for LAGNet."""
     if not uses_lam(model, params):
         return data_yaml
-    from components.lagnet.data import lam_data_yaml
+    from components.detectors.lagnet import LamCoding
+    from components.detectors.lagnet.data import lam_data_yaml
 
     lams = lam_dir(params)
     if not (lams / "lam_info.json").is_file():
         raise FileNotFoundError(f"no LAMs in {lams}: run `dvc repro lam` (defectops lam) first")
-    return lam_data_yaml(data_yaml, lams, params.lam.alpha, params.lam.beta)
+    return lam_data_yaml(data_yaml, lams, LamCoding(alpha=params.lam.alpha, beta=params.lam.beta))  # the blend only
+
+
+def served_lam(params: Settings) -> dict:
+    """What a LAM-reading detector is scored with (``tasks._validator``): the ``lam`` settings plus
+    ``maker``, the LAM maker's weights, so each batch's LAM is made in the graph as served."""
+    from components.detectors import lam_maker
+
+    return {**params.lam.plain(), "maker": str(layout(params).weights(lam_maker().key))}
 
 
 def storage_url(params: Settings) -> str:

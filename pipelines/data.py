@@ -8,10 +8,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from components.data.canonical import load_manifest
-from components.data.importers import import_dataset
+from components.data.importers import ImportOptions, import_dataset
 from components.data.inbox import merge
-from components.data.split import add_increments, make_split
+from components.data.split import SplitSpec, add_increments, make_split
 from components.data.synth import SynthConfig, write_synth_dataset
+from components.settings import Data
 
 from .common import COMPUTE, dataset_dir, dataset_hash, layout, log_outputs, read_params, split_file, stage_run
 
@@ -38,10 +39,12 @@ def _report(run, ds: Path, summary: dict) -> None:
 
 
 @task(name="import-dataset", **COMPUTE)
-def import_task(src: str, name: str, root: str, fmt: str, clip_px: float, classes: list | None,
-                fingerprint: bool = False, opts: dict | None = None) -> dict:
-    """``opts``: near_dup_bits, min_class_boxes, follow_symlinks (importers.import_dataset)."""
-    return import_dataset(src, name, root, fmt, clip_px, classes, fingerprint_source=fingerprint, **(opts or {}))
+def import_task(src: str, name: str, root: str, fmt: str, d: Data, fingerprint: bool = False) -> dict:
+    """``d``: the ``data`` settings (clip_px, classes, near_dup_bits, min_class_boxes, follow_symlinks:
+    importers.import_dataset); ``fingerprint``: record a fingerprint of the source."""
+    return import_dataset(src, name, root, ImportOptions(
+        fmt, d.clip_px, list(d.classes) if d.classes is not None else None, fingerprint, d.near_dup_bits,
+        d.min_class_boxes, d.follow_symlinks))
 
 
 @task(name="synthesise-dataset", **COMPUTE)
@@ -56,11 +59,7 @@ def import_flow(src: str, name: str, root: str, fmt: str, params_file: str = "pa
     params = read_params(params_file)
     unwatched = not watched_by_dvc(src)
     with stage_run(f"data-import:{name}", params, ["data"], extra_tags={"source": src}) as run:
-        d = params.data
-        opts = {"near_dup_bits": d.near_dup_bits, "min_class_boxes": d.min_class_boxes,
-                "follow_symlinks": d.follow_symlinks}
-        summary = import_task(src, name, root, fmt, d.clip_px, list(d.classes) if d.classes is not None else None,
-                              unwatched, opts)
+        summary = import_task(src, name, root, fmt, params.data, unwatched)
         _report(run, Path(root) / name, summary)
     log = get_run_logger()
     log.info("imported %s: %d images (%d clean), %d boxes, %d quarantined; %d source groups (largest %d, %d "
@@ -113,15 +112,14 @@ def prepare_flow(params_file: str = "params.yaml") -> dict:
 
 
 @task(name="split-dataset", **COMPUTE)
-def split_task(ds: str, cfg: dict) -> dict:
-    """The base images are split as always; increment images (``batch`` in the manifest) go to
-    train/val only, so the test split stays fixed as new samples arrive."""
+def split_task(ds: str, spec: SplitSpec) -> dict:
+    """The base images are split as ``spec`` says; increment images (``batch`` in the manifest) go
+    to train/val only, so the test split stays fixed as new samples arrive."""
     manifest = load_manifest(Path(ds))
     bits = manifest.get("near_dup_bits")     # the data stage's data.near_dup_bits
     base = [e for e in manifest["images"] if "batch" not in e]
     new = [e for e in manifest["images"] if "batch" in e]
-    result = make_split(base, manifest["classes"], cfg["test_ratio"], cfg["val_ratio"], cfg["seed"], cfg["folds"],
-                        near_dup_bits=bits, tolerance=cfg["tolerance"])
+    result = make_split(base, manifest["classes"], spec, near_dup_bits=bits)
     return add_increments(result, new, manifest["classes"], base=base, near_dup_bits=bits)
 
 
@@ -136,7 +134,7 @@ def split_flow(params_file: str = "params.yaml") -> dict:
     params = read_params(params_file)
     ds, out = dataset_dir(params), split_file(params)
     with stage_run("split", params, ["split", "data.name"], dataset_hash(ds)) as run:
-        result = split_task(str(ds), params.split.plain())
+        result = split_task(str(ds), SplitSpec.of(params.split))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
         parts = ("train", "val", "test")

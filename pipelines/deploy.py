@@ -32,12 +32,14 @@ def deploy(params_file: str = "params.yaml", prefect_file: str = "infra/prefect.
     if not Path(prefect_file).is_file():
         raise FileNotFoundError(f"no deployment file {prefect_file}")
     env = {**os.environ, "DEFECTOPS_ROOT": os.environ.get("DEFECTOPS_ROOT", str(Path.cwd().resolve())),
-           "DEFECTOPS_RETRAIN_CRON": params.retrain.schedule, "DEFECTOPS_RETRAIN_TZ": params.retrain.timezone}
+           "DEFECTOPS_RETRAIN_CRON": params.retrain.schedule, "DEFECTOPS_RETRAIN_TZ": params.retrain.timezone,
+           "DEFECTOPS_MONITOR_CRON": params.monitor.schedule, "DEFECTOPS_MONITOR_TZ": params.monitor.timezone}
     prefect = str(Path(sys.executable).parent / "prefect")
     pools = _run(["bash", str(Path(prefect_file).with_name("work-pools.sh"))], {**env, "PREFECT": prefect})
     done = [line.strip() for line in pools.splitlines() if line.strip()]
     out = _run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", prefect_file], env)
     done += [line.strip() for line in out.splitlines() if "Deployment '" in line]
-    done.append(f"retrain schedule: {env['DEFECTOPS_RETRAIN_CRON']} ({env['DEFECTOPS_RETRAIN_TZ']}); "
+    done.append(f"retrain schedule: {env['DEFECTOPS_RETRAIN_CRON']} ({env['DEFECTOPS_RETRAIN_TZ']}); monitor "
+                f"schedule: {env['DEFECTOPS_MONITOR_CRON']} ({env['DEFECTOPS_MONITOR_TZ']}); "
                 f"flows run from {env['DEFECTOPS_ROOT']}")
     return done

@@ -42,39 +42,21 @@ from prefect import flow, get_run_logger, task
 
 from components.bootstrap import ImageStats, paired_bootstrap
 from components.data.canonical import load_manifest
-from components.decision import check_requirements, flat_metrics, shipped_decision
-from components.deploy.card import CARD, CARD_INPUTS
-from components.deploy.export import write_onnx_metadata
-from components.config import git_commit, params_hash
 from components.data.views import load_split, write_yolo_data_yaml
-from components.detectors import display_name
-from components.deploy.registry import (CHAMPION, GATES, alias_version, client, decide, download_onnx, log_detector_model,
-                                 register, registry_lock, set_alias, version_description)
-from components.tracking import tracking_uri
+from components.decision import check_requirements, shipped_decision
+from components.deploy.card import CARD_INPUTS
+from components.deploy.export import write_onnx_metadata
+from components.deploy.promotion import (SELECT, Candidate, choose, evaluated, promotion_record, run_metrics,
+                                         run_tags, val_scores)
+from components.deploy.registry import (CHAMPION, alias_version, client, decide, download_onnx, log_detector_model, register,
+                                        registry_lock, set_alias, VersionFacts, version_description)
+from components.detectors import display_name, reference, spec
+from components.settings import Settings, params_hash
+from components.tracking import git_commit, tracking_uri
 
 from .common import COMPUTE, TRANSIENT, dataset_hash, layout, log_outputs, read_params, stage_run
 from .tasks import card_task, export_model, operating_point_task
 
-
-SELECT = "val"   # the split the candidate is chosen and the champion gate decided on
-
-
-def choose(metrics: dict[str, dict], metric: str) -> str:
-    """Best model by ``metric`` on the validation split (each metrics JSON's ``val`` scores, or
-    the metrics themselves when the evaluation split is ``val``), ties broken by FPS."""
-    if not metrics:
-        raise FileNotFoundError("no evaluated candidates: run `dvc repro` (evaluate stages) first")
-    return max(metrics, key=lambda m: (val_scores(m, metrics[m])[metric], metrics[m].get("fps", 0.0)))
-
-
-def val_scores(model: str, metrics: dict) -> dict:
-    """The validation scores in a detector's metrics JSON (``evaluate`` writes them as ``val``)."""
-    if metrics.get("split") == SELECT:
-        return metrics
-    if SELECT not in metrics:
-        raise FileNotFoundError(f"metrics of {model} have no validation scores (written before the promotion chose "
-                                f"on the validation split): run `dvc repro` (evaluate stages) again")
-    return metrics[SELECT]
 
 
 @task(name="onnx-score", **COMPUTE)
@@ -108,113 +90,110 @@ def bootstrap_gain(champion_stats: str, candidate_stats: str, resamples: int, se
 
 
 @task(name="register-detector", **TRANSIENT)
-def register_task(uri: str, run_id: str, onnx_path: str, example_image: str, conf: float | None, name: str,
-                  tags: dict, description: str | None = None) -> str:
-    return register(uri, log_detector_model(uri, run_id, onnx_path, conf, example_image), name, tags, description)
+def register_task(uri: str, run_id: str, cand: Candidate, example_image: str, name: str, tags: dict,
+                  description: str | None = None) -> str:
+    """The candidate's graph logged as the run's MLflow model (served at its shipped thresholds) and
+    registered as a new version of ``name``."""
+    return register(uri, log_detector_model(uri, run_id, cand.onnx, None, example_image), name, tags, description)
 
 
 @flow(name="promote")
 def promote_flow(params_file: str = "params.yaml") -> dict:
     """See the module docstring."""
     params = read_params(params_file)
-    log = get_run_logger()
-    cfg = params.promote
-    metric = cfg.metric
-    gate = cfg.gate
-    if gate not in GATES:
-        raise ValueError(f"promote.gate must be one of {', '.join(GATES)}, got {gate!r}")
-    if gate == "bootstrap" and metric != "mAP50":
-        raise ValueError(f"promote.gate bootstrap compares mAP50: set promote.metric to mAP50, not {metric}")
-    boot = params.evaluate.bootstrap if gate == "bootstrap" else None
-    lay = layout(params)
-    metrics = {m: json.loads(lay.metrics_file(m).read_text()) for m in cfg.candidates
-               if lay.metrics_file(m).is_file()}
-    best = choose(metrics, metric)
-    log.info("candidate: %s (validation %s %.4f; test %.4f, reported only)", best, metric,
-             val_scores(best, metrics[best])[metric], metrics[best][metric])
-    ds = lay.dataset
-    uri = tracking_uri(params.tracking.plain())
-    name = cfg.registered_model
+    cfg, lay = params.promote, layout(params)
+    metrics = evaluated({m: lay.metrics_file(m) for m in cfg.candidates})
+    best = choose(metrics, cfg.metric)
+    get_run_logger().info("candidate: %s (validation %s %.4f; test %.4f, reported only)", best, cfg.metric,
+                          val_scores(best, metrics[best])[cfg.metric], metrics[best][cfg.metric])
     info = json.loads(lay.train_info(best).read_text())
-    imgsz = info["imgsz"]
-    split_name = params.evaluate.split
-    split = load_split(lay.split_file)
-    data_yaml = write_yolo_data_yaml(ds, split, lay.scratch("promote"))
-    out = lay.promotion
-    used = ["promote", "export", "evaluate.split"] + (["evaluate.bootstrap"] if boot else [])
-    used += ["decision"]
-    with (stage_run("promote", params, used, dataset_hash(ds),
-                    {"candidate": best, "train_run_id": info["mlflow_run_id"]}, dataset=split_name) as run,
+    used = ["promote", "export", "evaluate.split"] + (["evaluate.bootstrap"] if cfg.gate == "bootstrap" else [])
+    with (stage_run("promote", params, used + ["decision"], dataset_hash(lay.dataset),
+                    {"candidate": best, "train_run_id": info["mlflow_run_id"]}, dataset=params.evaluate.split) as run,
           tempfile.TemporaryDirectory() as kept):
+        # a view of its own: two promotions at once never rebuild each other's image links
+        data_yaml = write_yolo_data_yaml(lay.dataset, load_split(lay.split_file), Path(kept) / "view")
         # per-image stats of the ONNX scorings: the operating point (val), its test figures, and the
         # bootstrap gate's pairing of candidate and champion
         keep = {k: str(Path(kept) / f"{k}.npz") for k in ("candidate", "candidate_test", "champion")}
-        card_dir = lay.scratch("promote-card")
-        exported = export_model(best, params)                     # raises on a failed parity check
-        onnx_path = exported["onnx_nms"]                          # the end-to-end graph
-        cand = onnx_score(onnx_path, str(data_yaml), imgsz, SELECT, keep["candidate"])     # the gate's scores
-        cand_test = onnx_score(onnx_path, str(data_yaml), imgsz, split_name, keep["candidate_test"],
-                               plots=str(card_dir / "test"))                              # reported only
-        classes = load_manifest(ds)["classes"]
-        op = operating_point_task(keep["candidate"], keep["candidate_test"], dict(enumerate(classes)),
-                                  params.decision, params.evaluate.bootstrap)
-        write_onnx_metadata(onnx_path, {"decision": json.dumps(shipped_decision(op))})     # travels with the graph
-        missed = check_requirements({**cand, "escape_rate": op["val"]["escape_rate"],
-                                     "overkill_rate": op["val"]["overkill_rate"]}, cfg.require)
-        tags = {"model": best, "dataset_hash": dataset_hash(ds), "git_commit": git_commit(),
-                "params_hash": params_hash({k: params.get(k) for k in ("train", "loss", best)}),
-                "train_run_id": info["mlflow_run_id"], "imgsz": imgsz,
-                **{f"test.{k}": round(v, 4) for k, v in cand_test.items()},
-                **{f"val.{k}": round(v, 4) for k, v in cand.items()},
-                "thresholds": json.dumps(op["thresholds"]),
-                **{f"{s}.{k}": op[s][k] for s in ("val", "test") for k in ("escape_rate", "overkill_rate")}}
-        base_file = lay.metrics_file("baseline")
-        description = version_description(
-            display_name(best, params), best, {"name": params.data.name, "hash": tags["dataset_hash"],
-                                               "source": ds.as_posix()},
-            cand_test, split_name, metrics[best].get("gain_vs_baseline"),
-            json.loads(base_file.read_text()) if base_file.is_file() else None, info["mlflow_run_id"],
-            tags["git_commit"], val=cand, operating_point=op, missed=missed)
-        image = next(iter(sorted(Path(data_yaml).parent.joinpath("images").iterdir())))
-        version = register_task(uri, run.run_id, onnx_path, str(image), None,     # served at the shipped thresholds
-                                name, tags, description)
+        cand = score_candidate(best, params, (info, metrics[best]), data_yaml, keep)
+        version = register_candidate(cand, params, run.run_id, data_yaml)
         with registry_lock(cfg.lock_file):
-            champ = alias_version(uri, name, CHAMPION)
-            champ_score = gain = None
-            if champ is not None:
-                with tempfile.TemporaryDirectory() as tmp:
-                    champ_onnx = download_onnx(uri, f"models:/{name}/{champ.version}", tmp)
-                    champ_imgsz = int(champ.tags.get("imgsz", imgsz))
-                    champ_score = onnx_score(str(champ_onnx), str(data_yaml), champ_imgsz, SELECT,
-                                             keep["champion"])[metric]
-                if boot:
-                    gain = bootstrap_gain(keep["champion"], keep["candidate"], boot.resamples, boot.seed)
-            d = decide(cand[metric], champ_score, cfg.margin, gate, gain, missed)
-            result = {"model": best, "version": version, "alias": d.alias, "reason": d.reason, "metric": metric,
-                      "chosen_on": SELECT, "candidate": cand, "candidate_test": cand_test,
-                      "champion_before": None if champ is None else str(champ.version),
-                      "champion_score": champ_score, "gate": gate, "margin": cfg.margin, "gain": gain,
-                      "require": dict(cfg.require), "requirements_missed": missed, "operating_point": op,
-                      "onnx": exported["onnx"], "onnx_registered": onnx_path,
-                      "serve": f"mlflow models serve -m models:/{name}/{version} --env-manager local",
-                      "parity": {k: v for k, v in exported.items() if k not in ("onnx", "onnx_nms")},
-                      "model_card": f"runs:/{run.run_id}/model_card/{CARD}"}
+            champ, champ_score, gain = rescore_champion(params, info["imgsz"], data_yaml, keep)
+            d = decide(cand.val[cfg.metric], champ_score, cfg.margin, cfg.gate, gain, cand.missed)
+            result = promotion_record(cand, version, d, None if champ is None else str(champ.version), cfg, run.run_id)
             # the card before the alias: a version never serves as champion without its card
-            card = card_task(best, params, result, run.run_id, tags["git_commit"], onnx_path, str(data_yaml),
-                             metrics[best].get("gain_vs_baseline"), str(card_dir), keep["candidate_test"])
+            card = card_task(cand, params, result, run.run_id, str(data_yaml), keep["candidate_test"])
             log_outputs(run, artifacts=[(str(card.parent), "model_card")])
-            client(uri).set_model_version_tag(name, version, "model_card", result["model_card"])
-            set_alias(uri, name, d.alias, version)
-            client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")
+            publish(tracking_uri(params.tracking.plain()), cfg.registered_model, version, d, result["model_card"])
         result["model_card_inputs"] = json.loads(card.with_name(CARD_INPUTS).read_text())
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
-        tags = {"registered_version": version, "alias": d.alias, "gate": gate,
-                "requirements": "met" if not missed else "; ".join(missed)[:500]}
-        if gain is not None:
-            tags.update(gain_mAP50=round(gain["mAP50"], 4), gain_ci95=f"[{gain['ci95'][0]:.4f}, {gain['ci95'][1]:.4f}]")
-        log_outputs(run, metrics={**{f"test.{k}": v for k, v in cand_test.items()},
-                                  **{f"val.{k}": v for k, v in cand.items()}, **flat_metrics(op)},
-                    artifacts=[(str(out), None)], tags=tags)
-        log.info("%s v%s -> %s (%s)", name, version, d.alias, d.reason)
+        lay.promotion.parent.mkdir(parents=True, exist_ok=True)
+        lay.promotion.write_text(json.dumps(result, indent=1))
+        log_outputs(run, metrics=run_metrics(cand), artifacts=[(str(lay.promotion), None)], tags=run_tags(result))
+        get_run_logger().info("%s v%s -> %s (%s)", cfg.registered_model, version, d.alias, d.reason)
     return result
+
+
+def score_candidate(model: str, params: Settings, records: tuple[dict, dict], data_yaml: Path,
+                    keep: dict[str, str]) -> Candidate:
+    """Export ``model`` (a failed parity check raises here, before the registry is touched), score
+    its end-to-end graph on the validation split (the gate's scores) and the test split (reported;
+    its plots for the card), choose the operating point on validation and write it into the graph.
+    ``records``: its training record and its evaluation metrics (the gain over the reference)."""
+    info, evaluation = records
+    lay, cfg = layout(params), params.promote
+    exported = export_model(model, params)
+    onnx_path, imgsz = exported["onnx_nms"], info["imgsz"]
+    val = onnx_score(onnx_path, str(data_yaml), imgsz, SELECT, keep["candidate"])
+    test = onnx_score(onnx_path, str(data_yaml), imgsz, params.evaluate.split, keep["candidate_test"],
+                      plots=str(lay.scratch("promote-card") / "test"))
+    op = operating_point_task(keep["candidate"], keep["candidate_test"],
+                              dict(enumerate(load_manifest(lay.dataset)["classes"])), params.decision,
+                              params.evaluate.bootstrap)
+    write_onnx_metadata(onnx_path, {"decision": json.dumps(shipped_decision(op))})     # travels with the graph
+    missed = check_requirements({**val, "escape_rate": op["val"]["escape_rate"],
+                                 "overkill_rate": op["val"]["overkill_rate"]}, cfg.require)
+    return Candidate(model, info, exported, val, test, op, missed, evaluation.get("gain_vs_baseline"))
+
+
+def register_candidate(cand: Candidate, params: Settings, run_id: str, data_yaml: Path) -> str:
+    """A new version of ``promote.registered_model``: the candidate's graph, tagged (source, data,
+    code, params, scores) and described for the MLflow UI (``registry.version_description``)."""
+    lay, model = layout(params), cand.model
+    tags = cand.version_tags(dataset_hash(lay.dataset), git_commit(),
+                             params_hash({k: params.get(k) for k in ("train", "loss", *spec(model).sections)}))
+    base_file = lay.metrics_file(reference().key)
+    description = version_description(VersionFacts(
+        display_name(model, params), model, {"name": params.data.name, "hash": tags["dataset_hash"],
+                                             "source": lay.dataset.as_posix()},
+        cand.test, params.evaluate.split, cand.gain, json.loads(base_file.read_text()) if base_file.is_file() else None,
+        cand.train_info["mlflow_run_id"], tags["git_commit"], val=cand.val, operating_point=cand.op,
+        missed=cand.missed))
+    image = next(iter(sorted(Path(data_yaml).parent.joinpath("images").iterdir())))
+    return register_task(tracking_uri(params.tracking.plain()), run_id, cand, str(image),
+                         params.promote.registered_model, tags, description)
+
+
+def rescore_champion(params: Settings, imgsz: int, data_yaml: Path, keep: dict[str, str]) -> tuple:
+    """The current champion (its registry version, or None), its score re-measured on the same
+    validation images as the candidate, and with the bootstrap gate its paired-bootstrap gain
+    over it; (None, None, None) without a champion. Under the registry lock."""
+    cfg, uri = params.promote, tracking_uri(params.tracking.plain())
+    champ = alias_version(uri, cfg.registered_model, CHAMPION)
+    if champ is None:
+        return None, None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        champ_onnx = download_onnx(uri, f"models:/{cfg.registered_model}/{champ.version}", tmp)
+        score = onnx_score(str(champ_onnx), str(data_yaml), int(champ.tags.get("imgsz", imgsz)), SELECT,
+                           keep["champion"])[cfg.metric]
+    boot = params.evaluate.bootstrap
+    gain = bootstrap_gain(keep["champion"], keep["candidate"], boot.resamples, boot.seed) if cfg.gate == "bootstrap" \
+        else None
+    return champ, score, gain
+
+
+def publish(uri: str, name: str, version: str, d, model_card: str) -> None:
+    """The version's card tag, then the alias the gate chose, then the decision as a tag."""
+    client(uri).set_model_version_tag(name, version, "model_card", model_card)
+    set_alias(uri, name, d.alias, version)
+    client(uri).set_model_version_tag(name, version, "promotion", f"{d.alias}: {d.reason}")

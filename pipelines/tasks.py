@@ -13,16 +13,17 @@ from pathlib import Path
 from prefect import task
 
 from components.bootstrap import ImageStats, paired_bootstrap
-from components.config import StopError
+from components.errors import StopError
 from components.data.canonical import load_manifest
 from components.data.views import load_split
-from components.detectors import spec
-from components.evaluate import evaluate_detector, score_split
+from components.detectors import lam_maker, spec
+from components.evaluate import EvalRequest, evaluate_detector, score_split
 from components.decision import operating_point_report
 from components.settings import Bootstrap, Decision, Evaluate, Export, Lam, Settings
-from components.deploy.export import export_onnx, letterbox_batch, nms_parity, onnx_parity
-from components.tracking import StageRun
-from components.train import train_detector_isolated
+from components.deploy.export import NmsSpec, export_onnx, letterbox_batch, nms_parity, onnx_parity
+from components.deploy.promotion import Candidate
+from components.tracking import StageRun, git_commit
+from components.train import TrainRequest, train_detector_isolated
 
 from .common import COMPUTE, dataset_hash, layout, log_outputs, stage_run
 
@@ -44,22 +45,21 @@ class EpochLogger:
 
 
 @task(name="train-detector", **COMPUTE)
-def train_task(cfg: str, data_yaml: str, run_dir: str, train_args: dict, device: str, seed: int,
-               iou_loss: str, run, lam: bool = False, init_weights: str | None = None,
-               resume: bool = False) -> dict:
+def train_task(req: TrainRequest, run) -> dict:
+    """``req`` trained in its own process (``train_detector_isolated``), each epoch logged to ``run``."""
     t = time.time()
-    res = train_detector_isolated(cfg, Path(data_yaml), Path(run_dir), train_args, device, seed, iou_loss,
-                                  EpochLogger(run), lam, init_weights, resume)
+    res = train_detector_isolated(req, EpochLogger(run))
     return {"best": str(res.best), "epochs_run": res.epochs_run, "final": res.final, "train_seconds": round(time.time() - t, 1)}
 
 
 @task(name="evaluate-detector", **COMPUTE)
 def evaluate_task(weights: str, data_yaml: str, cfg: Evaluate, imgsz: int, out_dir: str, plots_dir: str,
                   lam: dict | None = None) -> dict:
-    """``cfg``: the ``evaluate`` settings. ``lam``: for LAGNet, the LAM params plus ``baseline`` (weights): the LAM of every test batch is
-    computed in the graph from the RGB image, as the served one-graph model does."""
-    return evaluate_detector(Path(weights), Path(data_yaml), cfg.split, imgsz, cfg.batch, cfg.conf, cfg.iou,
-                             cfg.device, cfg.latency.plain(), Path(out_dir), Path(plots_dir), validator=_validator(lam))
+    """``cfg``: the ``evaluate`` settings. ``lam``: for LAGNet, the LAM params plus ``maker`` (the LAM
+    maker's weights): the LAM of every test batch is computed in the graph from the RGB image, as
+    the served one-graph model does."""
+    req = EvalRequest.of(cfg, weights, data_yaml, imgsz, validator=_validator(lam))
+    return evaluate_detector(req, cfg.latency.plain(), Path(out_dir), Path(plots_dir))
 
 
 @task(name="validation-score", **COMPUTE)
@@ -68,8 +68,8 @@ def val_score_task(weights: str, data_yaml: str, cfg: Evaluate, imgsz: int, lam:
     """The detector on the validation split, scored as :func:`evaluate_task` scores the test split
     (the promotion chooses its candidate by it; the test split only reports); ``keep``: its
     per-image stats go there."""
-    return score_split(Path(weights), Path(data_yaml), "val", imgsz, cfg.batch, cfg.conf, cfg.iou, cfg.device,
-                       validator=_validator(lam), keep=Path(keep) if keep else None)
+    return score_split(EvalRequest.of(cfg, weights, data_yaml, imgsz, "val", _validator(lam)),
+                       keep=Path(keep) if keep else None)
 
 
 @task(name="operating-point", **COMPUTE)
@@ -86,9 +86,10 @@ def _validator(lam: dict | None):
     None (ultralytics' own)."""
     if not lam:
         return None
-    from components.lagnet.data import served_lam_validator
+    from components.detectors.lagnet import LamCoding
+    from components.detectors.lagnet.data import served_lam_validator
 
-    return served_lam_validator(lam["baseline"], lam["alpha"], lam["beta"], lam["normalize"], lam["quantile"])
+    return served_lam_validator(lam["maker"], LamCoding.of(lam))
 
 
 @task(name="gain-vs-baseline", **COMPUTE)
@@ -111,8 +112,7 @@ def export_task(weights: str, out: str, imgsz: int, cfg: Export) -> str:
 @task(name="export-onnx-nms", **COMPUTE)
 def export_nms_task(weights: str, out: str, imgsz: int, cfg: Export, images: list[str]) -> dict:
     """The end-to-end graph (boxes after NMS) and its box parity with the PyTorch path."""
-    path = export_onnx(weights, out, imgsz, cfg.opset, False, nms=True, conf=cfg.nms_conf,
-                       iou=cfg.nms_iou, max_det=cfg.max_det)
+    path = export_onnx(weights, out, imgsz, cfg.opset, False, NmsSpec(cfg.nms_conf, cfg.nms_iou, cfg.max_det))
     return {"onnx_nms": str(path), **nms_parity(weights, path, letterbox_batch(images, imgsz))}
 
 
@@ -125,9 +125,10 @@ def parity_task(weights: str, onnx_path: str, images: list[str], imgsz: int) -> 
 def lagnet_export_task(baseline: str, weights: str, out: str, imgsz: int, cfg: Export, lam: Lam,
                        images: list[str]) -> dict:
     from components.deploy.export import boxes_parity
-    from components.lagnet.export import export_pipeline, export_pipeline_nms, load_pipeline, pipeline_parity
+    from components.detectors.lagnet import LamCoding
+    from components.detectors.lagnet.export import export_pipeline, export_pipeline_nms, load_pipeline, pipeline_parity
 
-    pipe = load_pipeline(baseline, weights, lam.alpha, lam.beta, lam.normalize, lam.quantile)
+    pipe = load_pipeline(baseline, weights, LamCoding.of(lam))
     path = export_pipeline(pipe, out, imgsz, cfg.opset)
     x = letterbox_batch(images, imgsz)
     nms_path = export_pipeline_nms(pipe, Path(out).with_name(NMS_FILE), imgsz, cfg.opset,
@@ -155,11 +156,11 @@ def export_model(model: str, params: Settings) -> dict:
     image_of = {e["name"]: str(ds / e["image"]) for e in manifest["images"]}
     images = [image_of[n] for n in load_split(lay.split_file)["test"][: cfg.parity_images]]
     out = lay.export(model)
-    pipeline = spec(model).export(params) == "pipeline"      # baseline -> LAM -> LAGNet, one graph
+    pipeline = spec(model).export(params) == "pipeline"      # LAM maker -> LAM -> LAGNet, one graph
     with stage_run(f"export:{model}", params, ["export"], dataset_hash(ds),
                    {"model": model, "train_run_id": info["mlflow_run_id"]}) as run:
         if pipeline:
-            baseline = lay.weights("baseline")
+            baseline = lay.weights(lam_maker().key)
             parity = lagnet_export_task(str(baseline), str(weights), str(out), info["imgsz"], cfg,
                                         params.lam, images)
             path = parity.pop("onnx")
@@ -189,18 +190,20 @@ def export_model(model: str, params: Settings) -> dict:
 
 
 @task(name="model-card", **COMPUTE)
-def card_task(model: str, params: Settings, result: dict, run_id: str, commit: str, onnx_path: str, data_yaml: str,
-              gain: dict | None, card_dir: str, test_stats: str) -> Path:
-    """The registered version's model card (``components.deploy.card``) in ``card_dir/card``:
-    ``result`` is the promotion record (gate, metrics, operating point); the worst test images are
-    drawn with the registered graph at its shipped thresholds."""
+def card_task(cand: Candidate, params: Settings, result: dict, run_id: str, data_yaml: str, test_stats: str) -> Path:
+    """The registered version's model card (``components.deploy.card``) in
+    ``<paths.work>/promote-card/card`` (beside the test plots of the candidate's scoring):
+    ``result`` is the promotion record (gate, metrics, operating point); the worst test images
+    (``test_stats``: the candidate's per-image test stats) are drawn with the registered graph at
+    its shipped thresholds."""
     from components.decision import image_verdicts
     from components.deploy.card import (CARD_INPUTS, CardInputs, WORST, card_data, draw_worst, truth_boxes,
                                         worst_images, write_model_card)
     from components.deploy.registry import ONNX_FILE
     from components.deploy.serving import BoxModel
 
-    lay = layout(params)
+    lay, model, commit, onnx_path, gain = layout(params), cand.model, git_commit(), cand.onnx, cand.gain
+    card_dir = lay.scratch("promote-card")
     manifest = load_manifest(lay.dataset)
     classes = list(manifest["classes"])
     folder = Path(card_dir) / "card"
@@ -210,14 +213,14 @@ def card_task(model: str, params: Settings, result: dict, run_id: str, commit: s
     box_model = BoxModel(onnx_path)
     worst = draw_worst(rows, {r["image"]: images / r["image"] for r in rows}, truth_boxes(manifest, classes),
                        box_model.judge, folder / WORST)
-    info = json.loads(lay.train_info(model).read_text())
+    info = cand.train_info
     lam_grid = lay.report_dir("lam") / "lam_grid.png" if spec(model).reads_lam(params) else None
     inputs = CardInputs(
         detector=spec(model).name(params), registered_model=params.promote.registered_model,
         version=str(result["version"]), classes=classes,
         data=card_data(manifest, load_split(lay.split_file), params.data.name, dataset_hash(lay.dataset),
                        lay.dataset.as_posix()),
-        training={k: params.get(k) for k in ("train", "loss", model)} | {"imgsz_trained": info["imgsz"]},
+        training={k: params.get(k) for k in ("train", "loss", *spec(model).sections)} | {"imgsz_trained": info["imgsz"]},
         metrics={"val": result["candidate"], "test": result["candidate_test"]}, op=op,
         gate={"alias": result["alias"], "reason": result["reason"], "gate": result["gate"], "margin": result["margin"],
               "metric": result["metric"], "chosen_score": result["candidate"][result["metric"]],

@@ -31,12 +31,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import optuna
 
-    from components.config import ConfigError
-    from components.settings import load_settings
+    from components.settings import ConfigError, load_settings
     from components.data.canonical import load_manifest
     from components.data.views import load_split, write_yolo_data_yaml
     from components.tracking import start_stage_run
-    from components.train import resolve_threads, train_detector
+    from components.train import TrainRequest, resolve_threads, train_detector
     from components.tune import is_default, open_study, should_prune
 
     from components.detectors import model_cfg, uses_lam
@@ -91,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             raise _Pruned(f"pruned at epoch {epoch} (val mAP50 {value:.4f})")
 
     try:
-        res = train_detector(cfg, data_yaml, work / "train", args, device, seed, params.loss.iou, on_epoch,
-                             uses_lam(model, params))
+        res = train_detector(TrainRequest(cfg, data_yaml, work / "train", args, device, seed, params.loss.iou,
+                                          uses_lam(model, params)), on_epoch)
     except _Pruned as e:
         run.set_tags({"optuna_state": "PRUNED", "reason": str(e)})
         run.end("KILLED")

@@ -21,13 +21,14 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 
-from components.config import params_hash
-from components.settings import Settings
-from components.tune import decide, default_point, default_trial, finished, full, open_study, suggest
+from components.settings import Settings, params_hash
+from components.tune import default_point, full, open_study, study_result, suggest
 
 from .common import dataset_dir, dataset_hash, layout, log_outputs, pipeline_env, read_params, stage_run, storage_url
 from .trial import PRUNED
@@ -64,95 +65,91 @@ def study_name(params: Settings, model: str, ds_hash: str | None) -> str:
     return f"{params.tune.study}-{model}-{params_hash({'params': used, 'data': ds_hash})[:8]}"
 
 
-def _run_trial(study, study_name_: str, model: str, space: dict, params_file: str, parent_run: str, n: int,
-               lock: threading.Lock, log) -> bool:
-    """Ask one trial (if the study still needs one), train it in its own process, tell the
-    result. Returns False when the study is full."""
-    import optuna
+@dataclass(frozen=True)
+class TrialWorker:
+    """What this worker's threads share: the ``study`` (named ``name``) over ``space`` for
+    ``model``, the params file a trial reads, the study's MLflow run (``parent_run``: every trial
+    a child run), the study's size ``n``, the lock around asking, the flow's logger."""
 
-    with lock:                                   # one ask at a time from this worker's threads
-        if full(study, n):
-            return False
-        trial = study.ask()
-        overrides = suggest(trial, space)
-    log.info("trial %d: %s", trial.number, overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        res_file = Path(tmp) / "result.json"
-        p = subprocess.run([sys.executable, "-m", "pipelines.trial", "--params", params_file, "--model", model,
-                            "--study", study_name_, "--trial-id", str(trial._trial_id), "--parent-run",
-                            parent_run, "--out", str(res_file), "--overrides", json.dumps(overrides)],
-                           env=pipeline_env())        # the trial's run joins this pipeline run
-        res = json.loads(res_file.read_text()) if res_file.is_file() else {"state": "FAIL",
-                                                                            "reason": f"exit {p.returncode}"}
-    if p.returncode == 0 and res["state"] == "COMPLETE":
-        study.tell(trial, res["value"])
-        log.info("trial %d: val mAP50 %.4f", trial.number, res["value"])
-    elif p.returncode == PRUNED:
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        log.info("trial %d %s", trial.number, res.get("reason", "pruned"))
-    else:
-        trial.set_user_attr("fail_reason", res.get("reason", ""))
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        log.warning("trial %d failed: %s", trial.number, res.get("reason"))
-    return True
+    study: Any
+    name: str
+    model: str
+    space: dict
+    params_file: str
+    parent_run: str
+    n: int
+    lock: Any = field(default_factory=threading.Lock)
+    log: Any = None
+
+    def run_all(self) -> None:
+        while self.run_one():
+            pass
+
+    def run_one(self) -> bool:
+        """Ask one trial (if the study still needs one), train it in its own process, tell the
+        result. Returns False when the study is full."""
+        import optuna
+
+        study, log = self.study, self.log
+        with self.lock:                              # one ask at a time from this worker's threads
+            if full(study, self.n):
+                return False
+            trial = study.ask()
+            overrides = suggest(trial, self.space, self.model)
+        log.info("trial %d: %s", trial.number, overrides)
+        with tempfile.TemporaryDirectory() as tmp:
+            res_file = Path(tmp) / "result.json"
+            p = subprocess.run([sys.executable, "-m", "pipelines.trial", "--params", self.params_file, "--model",
+                                self.model, "--study", self.name, "--trial-id", str(trial._trial_id), "--parent-run",
+                                self.parent_run, "--out", str(res_file), "--overrides", json.dumps(overrides)],
+                               env=pipeline_env())        # the trial's run joins this pipeline run
+            res = json.loads(res_file.read_text()) if res_file.is_file() else {"state": "FAIL",
+                                                                                "reason": f"exit {p.returncode}"}
+        if p.returncode == 0 and res["state"] == "COMPLETE":
+            study.tell(trial, res["value"])
+            log.info("trial %d: val mAP50 %.4f", trial.number, res["value"])
+        elif p.returncode == PRUNED:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            log.info("trial %d %s", trial.number, res.get("reason", "pruned"))
+        else:
+            trial.set_user_attr("fail_reason", res.get("reason", ""))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            log.warning("trial %d failed: %s", trial.number, res.get("reason"))
+        return True
 
 
 @flow(name="tune")
 def tune_flow(model: str, trials: int | None = None, params_file: str = "params.yaml") -> dict:
-    import optuna
-
     params = read_params(params_file)
     log = get_run_logger()
     cfg = params.tune
-    n = trials or cfg.trials
     space = params.get("tune.space").get(model)          # as params.yaml writes it (lists, mappings)
     if not space:
         raise ValueError(f"tune.space has no entry for '{model}'")
     ds = dataset_dir(params)
     name = study_name(params, model, dataset_hash(ds))
-    default = default_point(space, params)
+    default = default_point(space, params, model)
     study = open_study(name, storage_url(params), cfg.seed, cfg.pruner, cfg.epochs, cfg.warmup_epochs,
                        default=default)
     parallel = max(1, cfg.parallel)
     with stage_run(f"tune:{model}", params, ["tune", "train", "loss", model], dataset_hash(ds),
                    {"optuna_study": name, "model": model}, dataset="train") as run:
-        lock = threading.Lock()
-
-        def worker() -> None:
-            while _run_trial(study, name, model, space, params_file, run.run_id, n, lock, log):
-                pass
-
+        worker = TrialWorker(study, name, model, space, params_file, run.run_id, trials or cfg.trials, log=log)
         with ThreadPoolExecutor(parallel) as pool:   # trial processes side by side (one core each)
-            for f in [pool.submit(worker) for _ in range(parallel)]:
+            for f in [pool.submit(worker.run_all) for _ in range(parallel)]:
                 f.result()
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not complete:
-            raise RuntimeError(f"study {name}: no trial completed ({finished(study)} finished)")
-        best = study.best_trial
-        best_params = suggest(optuna.trial.FixedTrial(best.params), space)
-        ref = default_trial(study)
-        default_value = ref.value if ref else None
-        use_best, decision = decide(default_value, best.value, cfg.min_gain, cfg.min_score)
-        overrides = best_params if use_best else {}
-        log.info("study %s: best val mAP50 %.4f (trial %d), default %s: %s", name, best.value, best.number,
-                 "n/a" if default_value is None else f"{default_value:.4f}", decision)
-        counts = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
-        result = {"model": model, "study": name, "decision": decision, "overrides": overrides,
-                  "default_value": default_value, "best_value": best.value,
-                  "gain": None if default_value is None else best.value - default_value,
-                  "min_gain": cfg.min_gain, "min_score": cfg.min_score,
-                  "best_trial": best.number, "best_params": best_params,
-                  "default_trial": ref.number if ref else None,
-                  "default_params": suggest(optuna.trial.FixedTrial(default), space),
-                  "trials": counts, "epochs_spent": sum(len(t.intermediate_values) for t in study.trials)}
+        result = study_result(study, model, space, default, cfg)
+        log.info("study %s: best val mAP50 %.4f (trial %d), default %s: %s", name, result["best_value"],
+                 result["best_trial"], "n/a" if result["default_value"] is None else f"{result['default_value']:.4f}",
+                 result["decision"])
         out = layout(params).tuned(model)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
         plots = _plots(study, layout(params).reports / "tune" / model)
-        refs = {} if default_value is None else {"default_value": default_value, "gain": result["gain"]}
-        log_outputs(run, metrics={"best_value": best.value, **refs, **{f"trials.{k}": v for k, v in counts.items()},
-                                  "epochs_spent": result["epochs_spent"]},
+        refs = {} if result["default_value"] is None else {k: result[k] for k in ("default_value", "gain")}
+        log_outputs(run, metrics={"best_value": result["best_value"], **refs, "epochs_spent": result["epochs_spent"],
+                                  **{f"trials.{k}": v for k, v in result["trials"].items()}},
                     artifacts=[(str(out), None)] + [(str(p), "plots") for p in plots],
-                    tags={"decision": decision, "overrides": json.dumps(overrides),
-                          "best_params": json.dumps(best_params)})
+                    tags={"decision": result["decision"], "overrides": json.dumps(result["overrides"]),
+                          "best_params": json.dumps(result["best_params"])})
     return result

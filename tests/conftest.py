@@ -13,6 +13,11 @@ import pytest
 
 import pipelines  # noqa: F401  (project environment defaults before prefect is imported)
 
+# predict / serve in tests never write the repository's prediction log (a test that wants one sets it)
+os.environ.setdefault("DEFECTOPS_PREDLOG_URL", "off")
+
+from labelstudio import label_studio  # noqa: E402,F401  (one Label Studio server for the whole session)
+
 REPO = Path(__file__).resolve().parents[1]
 NEU = Path(os.environ.get("NEU_DET", REPO.parent / "shared" / "datasets" / "neu-det"))
 
@@ -48,7 +53,7 @@ def isolate_mlflow(mp: pytest.MonkeyPatch, uri: str) -> dict:
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    from components.config import PIPELINE_RUN_ENV
+    from components.tracking import PIPELINE_RUN_ENV
 
     # registry.* calls mlflow.set_tracking_uri / set_registry_uri: the values before are put back after
     mp.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
@@ -87,7 +92,7 @@ def tiny_detector(folder: Path, name: str = "detector.onnx", nms: bool = False, 
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
-    from components.deploy.export import export_onnx
+    from components.deploy.export import NmsSpec, export_onnx
 
     model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
     model.names = {0: "scratch", 1: "hole"}
@@ -96,7 +101,7 @@ def tiny_detector(folder: Path, name: str = "detector.onnx", nms: bool = False, 
             branch[-1].bias.fill_(3.0)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model, "train_args": {}}, folder / "w.pt")
-    return export_onnx(folder / "w.pt", folder / name, imgsz, 17, False, nms=nms)
+    return export_onnx(folder / "w.pt", folder / name, imgsz, 17, False, nms=NmsSpec() if nms else None)
 
 
 def make_image(path: Path, seed: int, size=(64, 48)) -> bytes:

@@ -142,7 +142,7 @@ def _predict(server, tmp_path, user=None, password=None):
         extra["MLFLOW_TRACKING_USERNAME"] = user
     if password:
         extra["MLFLOW_TRACKING_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "--params", str(REPO / "params.yaml"), "predict",
+    return subprocess.run([sys.executable, "-m", "defectops.cli", "--params", str(REPO / "params.yaml"), "predict",
                            "--model", f"models:/{MODEL}@champion", "part.jpg", "--out", "out"],
                           cwd=tmp_path, env=_clean_env(**extra), capture_output=True, text=True, timeout=300)
 

@@ -17,7 +17,7 @@ from ultralytics.utils.metrics import ap_per_class
 
 from components.bootstrap import ImageStats, map50, paired_bootstrap, seed_bootstrap
 from components.evaluate import KeepStatsMixin, keep_stats
-from components.lagnet.data import LamValidator
+from components.detectors.lagnet.data import LamValidator
 from components.deploy.registry import CHALLENGER, CHAMPION, decide
 
 Pred = tuple[int, float, bool]          # class, confidence, correct at IoU 0.5
@@ -261,7 +261,7 @@ def test_evaluate_detector_writes_per_image_stats_and_the_flow_compares_them(tmp
     import yaml
     from ultralytics.nn.tasks import DetectionModel
 
-    from components.evaluate import PREDICTIONS, evaluate_detector
+    from components.evaluate import PREDICTIONS, EvalRequest, evaluate_detector
     from pipelines.evaluate import gain_task
 
     ds = tmp_path / "ds"
@@ -279,7 +279,7 @@ def test_evaluate_detector_writes_per_image_stats_and_the_flow_compares_them(tmp
     model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
     model.names = {0: "a", 1: "b"}
     torch.save({"model": model, "train_args": {}}, tmp_path / "w.pt")
-    metrics = evaluate_detector(tmp_path / "w.pt", ds / "data.yaml", "test", 64, 4, 0.001, 0.7, "cpu",
+    metrics = evaluate_detector(EvalRequest(tmp_path / "w.pt", ds / "data.yaml", "test", 64, 4, 0.001, 0.7, "cpu"),
                                 {"batch": 1, "runs": 1, "warmup": 0}, tmp_path / "report", tmp_path / "plots")
     kept = ImageStats.load(tmp_path / "report" / PREDICTIONS)
     assert sorted(kept.images.tolist()) == [f"im{i}.jpg" for i in range(5)]
@@ -291,7 +291,7 @@ def test_evaluate_detector_writes_per_image_stats_and_the_flow_compares_them(tmp
     # the validation scores promote chooses by: the same evaluator, no plots or timing (val = the same 5 images here)
     from components.evaluate import score_split
 
-    val = score_split(tmp_path / "w.pt", ds / "data.yaml", "val", 64, 4, 0.001, 0.7, "cpu")
+    val = score_split(EvalRequest(tmp_path / "w.pt", ds / "data.yaml", "val", 64, 4, 0.001, 0.7, "cpu"))
     assert val["split"] == "val" and val["images"] == 5
     assert {k: val[k] for k in ("mAP50", "mAP50-95", "precision", "recall")} == \
         {k: metrics[k] for k in ("mAP50", "mAP50-95", "precision", "recall")}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_image
-from pipelines.cli import build_parser, main
+from defectops.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = str(REPO / "params.yaml")
@@ -16,7 +16,8 @@ PARAMS = str(REPO / "params.yaml")
 
 @pytest.mark.parametrize("argv", [[], ["data"], ["data", "import"], ["data", "synth"], ["data", "prepare"],
                                   ["data", "split"], ["train"], ["evaluate"], ["export"], ["ablate"], ["predict"],
-                                  ["retrain"], ["report"], ["data", "profile"]])
+                                  ["retrain"], ["report"], ["data", "profile"], ["serve"], ["monitor"],
+                                  ["review"], ["review", "pull"]])
 def test_help_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args([*argv, "--help"])
@@ -74,7 +75,7 @@ def _cli(args: list[str], tmp: Path, api_url: str) -> tuple[int, str]:
     import sys
 
     env = {**os.environ, "DEFECTOPS_CACHE": str(tmp / "cache"), "PREFECT_API_URL": api_url}
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "--params", PARAMS, *args], cwd=REPO, env=env,
+    r = subprocess.run([sys.executable, "-m", "defectops.cli", "--params", PARAMS, *args], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=300)
     return r.returncode, r.stdout + r.stderr
 
@@ -100,7 +101,7 @@ def test_a_failing_flow_ends_with_one_error_line_and_logs_the_traceback(tracked)
 
 
 def test_an_unexpected_exception_is_one_line_with_where_the_traceback_is(monkeypatch, capsys):
-    import pipelines.cli as cli
+    import defectops.cli as cli
 
     def boom(a):
         raise RuntimeError("disk on fire")

@@ -22,7 +22,7 @@ def _cli(*args: str, cwd: Path, env: dict | None = None) -> tuple[subprocess.Com
     for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(k, None)
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, env=env, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "defectops.cli", *args], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=120)
     return p, time.perf_counter() - t
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, flatten, load_params, params_hash, section
+from components.settings import ConfigError, flatten, load_params, params_hash, section
 from components.tracking import start_stage_run
-from pipelines.profile_args import set_args
+from defectops.profile_args import set_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_train_threads_from_params_reach_torch(tmp_path, monkeypatch):
     import torch
 
     import components.train as train
-    from components.config import trainer_args
+    from components.settings import trainer_args
     from conftest import settings
 
     seen = {}
@@ -138,5 +138,6 @@ def test_train_threads_from_params_reach_torch(tmp_path, monkeypatch):
     args, device, seed = trainer_args(settings({"train.threads": 3}))
     assert args["threads"] == 3
     with pytest.raises(RuntimeError, match="without"):    # the fake writes no best.pt
-        train.train_detector("yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "run", args, device, seed, "ciou")
+        train.train_detector(train.TrainRequest("yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "run", args, device,
+                                                seed, "ciou"))
     assert seen["threads"] == 3 and "threads" not in seen["kwargs"]

@@ -4,11 +4,12 @@ and the equations checked on hand-built inputs."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from components.models.dasc import CBAM, CRU, CSA, SRU, ChannelGate, ProtoNet, ResCBAM, SCConv, SpatialGate
+from components.detectors.dasc.layers import CBAM, CRU, CSA, SRU, ChannelGate, ProtoNet, ResCBAM, SCConv, SpatialGate
 
 BLOCKS = {
     "ChannelGate": lambda c: ChannelGate(c),
@@ -130,7 +131,7 @@ def test_zero_gated_dasc_yolo_starts_as_the_yolo11_it_extends():
     """dasc.gate=zero: with YOLO11n's weights copied into the shared layers, DASC-YOLO-n's output
     equals YOLO11n's exactly (every inserted block is the identity at init); without the gate the
     paper's blocks change it."""
-    from components.dasc.config import DascToggles, dasc_yolo_cfg
+    from components.detectors.dasc.config import DascToggles, dasc_yolo_cfg
     from components.models.detect import DefectDetectionModel
 
     inserted = (ResCBAM, CBAM, SCConv, CSA, ProtoNet)
@@ -174,11 +175,11 @@ def test_a_dasc_yaml_builds_in_a_fresh_interpreter_without_importing_the_block_m
     import subprocess
     import sys
 
-    from components.dasc.config import DascToggles, write_dasc_yaml
+    from components.detectors.dasc.config import DascToggles, write_dasc_yaml
 
     cfg = write_dasc_yaml(tmp_path, "n", 6, DascToggles())
     code = ("import sys; from components.models.detect import DefectDetectionModel; "
-            "assert 'components.dasc.config' not in sys.modules; "
+            "assert 'components.detectors.dasc.config' not in sys.modules; "
             f"m = DefectDetectionModel(r'{cfg}', nc=6, verbose=False); "
             "print(sorted({type(x).__name__ for x in m.model} & {'ResCBAM', 'SCConv', 'CSA', 'ProtoNet'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -187,7 +188,7 @@ def test_a_dasc_yaml_builds_in_a_fresh_interpreter_without_importing_the_block_m
 
 
 def test_block_probe_non_affine_share_against_hand_values():
-    from benchmarks.dasc_blocks import AffineStats
+    from studies.dasc_blocks import AffineStats
 
     x = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
     scaled = AffineStats()
@@ -236,7 +237,7 @@ def test_dasc_proto_loss_adds_a_fourth_loss_item_that_trains_the_prototypes():
 
     from ultralytics.cfg import get_cfg
 
-    from components.dasc.config import DascToggles, dasc_yolo_cfg
+    from components.detectors.dasc.config import DascToggles, dasc_yolo_cfg
     from components.models.detect import DefectDetectionModel
 
     torch.manual_seed(0)
@@ -259,3 +260,30 @@ def test_dasc_proto_loss_adds_a_fourth_loss_item_that_trains_the_prototypes():
     assert not any(hasattr(b, "last_back") for b in copy.deepcopy(m).modules())
     with pytest.raises(ValueError, match="protonet_k"):
         DascToggles(protonet_k=0, proto_loss=1.0)
+
+
+# A DASC-YOLO trained on NEU-DET (studies/results/neu_cpu/) before its layers moved: the checkpoint pickles them
+# as components.models.dasc.*. Its head output on a fixed input, recorded with the code before the move.
+NEU_DASC = Path(__file__).parents[1] / "studies" / "results" / "neu_cpu" / "weights" / "cpu-dasc-paper.pt"
+NEU_DASC_OUT = {"boxes": 741357.6722283363, "scores": 199.3620203656514}     # sums over rand(2, 3, 224, 224), seed 0
+
+
+def test_a_checkpoint_saved_before_the_layers_moved_loads_and_scores_as_before():
+    import sys
+    import zipfile
+
+    from components.yolo import YOLO
+
+    pickled = b"".join(zipfile.ZipFile(NEU_DASC).read(n) for n in zipfile.ZipFile(NEU_DASC).namelist()
+                       if n.endswith("data.pkl"))
+    assert b"components.models.dasc" in pickled and b"components.detectors" not in pickled   # really the old paths
+    with pytest.raises(ModuleNotFoundError, match="components.models.dasc"):
+        torch.load(NEU_DASC, map_location="cpu", weights_only=False)       # without the alias map: unloadable
+    m = YOLO(str(NEU_DASC)).model.float().eval()
+    assert "components.models.dasc" not in sys.modules                       # mapped while loading only
+    assert {ResCBAM, SCConv, CSA, ProtoNet} <= {type(x) for x in m.modules()}   # the classes of today's package
+    with torch.inference_mode():
+        y = m(torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)))[0].double()
+    assert y.shape == (2, 4 + 6, 28 * 28 + 14 * 14 + 7 * 7)
+    assert float(y[:, :4].sum()) == pytest.approx(NEU_DASC_OUT["boxes"], rel=1e-6)
+    assert float(y[:, 4:].sum()) == pytest.approx(NEU_DASC_OUT["scores"], rel=1e-5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.cli import main
+from defectops.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import numpy as np
 import yaml
 
 from components.dataprofile import batch_size, epochs_for, input_size
-from pipelines.cli import main
-from pipelines.profile_args import merged_overrides
+from defectops.cli import main
+from defectops.profile_args import merged_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["hole", "grain_scratch", "stain"]

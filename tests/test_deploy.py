@@ -127,8 +127,9 @@ def test_retrain_deployment_runs_through_a_worker_and_serves_the_champion(projec
     with temporary_settings({PREFECT_API_URL: servers["prefect"]}), get_client(sync_client=True) as c:
         deps = {d.name: d for d in c.read_deployments()}
         assert {"retrain", "repro", "data", "split", "train", "lam", "tune", "evaluate", "export", "promote",
-                "ablate-dasc", "ablate-lagnet"} <= set(deps)
+                "ablate-dasc", "ablate-lagnet", "monitor"} <= set(deps)
         sched = deps["retrain"].schedules[0].schedule
+        assert deps["monitor"].schedules[0].schedule.cron == params["monitor"]["schedule"]
         assert sched.cron == params["retrain"]["schedule"] and sched.timezone == params["retrain"]["timezone"]
         assert deps["retrain"].work_pool_name == "gpu" and deps["promote"].work_pool_name == "cpu"
         assert {p.name for p in c.read_work_pools()} >= {"cpu", "gpu"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from components.data.canonical import decode_image, image_format
-from components.data.importers import import_dataset
+from components.data.importers import ImportOptions, import_dataset
 from conftest import make_image, voc_xml
 
 
@@ -39,7 +39,7 @@ def test_import_reports_a_text_file_named_jpg_as_not_an_image(tmp_path):
     (src / "IMAGES" / "cut.jpg").write_bytes(data[:40])
     for stem in ("good", "notes", "cut"):
         (src / "ANNOTATIONS" / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", [("dent", 5, 5, 20, 20)]))
-    s = import_dataset(src, "r", tmp_path / "out", "voc", clip_px=2)
+    s = import_dataset(src, "r", tmp_path / "out", ImportOptions("voc", clip_px=2))
     reasons = {r["source"]: r["reason"] for r in json.loads((tmp_path / "out" / "r" / "quarantine.json").read_text())}
     assert s["images"] == 1 and s["quarantined"] == 2
     assert reasons["IMAGES/notes.jpg"].startswith("not an image (")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.data.importers import GC10_CLASSES, ImportError_, check_box, import_dataset
+from components.data.importers import GC10_CLASSES, ImportError_, ImportOptions, check_box, import_dataset
 from conftest import make_image, snapshot, voc_xml
 
 
@@ -22,7 +22,7 @@ def _reasons(dest: Path) -> dict[str, str]:
 @pytest.mark.neu
 def test_neu_det_import_counts(neu_det, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in (neu_det / "IMAGES").iterdir()}
-    s = import_dataset(neu_det, "neu-det", tmp_path, "auto", clip_px=2)
+    s = import_dataset(neu_det, "neu-det", tmp_path, ImportOptions("auto", clip_px=2))
     assert s["images"] == 1800
     assert s["boxes"] == 4189
     assert s["classes"] == ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale",
@@ -83,8 +83,7 @@ def bad_voc(tmp_path) -> Path:
 
 def test_voc_quarantine_reasons(bad_voc, tmp_path):
     before = snapshot(bad_voc)
-    s = import_dataset(bad_voc, "bad", tmp_path / "out", "voc", clip_px=2,
-                       classes=["dent", "scratch"])
+    s = import_dataset(bad_voc, "bad", tmp_path / "out", ImportOptions("voc", clip_px=2, classes=["dent", "scratch"]))
     reasons = _reasons(tmp_path / "out" / "bad")
     assert "zero or negative area" in reasons["IMAGES/zero_area.jpg"]
     assert "zero or negative area" in reasons["IMAGES/negative.jpg"]
@@ -130,7 +129,7 @@ def test_nothing_usable_raises_but_reports(tmp_path):
     (src / "IMAGES" / "a.jpg").write_bytes(b"\xff\xd8garbage")
     (src / "ANNOTATIONS" / "a.xml").write_text(voc_xml("a.jpg", [("x", 1, 1, 5, 5)]))
     with pytest.raises(ImportError_, match="nothing usable"):
-        import_dataset(src, "empty", tmp_path / "out", "auto", clip_px=2)
+        import_dataset(src, "empty", tmp_path / "out", ImportOptions("auto", clip_px=2))
     assert len(json.loads((tmp_path / "out" / "empty" / "quarantine.json").read_text())) == 1
 
 
@@ -138,9 +137,9 @@ def test_unknown_layout_is_a_clear_error(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "x.xml").write_text("<a/>")
     with pytest.raises(ImportError_, match="not a VOC layout"):
-        import_dataset(tmp_path / "src", "x", tmp_path / "out", "auto", clip_px=2)
+        import_dataset(tmp_path / "src", "x", tmp_path / "out", ImportOptions("auto", clip_px=2))
     with pytest.raises(ImportError_, match="source folder not found"):
-        import_dataset(tmp_path / "nope", "x", tmp_path / "out", "auto", clip_px=2)
+        import_dataset(tmp_path / "nope", "x", tmp_path / "out", ImportOptions("auto", clip_px=2))
 
 
 # ----------------------------------------------------------------------------- GC10-DET layout
@@ -154,7 +153,7 @@ def test_gc10_layout(tmp_path):
         (src / "lable" / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", [(cls, 3, 3, 30, 30)]))
     make_image(src / "10" / "img_10_1.jpg", seed=10)
     (src / "lable" / "img_10_1.xml").write_text(voc_xml("img_10_1.jpg", [("11_unknown", 3, 3, 9, 9)]))
-    s = import_dataset(src, "gc10", tmp_path / "out", "auto", clip_px=2)
+    s = import_dataset(src, "gc10", tmp_path / "out", ImportOptions("auto", clip_px=2))
     assert s["format"] == "voc-gc10"
     assert s["classes"] == GC10_CLASSES
     assert s["images"] == 3 and s["quarantined"] == 1
@@ -190,7 +189,7 @@ def test_roboflow_yolo_layout(tmp_path):
     (src / "test" / "labels" / "a.txt").write_text("1 0.5 0.5 0.5 0.5\n")
     before = snapshot(src)
 
-    s = import_dataset(src, "rf", tmp_path / "out", "auto", clip_px=2)
+    s = import_dataset(src, "rf", tmp_path / "out", ImportOptions("auto", clip_px=2))
     reasons = _reasons(tmp_path / "out" / "rf")
     assert s["format"] == "yolo" and s["classes"] == ["crack", "hole"]
     assert "unknown class id 5" in reasons["valid/images/d.jpg"]
@@ -213,11 +212,12 @@ def test_never_replaces_a_folder_it_did_not_create(bad_voc, tmp_path):
     user.mkdir(parents=True)
     (user / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not a canonical dataset"):
-        import_dataset(bad_voc, "precious", tmp_path / "out", "voc", clip_px=2, classes=["dent", "scratch"])
+        import_dataset(bad_voc, "precious", tmp_path / "out",
+                       ImportOptions("voc", clip_px=2, classes=["dent", "scratch"]))
     assert (user / "notes.txt").read_text() == "mine"
     # re-importing over its own earlier output is fine
-    import_dataset(bad_voc, "ok", tmp_path / "out", "voc", clip_px=2, classes=["dent", "scratch"])
-    s = import_dataset(bad_voc, "ok", tmp_path / "out", "voc", clip_px=2, classes=["dent", "scratch"])
+    import_dataset(bad_voc, "ok", tmp_path / "out", ImportOptions("voc", clip_px=2, classes=["dent", "scratch"]))
+    s = import_dataset(bad_voc, "ok", tmp_path / "out", ImportOptions("voc", clip_px=2, classes=["dent", "scratch"]))
     assert s["images"] == 5
 
 
@@ -267,7 +267,7 @@ def linked_voc(tmp_path) -> Path:
 
 def test_symlinks_are_quarantined_and_never_read(linked_voc, tmp_path, monkeypatch):
     opened = _opened(monkeypatch)
-    s = import_dataset(linked_voc, "links", tmp_path / "out", "voc", clip_px=2)
+    s = import_dataset(linked_voc, "links", tmp_path / "out", ImportOptions("voc", clip_px=2))
     reasons = _reasons(tmp_path / "out" / "links")
     assert reasons["IMAGES/out_link.jpg"] == "symlink"
     assert reasons["IMAGES/in_link.jpg"] == "symlink"
@@ -282,7 +282,7 @@ def test_symlinks_are_quarantined_and_never_read(linked_voc, tmp_path, monkeypat
 
 def test_follow_symlinks_inside_only(linked_voc, tmp_path, monkeypatch):
     opened = _opened(monkeypatch)
-    s = import_dataset(linked_voc, "links", tmp_path / "out", "voc", clip_px=2, follow_symlinks="inside")
+    s = import_dataset(linked_voc, "links", tmp_path / "out", ImportOptions("voc", clip_px=2, follow_symlinks="inside"))
     reasons = _reasons(tmp_path / "out" / "links")
     assert "IMAGES/in_link.jpg" not in reasons and s["images"] == 2   # good + the inside link
     assert reasons["IMAGES/out_link.jpg"] == "symlink to outside the source"
@@ -290,7 +290,7 @@ def test_follow_symlinks_inside_only(linked_voc, tmp_path, monkeypatch):
     assert reasons["ANNOTATIONS/out_xml.xml"] == "symlink to outside the source"
     assert not [p for p in opened if os.path.realpath(p).startswith(str(tmp_path / "outside"))]
     with pytest.raises(ImportError_, match="follow_symlinks"):
-        import_dataset(linked_voc, "links", tmp_path / "out", "voc", clip_px=2, follow_symlinks="yes")
+        import_dataset(linked_voc, "links", tmp_path / "out", ImportOptions("voc", clip_px=2, follow_symlinks="yes"))
 
 
 def test_yolo_symlinked_label_and_data_yaml(tmp_path):
@@ -308,10 +308,10 @@ def test_yolo_symlinked_label_and_data_yaml(tmp_path):
     (src / "train" / "labels" / "c.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     (src / "data.yaml").symlink_to(outside / "data.yaml")
     with pytest.raises(ImportError_, match="symlink"):
-        import_dataset(src, "rf", tmp_path / "out", "yolo", clip_px=2)
+        import_dataset(src, "rf", tmp_path / "out", ImportOptions("yolo", clip_px=2))
     (src / "data.yaml").unlink()
     (src / "data.yaml").write_text(yaml.safe_dump({"names": ["crack"]}))
-    s = import_dataset(src, "rf", tmp_path / "out", "yolo", clip_px=2)
+    s = import_dataset(src, "rf", tmp_path / "out", ImportOptions("yolo", clip_px=2))
     assert _reasons(tmp_path / "out" / "rf") == {"train/images/a.jpg": "symlink: its annotation train/labels/a.txt",
                                                  "train/images/c.jpg": "symlink"}
     assert s["images"] == 1
@@ -328,7 +328,7 @@ def test_non_utf8_file_names_never_crash(tmp_path):
             f.write(make_image(tmp_path / "tmp" / f"{seed}.jpg", seed=seed))
     with open(os.path.join(ann, b"ok\xfe.xml"), "w") as f:           # bad\xff.jpg has no annotation
         f.write(voc_xml("ok.jpg", [("dent", 5, 5, 20, 20)]))
-    s = import_dataset(src, "names", tmp_path / "out", "voc", clip_px=2)
+    s = import_dataset(src, "names", tmp_path / "out", ImportOptions("voc", clip_px=2))
     out = tmp_path / "out" / "names"
     assert s["images"] == 2 and s["quarantined"] == 1
     assert _reasons(out) == {"IMAGES/bad\\xff.jpg": "image without annotation"}
@@ -345,11 +345,11 @@ def test_discovered_classes_are_counted_and_rare_ones_warned(tmp_path):
         make_image(src / "IMAGES" / f"s{i}.jpg", seed=i)
         objs = [("dent", 5, 5, 20, 20)] + ([("rust", 30, 10, 40, 30)] if i == 5 else [])
         (src / "ANNOTATIONS" / f"s{i}.xml").write_text(voc_xml(f"s{i}.jpg", objs))
-    s = import_dataset(src, "cls", tmp_path / "out", "voc", clip_px=2, min_class_boxes=5)
+    s = import_dataset(src, "cls", tmp_path / "out", ImportOptions("voc", clip_px=2, min_class_boxes=5))
     assert s["classes"] == ["dent", "rust"] and s["boxes_per_class"] == {"dent": 6, "rust": 1}
     assert s["rare_classes"] == {"rust": 1}
     assert [w for w in s["warnings"] if "'rust'" in w and "min_class_boxes" in w]
     assert "rust" in (tmp_path / "out" / "cls" / "quarantine.md").read_text()
-    fixed = import_dataset(src, "cls2", tmp_path / "out", "voc", clip_px=2, classes=["dent", "rust"],
-                           min_class_boxes=5)
+    fixed = import_dataset(src, "cls2", tmp_path / "out",
+                           ImportOptions("voc", clip_px=2, classes=["dent", "rust"], min_class_boxes=5))
     assert "rare_classes" not in fixed and not fixed["warnings"]

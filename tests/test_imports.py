@@ -1,5 +1,7 @@
-"""No import cycle among ``components`` and ``pipelines`` (function-local imports included), and
-no flow module imports another flow module: flows share ``pipelines.common`` / ``pipelines.tasks``."""
+"""No import cycle among ``components``, ``pipelines`` and ``defectops`` (function-local imports
+included); no flow module imports another flow module: flows share ``pipelines.common`` /
+``pipelines.tasks``; the layers point one way: ``defectops`` (the command line) may import the
+flows and the components, ``pipelines`` the components, and ``components`` neither of the others."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("components", "pipelines")
-NOT_FLOWS = {"pipelines.common", "pipelines.tasks", "pipelines.console", "pipelines.guard", "pipelines.trial",
-             "pipelines.profile_args", "pipelines", "pipelines.cli"}
+PACKAGES = ("components", "pipelines", "defectops")
+NOT_FLOWS = {"pipelines.common", "pipelines.tasks", "pipelines.trial", "pipelines"}
+# each package and the packages it must never import (the layers: defectops -> pipelines -> components)
+FORBIDDEN = {"components": ("pipelines", "defectops"), "pipelines": ("defectops",)}
 
 
 def _module(path: Path) -> str:
@@ -74,6 +77,28 @@ def test_no_flow_imports_another_flow():
     assert not bad, bad
 
 
+def _violations(g: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Module -> the modules it imports across a layer the wrong way (``FORBIDDEN``)."""
+    out = {}
+    for m, targets in g.items():
+        bad = sorted(t for t in targets if t.split(".")[0] in FORBIDDEN.get(m.split(".")[0], ()))
+        if bad:
+            out[m] = bad
+    return out
+
+
+def test_the_layers_point_one_way():
+    g = graph()
+    assert "defectops.console" in g["defectops.cli"] and "pipelines.common" in g["defectops.optuna_ui"]  # sees them
+    assert _violations(g) == {}
+
+
+def test_a_layer_violation_is_found():
+    g = {"components.x": {"pipelines.common", "components.y"}, "pipelines.common": {"components.y"},
+         "pipelines.flow": {"defectops.cli"}, "defectops.cli": {"pipelines.common", "components.y"}}
+    assert _violations(g) == {"components.x": ["pipelines.common"], "pipelines.flow": ["defectops.cli"]}
+
+
 def test_a_cycle_is_found():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
@@ -85,7 +110,7 @@ for lib in ("torch", "torchvision", "ultralytics", "prefect", "mlflow", "optuna"
         importlib.import_module(lib)
     except ImportError:
         pass
-assert not any(m.split(".")[0] in ("components", "pipelines") for m in sys.modules)
+assert not any(m.split(".")[0] in ("components", "pipelines", "defectops") for m in sys.modules)
 failed = 0
 for name in sys.argv[1:]:
     r, w = os.pipe()
@@ -109,7 +134,7 @@ sys.exit(1 if failed else 0)
 
 
 def test_every_module_imports_alone_in_a_fresh_interpreter():
-    """Each module of ``components`` and ``pipelines`` imported first and alone, in an interpreter
+    """Each module of ``components``, ``pipelines`` and ``defectops`` imported first and alone, in an interpreter
     that has imported nothing of the project (a child forked from one that only preloaded the
     heavy third-party libraries, so a module costs its own import only): a cycle that function-
     local imports hide from the AST graph, or a module that works only when another was imported

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from components.data.canonical import load_manifest
-from components.data.importers import ImportError_
+from components.data.importers import ImportError_, ImportOptions
 from components.data.inbox import batch_id, inbox_files, increment_dirs, ingest, merge
-from components.data.split import add_increments, make_split
+from components.data.split import SplitSpec, add_increments, make_split
 from components.data.synth import SynthConfig, write_synth_dataset
 
 from conftest import make_image, snapshot, voc_xml
@@ -57,7 +57,7 @@ def test_ingest_quarantines_bad_samples_and_never_touches_the_inbox(tmp_path, ba
     assert len(files) == 16
     b = batch_id(files)
     assert b == batch_id(inbox_files(inbox)) and len(b) == 12    # same files, same batch
-    s = ingest(inbox, files, b, tmp_path / "inc", base, "auto", 2)
+    s = ingest(inbox, files, b, tmp_path / "inc", base, ImportOptions("auto", 2))
     assert s["images"] == 4 and s["quarantined"] == 4
     q = {Path(r["source"]).stem: r["reason"] for r in json.loads((tmp_path / "inc" / b / "quarantine.json").read_text())}
     assert set(q) == {"trunc", "outside", "alien", "again"}
@@ -77,7 +77,7 @@ def test_a_batch_with_nothing_usable_is_refused_with_its_report(tmp_path, base):
     (inbox / "annotations").mkdir()
     (inbox / "annotations" / "x.xml").write_text(voc_xml("x.jpg", [("no-such-defect", 5, 5, 30, 25)]))
     with pytest.raises(ImportError_, match="quarantined"):
-        ingest(inbox, inbox_files(inbox), "b000000000000", tmp_path / "inc", base, "voc", 2)
+        ingest(inbox, inbox_files(inbox), "b000000000000", tmp_path / "inc", base, ImportOptions("voc", 2))
     assert "no-such-defect" in (tmp_path / "inc" / "b000000000000" / "quarantine.md").read_text()
 
 
@@ -86,9 +86,9 @@ def test_merged_increments_keep_the_test_split_fixed(tmp_path, base):
     drop_batch(inbox, base, good=12)
     files = inbox_files(inbox)
     b = batch_id(files)
-    ingest(inbox, files, b, tmp_path / "inc", base, "auto", 2)
+    ingest(inbox, files, b, tmp_path / "inc", base, ImportOptions("auto", 2))
     m0 = load_manifest(base)
-    split0 = make_split(m0["images"], m0["classes"], 0.2, 0.1, 0, 0)
+    split0 = make_split(m0["images"], m0["classes"], SplitSpec(0.2, 0.1, 0, 0))
     assert [d.name for d in increment_dirs(tmp_path / "inc")] == [b]
     s = merge(base.parent, "synth", tmp_path / "inc")
     assert s["images"] == 32 and s["increments"] == {b: 12}
@@ -96,7 +96,7 @@ def test_merged_increments_keep_the_test_split_fixed(tmp_path, base):
     base_entries = [e for e in m1["images"] if "batch" not in e]
     new = [e for e in m1["images"] if "batch" in e]
     assert len(base_entries) == 20 and len(new) == 12
-    split1 = add_increments(make_split(base_entries, m1["classes"], 0.2, 0.1, 0, 0), new, m1["classes"])
+    split1 = add_increments(make_split(base_entries, m1["classes"], SplitSpec(0.2, 0.1, 0, 0)), new, m1["classes"])
     assert split1["test"] == split0["test"]                          # champion and challenger: same test images
     assert set(split1["train"]) | set(split1["val"]) == set(split0["train"]) | set(split0["val"]) | {e["name"] for e in new}
     assert split1["counts"]["train"]["images"] + split1["counts"]["val"]["images"] == 16 + 12
@@ -158,11 +158,11 @@ def test_ingest_refuses_near_copies_of_test_images_and_groups_the_rest(tmp_path)
         _photo(src / "IMAGES" / f"p{k}.jpg", k)
         (src / "ANNOTATIONS").mkdir(exist_ok=True)
         (src / "ANNOTATIONS" / f"p{k}.xml").write_text(voc_xml(f"p{k}.jpg", [("dent", 5, 5, 30, 25)]))
-    import_dataset(src, "photos", tmp_path / "datasets", "voc", clip_px=2)
+    import_dataset(src, "photos", tmp_path / "datasets", ImportOptions("voc", clip_px=2))
     base = tmp_path / "datasets" / "photos"
     m = load_manifest(base)
     bits = m["near_dup_bits"]
-    split0 = make_split(m["images"], m["classes"], 0.3, 0.2, 0, 0, near_dup_bits=bits)
+    split0 = make_split(m["images"], m["classes"], SplitSpec(0.3, 0.2, 0, 0), near_dup_bits=bits)
     t, v = split0["test"][0], split0["val"][0]
 
     inbox, outside = tmp_path / "inbox", tmp_path / "outside"
@@ -180,7 +180,7 @@ def test_ingest_refuses_near_copies_of_test_images_and_groups_the_rest(tmp_path)
     assert "images/link.jpg" not in files                           # never hashed (read), never archived
     b = batch_id(files)                                             # any file name
 
-    s = ingest(inbox, files, b, tmp_path / "inc", base, "voc", 2, test=split0["test"])
+    s = ingest(inbox, files, b, tmp_path / "inc", base, ImportOptions("voc", 2), test=split0["test"])
     q = {r["source"]: r["reason"] for r in json.loads((tmp_path / "inc" / b / "quarantine.json").read_text())}
     assert q["images/copy_of_test.jpg"].startswith(f"near-copy of test image '{t}'")
     assert q["images/link.jpg"] == "symlink"
@@ -191,8 +191,8 @@ def test_ingest_refuses_near_copies_of_test_images_and_groups_the_rest(tmp_path)
 
     # without the test split's names, any base image may be a test image: its near-copy is refused too
     with pytest.raises(ImportError_):
-        ingest(inbox, {k: v for k, v in files.items() if "copy_of_val" in k}, "b111111111111", tmp_path / "inc2",
-               base, "voc", 2)
+        ingest(inbox, {k: v for k, v in files.items() if "copy_of_val" in k}, "b111111111111", tmp_path / "inc2", base,
+               ImportOptions("voc", 2))
     q2 = json.loads((tmp_path / "inc2" / "b111111111111" / "quarantine.json").read_text())
     reason = next(r["reason"] for r in q2 if r["source"] == "images/copy_of_val.jpg")
     assert reason.startswith("near-copy of dataset image")
@@ -201,7 +201,7 @@ def test_ingest_refuses_near_copies_of_test_images_and_groups_the_rest(tmp_path)
     m1 = load_manifest(base)
     base_entries = [e for e in m1["images"] if "batch" not in e]
     new = [e for e in m1["images"] if "batch" in e]
-    split1 = add_increments(make_split(base_entries, m1["classes"], 0.3, 0.2, 0, 0, near_dup_bits=bits), new,
+    split1 = add_increments(make_split(base_entries, m1["classes"], SplitSpec(0.3, 0.2, 0, 0), near_dup_bits=bits), new,
                             m1["classes"], base=base_entries, near_dup_bits=bits)
     assert split1["test"] == split0["test"] and split1["leakage"] == 0 and split1["held_out"] == []
     where = {n: p for p in ("train", "val", "test") for n in split1[p]}
@@ -218,7 +218,7 @@ def test_clean_samples_in_the_inbox_are_kept_and_counted(tmp_path, base):
         make_image(voc / "images" / f"v{i}.jpg", 300 + i)
         (voc / "annotations" / f"v{i}.xml").write_text(voc_xml(f"v{i}.jpg", objects))
     files = inbox_files(voc)
-    s = ingest(voc, files, batch_id(files), tmp_path / "inc", base, "voc", 2)
+    s = ingest(voc, files, batch_id(files), tmp_path / "inc", base, ImportOptions("voc", 2))
     assert s["images"] == 3 and s["clean_images"] == 2 and s["boxes"] == 1 and s["quarantined"] == 0
     assert sorted(len(e["boxes"]) for e in load_manifest(tmp_path / "inc" / batch_id(files))["images"]) == [0, 0, 1]
 
@@ -230,7 +230,7 @@ def test_clean_samples_in_the_inbox_are_kept_and_counted(tmp_path, base):
     make_image(yolo / "images" / "y1.jpg", 401)
     (yolo / "labels" / "y1.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     files = inbox_files(yolo)
-    s = ingest(yolo, files, batch_id(files), tmp_path / "inc", base, "yolo", 2)
+    s = ingest(yolo, files, batch_id(files), tmp_path / "inc", base, ImportOptions("yolo", 2))
     assert s["images"] == 2 and s["clean_images"] == 1 and s["boxes"] == 1
     assert (tmp_path / "inc" / batch_id(files) / "labels" / f"{batch_id(files)}_y0.txt").read_text() == ""
     merged = merge(base.parent, "synth", tmp_path / "inc")

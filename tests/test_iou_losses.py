@@ -128,7 +128,7 @@ def test_the_loss_travels_with_the_model_yaml(tmp_path):
     from ultralytics.cfg import get_cfg
 
     from components.models import DefectDetectionModel
-    from components.train import model_yaml, train_detector
+    from components.train import TrainRequest, model_yaml, train_detector
 
     model = DefectDetectionModel("yolo11n.yaml", nc=3, verbose=False, iou_loss="siou")
     assert model.yaml["iou_loss"] == "siou"
@@ -146,5 +146,5 @@ def test_the_loss_travels_with_the_model_yaml(tmp_path):
     (tmp_path / "out" / "weights").mkdir(parents=True)
     (tmp_path / "out" / "weights" / "best.pt").write_bytes(b"an earlier run")
     with pytest.raises(ValueError, match="loss.iou must be one of"):
-        train_detector("yolo11n.yaml", tmp_path / "d.yaml", tmp_path / "out", {}, "cpu", 0, "giou2")
+        train_detector(TrainRequest("yolo11n.yaml", tmp_path / "d.yaml", tmp_path / "out", {}, "cpu", 0, "giou2"))
     assert (tmp_path / "out" / "weights" / "best.pt").read_bytes() == b"an earlier run"   # refused before clearing

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from components.models.lagnet import LGB, SCEM, DualMobileNetV3, LagPAN, StripConv
+from components.detectors.lagnet.layers import LGB, SCEM, DualMobileNetV3, LagPAN, StripConv
 
 
 def _all_grads(m: torch.nn.Module, *inputs):
@@ -123,7 +125,7 @@ def test_pan_dataflow_shapes_and_gradients():
 
 
 def test_rgb_only_backbone_projects_each_level():
-    from components.models.lagnet import MobileNetV3Features
+    from components.detectors.lagnet.layers import MobileNetV3Features
 
     m = MobileNetV3Features("small", width=16)
     outs = m(torch.randn(1, 3, 64, 64))
@@ -136,9 +138,9 @@ def test_rgb_only_backbone_projects_each_level():
 
 def _model(variant="small", width=32, k=5, n=2, toggles=None, tmp=None):
     from components.models.detect import DefectDetectionModel
-    from components.lagnet.config import LagnetToggles, write_lagnet_yaml
+    from components.detectors.lagnet.config import LagnetToggles, lagnet_cfg, write_lagnet_yaml
 
-    cfg = write_lagnet_yaml(tmp, variant, width, k, n, 6, toggles or LagnetToggles())
+    cfg = write_lagnet_yaml(tmp, lagnet_cfg(variant, width, k, n, 6, toggles or LagnetToggles()))
     return DefectDetectionModel(str(cfg), nc=6, verbose=False)
 
 
@@ -153,7 +155,7 @@ def test_lagnet_model_takes_rgb_plus_lam_and_has_three_strides(tmp_path):
 
 
 def test_table4_toggles_change_inputs_and_parameters(tmp_path):
-    from components.lagnet.config import TABLE4
+    from components.detectors.lagnet.config import TABLE4
 
     sizes = {}
     for row, t in TABLE4.items():
@@ -206,19 +208,19 @@ def test_model_neck_is_c3_pan_and_head_takes_per_level_channels(tmp_path):
 
 def test_neck_depth_reaches_the_c3_blocks(tmp_path):
     from components.models.detect import DefectDetectionModel
-    from components.lagnet.config import write_lagnet_yaml
+    from components.detectors.lagnet.config import lagnet_cfg, write_lagnet_yaml
 
-    cfg = write_lagnet_yaml(tmp_path, "small", 16, 5, 2, 6, depth=3)
+    cfg = write_lagnet_yaml(tmp_path, lagnet_cfg("small", 16, 5, 2, 6, depth=3))
     m = DefectDetectionModel(str(cfg), nc=6, verbose=False)
     assert m.yaml["lagnet"]["depth"] == 3
     assert [len(c.m) for c in (m.model[1].td4, m.model[1].td3, m.model[1].bu4, m.model[1].bu5)] == [3] * 4
     with pytest.raises(ValueError, match="depth"):
-        write_lagnet_yaml(tmp_path, "small", 16, 5, 2, 6, depth=0)
+        write_lagnet_yaml(tmp_path, lagnet_cfg("small", 16, 5, 2, 6, depth=0))
 
 
 @pytest.mark.parametrize("variant", ["large", "small"])
 def test_paper_widths_give_the_paper_parameter_counts(variant, tmp_path):
-    from components.lagnet.config import PAPER_PARAMS_M, PAPER_WIDTH
+    from components.detectors.lagnet.config import PAPER_PARAMS_M, PAPER_WIDTH
 
     m = _model(variant, PAPER_WIDTH[variant], tmp=tmp_path)
     params = sum(p.numel() for p in m.parameters())
@@ -234,7 +236,7 @@ def test_paper_profile_uses_the_large_paper_width():
 
     import yaml
 
-    from components.lagnet.config import PAPER_WIDTH
+    from components.detectors.lagnet.config import PAPER_WIDTH
 
     prof = yaml.safe_load((Path(__file__).parents[1] / "profiles" / "paper-gpu-lagnet.yaml").read_text())
     assert prof["lagnet.variant"] == "large" and prof["lagnet.width"] == PAPER_WIDTH["large"]
@@ -242,7 +244,7 @@ def test_paper_profile_uses_the_large_paper_width():
 
 @pytest.mark.parametrize("scem", [False, True])
 def test_rgb_only_config_builds_and_runs(scem, tmp_path):
-    from components.lagnet.config import LagnetToggles
+    from components.detectors.lagnet.config import LagnetToggles
 
     m = _model(width=16, toggles=LagnetToggles(lam=False, scem=scem), tmp=tmp_path).eval()
     assert m.yaml["channels"] == 3 and isinstance(m.model[1], LagPAN)
@@ -252,11 +254,11 @@ def test_rgb_only_config_builds_and_runs(scem, tmp_path):
 
 
 def test_pipeline_export_with_the_c3_neck(tmp_path):
-    # baseline -> LAM -> LAGNet as one ONNX graph (components/lagnet/export.py) on tiny random models
+    # baseline -> LAM -> LAGNet as one ONNX graph (components/detectors/lagnet/export.py) on tiny random models
     import numpy as np
     from ultralytics.nn.tasks import DetectionModel
 
-    from components.lagnet.export import LagnetPipeline, export_pipeline, pipeline_parity
+    from components.detectors.lagnet.export import LagnetPipeline, export_pipeline, pipeline_parity
 
     torch.manual_seed(0)
     base = DetectionModel("yolo11n.yaml", nc=6, verbose=False).fuse().eval()
@@ -266,3 +268,37 @@ def test_pipeline_export_with_the_c3_neck(tmp_path):
     r = pipeline_parity(pipe, onnx_path, np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32), conf=0.001)
     assert r["shape"] == [2, 4 + 6, 12 * 12 + 6 * 6 + 3 * 3]
     assert r["max_rel_diff"] < 1e-4 and r["same_count"] == 2 and r["unmatched"] == 0
+
+
+# LAGNet-s and its LAM maker trained on NEU-DET (studies/results/neu_cpu/) before the layers moved: the checkpoint
+# pickles them as components.models.lagnet.*. Head outputs on a fixed input, recorded with the code before the move
+# (sums over rand(2, C, 224, 224), seed 0): LAGNet on 6 channels, and the one graph LAM maker -> LAM (quantile) -> LAGNet.
+NEU_WEIGHTS = Path(__file__).parents[1] / "studies" / "results" / "neu_cpu" / "weights"
+NEU_LAGNET_OUT = {"boxes": 840477.9224877357, "scores": 2.0905419713896958}
+NEU_PIPELINE_OUT = {"boxes": 892214.603023529, "scores": 31.379074875543903}
+
+
+def _sums(y: torch.Tensor) -> dict[str, float]:
+    y = y.double()
+    return {"boxes": float(y[:, :4].sum()), "scores": float(y[:, 4:].sum())}
+
+
+def test_a_checkpoint_saved_before_the_layers_moved_loads_and_scores_as_before():
+    import sys
+
+    from components.detectors.lagnet import LamCoding
+    from components.detectors.lagnet.export import load_pipeline
+    from components.yolo import YOLO
+
+    with pytest.raises(ModuleNotFoundError, match="components.models.lagnet"):
+        torch.load(NEU_WEIGHTS / "cpu-lagnet-s-60.pt", map_location="cpu", weights_only=False)   # the old paths
+    m = YOLO(str(NEU_WEIGHTS / "cpu-lagnet-s-60.pt")).model.float().eval()
+    assert "components.models.lagnet" not in sys.modules and isinstance(m.model[0], DualMobileNetV3)
+    with torch.inference_mode():
+        got = _sums(m(torch.rand(2, 6, 224, 224, generator=torch.Generator().manual_seed(0)))[0])
+    assert got == pytest.approx(NEU_LAGNET_OUT, rel=1e-5)
+    pipe = load_pipeline(NEU_WEIGHTS / "cpu-base-mosaic.pt", NEU_WEIGHTS / "cpu-lagnet-s-60.pt",
+                         LamCoding(normalize="quantile", quantile=0.99))
+    with torch.inference_mode():
+        got = _sums(pipe(torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))))
+    assert got == pytest.approx(NEU_PIPELINE_OUT, rel=1e-5)

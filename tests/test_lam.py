@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from components.lagnet.lam import JET_BGR, fuse_levels, lam_image, level_confidence, unletterbox
+from components.detectors.lagnet import LamCoding
+from components.detectors.lagnet.lam import JET_BGR, fuse_levels, lam_image, lam_map, level_confidence, unletterbox
 
 
 def _pred(nc=2, hot=0.9):
@@ -84,7 +85,7 @@ class _LevelZeroBrightness(torch.nn.Module):
 
 
 def test_make_lams_puts_a_box_shaped_response_on_the_box(tmp_path):
-    from components.lagnet.lam import make_lams
+    from components.detectors.lagnet.lam import make_lams
 
     # 200 x 100 image letterboxed to 160: scale 0.8 -> 160 x 80 content, 40 px padding on top;
     # the box (40..120, 30..80) lands on 32..96 x 64..104: whole 8-px cells of level 0. The map is
@@ -93,7 +94,7 @@ def test_make_lams_puts_a_box_shaped_response_on_the_box(tmp_path):
     img[30:80, 40:120] = 255
     f = tmp_path / "wide.png"
     cv2.imwrite(str(f), img)
-    out = make_lams(_LevelZeroBrightness(), [f], tmp_path / "lams", 160, 4,
+    out = make_lams(lam_map(_LevelZeroBrightness()), [f], tmp_path / "lams", 160, 4,
                     boxes={str(f): np.array([[40, 30, 120, 80]])})
     rec = out[str(f)]
     conf = cv2.imread(str(rec["lam"]), cv2.IMREAD_UNCHANGED)   # the grey map the training path reads
@@ -112,7 +113,7 @@ def test_make_lams_puts_a_box_shaped_response_on_the_box(tmp_path):
 
 
 def test_in_graph_lam_matches_the_hand_computed_blend():
-    from components.lagnet.lam import LamMap
+    from components.detectors.lagnet.lam import LamMap
 
     x = torch.zeros(1, 3, 32, 32)
     x[0, :, 8:24, 8:24] = 0.6                               # 2 x 2 level-0 cells, brightness 0.6
@@ -125,7 +126,7 @@ def test_in_graph_lam_matches_the_hand_computed_blend():
 
 
 def test_out_of_fold_folds_partition_the_training_images():
-    from components.lagnet.lam import oof_folds
+    from components.detectors.lagnet.lam import oof_folds
 
     names = [f"img{i:03d}" for i in range(10)]
     folds = oof_folds(names, 3, seed=0)
@@ -136,7 +137,7 @@ def test_out_of_fold_folds_partition_the_training_images():
 
 
 def test_opencv_unletterbox_equals_the_torch_one():
-    from components.lagnet.lam import unletterbox_np
+    from components.detectors.lagnet.lam import unletterbox_np
 
     conf = torch.rand(1, 160, 160)
     a = unletterbox(conf, (100, 200), 0.8, (0.0, 40.0))[0].numpy()
@@ -146,19 +147,19 @@ def test_opencv_unletterbox_equals_the_torch_one():
 
 
 def test_normalize_confidence_against_hand_computed_values():
-    from components.lagnet.lam import normalize_confidence
+    from components.detectors.lagnet.lam import normalize_confidence
 
     conf = torch.tensor([[[0.0, 0.1], [0.2, 0.4]], [[0.0, 0.0], [0.0, 0.0]]])
-    assert normalize_confidence(conf, "none") is conf
-    got = normalize_confidence(conf, "image_max")
+    assert normalize_confidence(conf, LamCoding(normalize="none")) is conf
+    got = normalize_confidence(conf, LamCoding(normalize="image_max"))
     assert got[0].flatten().tolist() == pytest.approx([0.0, 0.25, 0.5, 1.0])
     assert got[1].abs().sum().item() == 0.0                   # an empty map stays empty
     # 100 values 0.00..0.99; q = 0.95 -> k = ceil(0.05 * 100) = 5th largest = 0.95
     ramp = (torch.arange(100.0) / 100).reshape(1, 10, 10)
-    got = normalize_confidence(ramp, "quantile", 0.95).flatten()
+    got = normalize_confidence(ramp, LamCoding(normalize="quantile", quantile=0.95)).flatten()
     assert got[19].item() == pytest.approx(0.19 / 0.95) and got[95:].tolist() == [1.0] * 5
     with pytest.raises(ValueError, match="normalize"):
-        normalize_confidence(conf, "softmax")
+        normalize_confidence(conf, LamCoding(normalize="softmax"))
 
 
 @pytest.mark.parametrize("normalize", ["none", "image_max"])
@@ -166,8 +167,8 @@ def test_lam_file_equals_the_in_graph_lam(tmp_path, normalize):
     """The LAM the training / validation path makes from the confidence-map file and the LAM the
     served graph computes are the same map on the image, also when the image is resized (80 x 64
     letterboxed to 64): the file is stored at the loader's scale and holds the very JET index."""
-    from components.lagnet.lam import LamMap, make_lams
-    from components.lagnet.data import file_lam_batch
+    from components.detectors.lagnet.lam import LamMap, make_lams
+    from components.detectors.lagnet.data import file_lam_batch
 
     rng = np.random.default_rng(0)
     for shape in ((64, 64), (64, 80)):
@@ -175,10 +176,10 @@ def test_lam_file_equals_the_in_graph_lam(tmp_path, normalize):
         img[16:40, 8:56] += 120                               # a bright band: high confidence there
         f = tmp_path / f"im{shape[1]}.png"
         cv2.imwrite(str(f), img)
-        make_lams(_LevelZeroBrightness(), [f], tmp_path / "lams", 64, 1, normalize=normalize)
+        make_lams(lam_map(_LevelZeroBrightness(), LamCoding(normalize=normalize)), [f], tmp_path / "lams", 64, 1)
         files = file_lam_batch([f], tmp_path / "lams", 64)[0]
         x = files[None, :3]                                   # the letterboxed RGB both paths see
-        in_graph = LamMap(_LevelZeroBrightness(), normalize=normalize)(x)[0]
+        in_graph = LamMap(_LevelZeroBrightness(), LamCoding(normalize=normalize))(x)[0]
         diff = (files[3:] - in_graph).abs()
         if shape == (64, 64):
             assert diff.max().item() < 1e-6
@@ -188,22 +189,38 @@ def test_lam_file_equals_the_in_graph_lam(tmp_path, normalize):
             jet0 = torch.tensor(JET_BGR[0][::-1].copy() / 255.0).float()
             assert torch.allclose(files[3:, :6], 0.5 * files[:3, :6] + 0.5 * jet0[:, None, None], atol=1e-6)
     if normalize == "image_max":                              # the stretch reached the colour coding
-        lm = LamMap(_LevelZeroBrightness(), normalize=normalize)
+        lm = LamMap(_LevelZeroBrightness(), LamCoding(normalize=normalize))
         assert lm.confidence(x).max().item() == pytest.approx(1.0) and lm.raw_confidence(x).max().item() < 0.9
 
 
 def test_served_validator_feeds_lagnet_what_the_pipeline_feeds_it():
     from types import SimpleNamespace
 
-    from components.lagnet.lam import LamMap
-    from components.lagnet.data import ServedLamValidator
+    from components.detectors.lagnet.lam import LamMap
+    from components.detectors.lagnet.data import ServedLamValidator
 
-    cls = type("V", (ServedLamValidator,), {"lam_map": LamMap(_LevelZeroBrightness(), normalize="image_max")})
+    cls = type("V", (ServedLamValidator,), {"lam_map": LamMap(_LevelZeroBrightness(), LamCoding(normalize="image_max"))})
     v = object.__new__(cls)
     v.device, v.args = torch.device("cpu"), SimpleNamespace(quantize=32, half=False)
     rgb = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     stale = torch.zeros(2, 2, 32, 32, dtype=torch.uint8)       # whatever the map files said, + valid
     out = v.preprocess({"img": torch.cat([rgb, stale], 1)})["img"]
     x = rgb.float() / 255
-    expected = torch.cat([x, LamMap(_LevelZeroBrightness(), normalize="image_max")(x)], 1)
+    expected = torch.cat([x, LamMap(_LevelZeroBrightness(), LamCoding(normalize="image_max"))(x)], 1)
     assert torch.equal(out, expected)
+
+
+def test_lam_coding_is_one_checked_request_built_from_the_lam_section():
+    from conftest import settings
+
+    lam = settings({"lam.alpha": 0.3, "lam.beta": 0.7, "lam.normalize": "quantile", "lam.quantile": 0.9}).lam
+    assert LamCoding.of(lam) == LamCoding(0.3, 0.7, "quantile", 0.9)
+    assert LamCoding.of({"alpha": 0.2, "other": 1}) == LamCoding(alpha=0.2)          # the rest: eq. 1's defaults
+    coding = LamCoding(0.3, 0.7)
+    assert coding.blend_keys() == {"lam_alpha": 0.3, "lam_beta": 0.7}
+    assert LamCoding.of_data({"lam_alpha": 0.3, "lam_beta": 0.7, "nc": 2}) == coding   # the data YAML round trip
+    assert LamCoding.of_data({}) == LamCoding()
+    with pytest.raises(ValueError, match=r"lam.quantile must be in \(0, 1\], got 0"):
+        LamCoding(normalize="quantile", quantile=0)
+    with pytest.raises(ValueError, match="lam.normalize must be one of none, image_max, quantile"):
+        LamCoding.of({"normalize": "softmax"})

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from components.lagnet.data import LamDataset, RgbOnlyHSV, lam_data_yaml
+from components.detectors.lagnet import LamCoding
+from components.detectors.lagnet.data import LamDataset, RgbOnlyHSV, lam_data_yaml
 
 
 def _write(tmp_path, n=4, size=128):
@@ -89,14 +90,14 @@ def test_validation_letterbox_keeps_alignment_and_marks_the_bars(tmp_path):
 
 
 def test_to_rgb_lam_codes_and_blends_as_the_served_graph_and_zeroes_padding():
-    from components.lagnet.lam import JET_BGR
-    from components.lagnet.data import to_rgb_lam
+    from components.detectors.lagnet.lam import JET_BGR
+    from components.detectors.lagnet.data import to_rgb_lam
 
     x = torch.zeros(1, 5, 2, 2)
     x[0, :3] = 0.4                                             # grey RGB
     x[0, 3] = torch.tensor([[0.6, 1.0], [114 / 255, 114 / 255]])
     x[0, 4] = torch.tensor([[1.0, 1.0], [1.0, 114 / 255]])     # bottom right: padding
-    out = to_rgb_lam(x, 0.5, 0.5)[0]
+    out = to_rgb_lam(x, LamCoding(alpha=0.5, beta=0.5))[0]
     assert out.shape == (6, 2, 2) and torch.equal(out[:3], x[0, :3])
     jet = JET_BGR[:, ::-1] / 255.0                             # RGB
     for (r, c), idx in {(0, 0): 153, (0, 1): 255, (1, 0): 114, (1, 1): 0}.items():   # round(255 c)
@@ -151,6 +152,6 @@ def test_missing_or_colour_maps_are_a_clear_error(tmp_path):
 def test_lam_data_yaml_adds_the_lam_folder_blend_and_six_channels(tmp_path):
     base = tmp_path / "data.yaml"
     base.write_text(yaml.safe_dump({"path": str(tmp_path), "train": "t.txt", "nc": 1, "names": {0: "a"}}))
-    d = yaml.safe_load(lam_data_yaml(base, tmp_path / "lams", 0.3, 0.7).read_text())
+    d = yaml.safe_load(lam_data_yaml(base, tmp_path / "lams", LamCoding(alpha=0.3, beta=0.7)).read_text())
     assert d["lam"] == str((tmp_path / "lams").resolve()) and d["channels"] == 6 and d["train"] == "t.txt"
     assert (d["lam_alpha"], d["lam_beta"]) == (0.3, 0.7)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, load_params
+from components.settings import ConfigError, load_params
 from components.layout import Layout
 from conftest import settings
 

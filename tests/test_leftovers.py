@@ -50,7 +50,7 @@ def test_kill_9_of_the_cli_takes_its_children_with_it(tmp_path):
     _voc(tmp_path / "src")
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "DEFECTOPS_GUARD")}
     env["DEFECTOPS_CACHE"] = str(tmp_path / "cache")
-    cli = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "data", "import", str(tmp_path / "src"),
+    cli = subprocess.Popen([sys.executable, "-m", "defectops.cli", "data", "import", str(tmp_path / "src"),
                             "--name", "x", "--root", str(tmp_path / "d")], cwd=REPO, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = psutil.Process(cli.pid)

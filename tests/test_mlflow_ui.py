@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from components.config import PIPELINE_RUN_ENV, git_commit
+from components.tracking import PIPELINE_RUN_ENV, git_commit
 from components.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PIPELINE_RUN_TAG, start_stage_run
 from conftest import settings, tiny_onnx
 
@@ -37,8 +37,8 @@ def make_dataset(root: Path, name: str = "tiny", n: int = 10) -> tuple[dict, dic
     """A canonical dataset of ``n`` random images (two classes) under ``root/name`` and its split."""
     import cv2
 
-    from components.data.canonical import Box, Sample, decode_image, sha256_bytes, write_dataset
-    from components.data.split import make_split
+    from components.data.canonical import Box, Contents, Sample, decode_image, sha256_bytes, write_dataset
+    from components.data.split import SplitSpec, make_split
 
     rng = np.random.default_rng(0)
     samples = []
@@ -48,9 +48,9 @@ def make_dataset(root: Path, name: str = "tiny", n: int = 10) -> tuple[dict, dic
         w, h, pix = decode_image(data)
         samples.append(Sample(f"im{i}", ".png", data, w, h, [Box(i % 2, 5, 5, 30 + i, 30)], f"gen/{i}",
                               sha256_bytes(data), pix))
-    summary = write_dataset(root, name, ["scratch", "hole"], samples, [], "test", "synth")
+    summary = write_dataset(root, name, Contents(["scratch", "hole"], samples, []), "test", "synth")
     manifest = json.loads((root / name / "manifest.json").read_text())
-    split = make_split(manifest["images"], manifest["classes"], 0.2, 0.1, 0, 0)
+    split = make_split(manifest["images"], manifest["classes"], SplitSpec(0.2, 0.1, 0, 0))
     return summary, split
 
 
@@ -84,7 +84,7 @@ def _inputs(tracking: dict, run_id: str) -> dict:
 
 def test_training_run_logs_the_dataset_with_its_content_hash_dvc_path_and_split_sizes(tracking, tmp_path,
                                                                                         monkeypatch):
-    from components.data.split import make_split
+    from components.data.split import SplitSpec, make_split
     from pipelines.common import dataset_hash, dataset_records
 
     monkeypatch.chdir(tmp_path)                                # DVC paths are relative to the repository root
@@ -119,7 +119,7 @@ def test_training_run_logs_the_dataset_with_its_content_hash_dvc_path_and_split_
     assert {k: json.loads(sp.profile)[k] for k in sizes} == sizes and json.loads(sp.profile)["test_ratio"] == 0.2
 
     # a new split of the same data: the same dataset digest, another split record; the first run keeps its own
-    other = make_split(manifest["images"], manifest["classes"], 0.4, 0.1, 0, 0)
+    other = make_split(manifest["images"], manifest["classes"], SplitSpec(0.4, 0.1, 0, 0))
     Path("data/splits/tiny.json").write_text(json.dumps(other, indent=1))
     second = _inputs(tracking, train_run())
     assert second["tiny"][0].digest == ds.digest and second["tiny:split"][0].digest != sp.digest
@@ -172,7 +172,7 @@ def test_outside_git_and_dvc_there_is_no_commit_and_the_source_is_the_command(tr
 FAKE_DVC = textwrap.dedent("""\
     import os, subprocess, sys
     # like `dvc repro`: every stage a separate process with DVC_STAGE set; and one without it
-    child = [sys.executable, "-c", "from components.config import pipeline_run_id; print(pipeline_run_id())"]
+    child = [sys.executable, "-c", "from components.tracking import pipeline_run_id; print(pipeline_run_id())"]
     for stage in ("train_baseline", "evaluate@baseline"):
         print(subprocess.run(child, env={**os.environ, "DVC_STAGE": stage}, capture_output=True, text=True,
                              check=True).stdout.strip())
@@ -212,7 +212,7 @@ def test_evaluation_run_has_per_class_ap_and_pr_curve_plots(tracking, tmp_path):
     from PIL import Image
     from ultralytics.nn.tasks import DetectionModel
 
-    from components.evaluate import PER_CLASS_PLOT, evaluate_detector
+    from components.evaluate import PER_CLASS_PLOT, EvalRequest, evaluate_detector
 
     ds = tmp_path / "ds"
     for d in ("images", "labels"):
@@ -229,7 +229,7 @@ def test_evaluation_run_has_per_class_ap_and_pr_curve_plots(tracking, tmp_path):
     model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
     model.names = {0: "scratch", 1: "hole"}
     torch.save({"model": model, "train_args": {}}, tmp_path / "w.pt")
-    metrics = evaluate_detector(tmp_path / "w.pt", ds / "data.yaml", "test", 64, 4, 0.001, 0.7, "cpu",
+    metrics = evaluate_detector(EvalRequest(tmp_path / "w.pt", ds / "data.yaml", "test", 64, 4, 0.001, 0.7, "cpu"),
                                 {"batch": 1, "runs": 1, "warmup": 0}, tmp_path / "report", tmp_path / "plots")
     assert list(metrics["per_class_AP50"]) == ["scratch", "hole"]
 
@@ -262,16 +262,16 @@ def test_per_class_plot_draws_one_bar_per_class_at_its_ap():
 
 def test_registered_version_description_says_detector_data_metrics_and_gain(tracking, tmp_path):
     from components.detectors import display_name
-    from components.deploy.registry import log_detector_model, register, version_description
+    from components.deploy.registry import VersionFacts, log_detector_model, register, version_description
 
     path = tiny_onnx(tmp_path / "m.onnx")
     params = settings({"dasc.scale": "n", "baseline.scale": "n", "lagnet.variant": "small", "lagnet.lam": True})
     gain = {"mAP50": 0.0123, "ci95": [-0.004, 0.031], "mAP50_a": 0.61, "mAP50_b": 0.6223, "images": 72,
             "resamples": 2000}
-    description = version_description(display_name("dasc", params), "dasc",
-                                      {"name": "synth", "hash": "0123abcd4567ef89", "source": "data/datasets/synth"},
-                                      {"mAP50": 0.6222, "mAP50-95": 0.3301}, "test", gain, {"mAP50": 0.61},
-                                      "run123", "abc")
+    description = version_description(VersionFacts(
+        display_name("dasc", params), "dasc",
+        {"name": "synth", "hash": "0123abcd4567ef89", "source": "data/datasets/synth"},
+        {"mAP50": 0.6222, "mAP50-95": 0.3301}, "test", gain, {"mAP50": 0.61}, "run123", "abc"))
     run = start_stage_run("promote", tracking, {}, {})
     version = register(tracking["uri"], log_detector_model(tracking["uri"], run.run_id, path),
                        "defect-detector", {"model": "dasc"}, description)
@@ -284,9 +284,9 @@ def test_registered_version_description_says_detector_data_metrics_and_gain(trac
     assert "gain over the baseline: mAP50 +0.0123, 95 % CI [-0.0040, +0.0310]" in text
     assert mv.tags["model"] == "dasc"
 
-    base = version_description(display_name("baseline", params), "baseline",
-                               {"name": "synth", "hash": "h", "source": "s"}, {"mAP50": 0.61}, "test", None,
-                               {"mAP50": 0.61}, "r", "c")
+    base = version_description(VersionFacts(display_name("baseline", params), "baseline",
+                                            {"name": "synth", "hash": "h", "source": "s"}, {"mAP50": 0.61}, "test",
+                                            None, {"mAP50": 0.61}, "r", "c"))
     assert "YOLO11n" in base and "this is the baseline" in base
     assert display_name("lagnet", params) == "LAGNet-s"
 
@@ -309,7 +309,7 @@ def _get(app, path: str) -> tuple[str, dict]:
 def test_optuna_dashboard_serves_the_projects_study(tmp_path, monkeypatch):
     import optuna
 
-    from pipelines.optuna_ui import dashboard_app
+    from defectops.optuna_ui import dashboard_app
 
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
     own = f"sqlite:///{tmp_path}/optuna.db"
@@ -336,7 +336,7 @@ def test_make_optuna_ui_runs_the_dashboard_module():
     if not shutil.which("make"):
         pytest.skip("make not installed")
     out = subprocess.run(["make", "-n", "optuna-ui"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert "-m pipelines.optuna_ui" in out
+    assert "-m defectops.optuna_ui" in out
 
 
 # ---------------------------------------------------------------- the flows' stage_run

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import neu_cpu
-from benchmarks.neu_paper_gpu import name_of
+from studies import neu_cpu
+from studies.neu_paper_gpu import name_of
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -346,6 +347,7 @@ def test_lagnet_exports_as_one_rgb_graph_that_matches_pytorch(project):
 
 
 @pytest.mark.slow
+@pytest.mark.nightly     # make test-nightly: keeps make test under 25 min beside the line-loop test
 def test_out_of_fold_lams_come_from_baselines_that_never_saw_the_image(project):
     root, _ = project
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -563,6 +565,7 @@ def _tune_params(project, name: str, **tune) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.nightly     # make test-nightly: keeps make test under 25 min beside the line-loop test
 def test_tune_records_failed_trials_and_goes_on(project):
     """Seeded TPE over DASC-YOLO K x loss (one loss injected broken): every trial is its own
     process and an MLflow child run; a failed trial is recorded and the study goes on; the best
@@ -742,14 +745,12 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(project, monkeypa
 
     isolated = tasks.train_detector_isolated
 
-    def interrupted(*a, **k):             # in this process (a closure does not travel to the child)
-        cb = a[7]
-
+    def interrupted(req, cb):             # in this process (a closure does not travel to the child)
         def on_epoch(epoch, metrics):
             cb(epoch, metrics)
             if epoch == 2:
                 raise KeyboardInterrupt("injected: machine went down after epoch 2")
-        return train_detector(*a[:7], on_epoch, *a[8:], **k)
+        return train_detector(req, on_epoch)
 
     monkeypatch.setattr(tasks, "train_detector_isolated", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -766,3 +767,174 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(project, monkeypa
     assert same_architecture("yolo11n.yaml", best, nc=6)[0]
     assert not same_architecture("yolo11n.yaml", best, nc=3)[0]
     assert not same_architecture("yolo11s.yaml", best, nc=6)[0]
+
+
+# ---- the line loop: served traffic -> prediction log -> monitor (Evidently) -> review (Label Studio)
+# ---- -> inbox -> retrain, with real processes; kill -9 loses nothing
+
+def _line_images(root: Path, out: Path) -> dict[str, list]:
+    """The line's traffic: 12 train images as they are and 28 shifted ones (darker and blurred, as
+    through a dirty lens at dusk), as JPEG files in ``out``; {sha256 of the file: ground-truth boxes
+    [class, x1, y1, x2, y2] in pixels}."""
+    import hashlib
+
+    import cv2
+
+    m = json.loads((root / "data" / "datasets" / "synth" / "manifest.json").read_text())
+    split = json.loads((root / "data" / "splits" / "synth.json").read_text())
+    by_name = {e["name"]: e for e in m["images"]}
+    train = [by_name[n] for n in split["train"]]
+    out.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for i in range(40):
+        e = train[i % len(train)]
+        img = cv2.imread(str(root / "data" / "datasets" / "synth" / e["image"]))
+        if i >= 12:
+            img = cv2.GaussianBlur((img * 0.35).astype("uint8"), (7, 7), 0)
+        f = out / f"line{i:02d}.jpg"
+        cv2.imwrite(str(f), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        truth[hashlib.sha256(f.read_bytes()).hexdigest()] = [[m["classes"][b[0]], *b[1:]] for b in e["boxes"]]
+    return truth
+
+
+def _send(url: str, files: list[Path]) -> list[dict]:
+    import base64
+    import urllib.request
+
+    body = json.dumps({"inputs": {"image": [base64.b64encode(f.read_bytes()).decode() for f in files]}}).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=120) as r:
+        return json.loads(r.read())["predictions"]
+
+
+def _predlog_rows(db: Path) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return c.execute("SELECT * FROM predictions ORDER BY id").fetchall()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _kill_after(cmd: list[str], root: Path, env: dict, seconds: float) -> None:
+    """``cmd`` in ``root``, SIGKILLed (its whole process group) after ``seconds``."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    time.sleep(seconds)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+@pytest.mark.slow
+def test_line_loop_from_served_traffic_through_review_to_a_gated_retrain(project, label_studio, tmp_path):
+    """Serve the champion (the prediction log on, images kept); send 40 images, 28 of them darker
+    and blurred; ``defectops monitor`` flags drift and pushes pre-annotated tasks to Label Studio;
+    the tasks are completed through its API with the ground truth (the reviewer); ``defectops review
+    pull`` drops them into the inbox with their provenance; ``defectops retrain`` makes a new dataset
+    version and a gated registry version. A monitor, a pull and a retrain killed with SIGKILL on the
+    way lose nothing from the prediction log or the inbox."""
+    import httpx
+
+    from components.monitor.predlog import PredictionLog
+    from headless import free_port, stop_group, wait_http
+    from test_review import rect
+
+    root, env = project
+    dvc(project, "repro")                                   # whatever earlier tests left stale
+    ls = label_studio
+    db, store = tmp_path / "predlog.db", tmp_path / "kept"
+    env = {**env, "DEFECTOPS_PREDLOG_URL": f"sqlite:///{db}", "DEFECTOPS_PREDLOG_KEEP_IMAGES": "1",
+           "DEFECTOPS_PREDLOG_IMAGE_DIR": str(store), "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.api_key}
+    truth = _line_images(root, tmp_path / "line")
+    files = sorted((tmp_path / "line").iterdir())
+
+    port, log = free_port(), tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["defectops", "serve", "--model", "models:/defect-detector@champion", "--port", str(port)],
+                                cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, timeout=180, log=log)
+        answers = [p for i in range(0, len(files), 10) for p in _send(f"http://127.0.0.1:{port}/invocations", files[i:i + 10])]
+    finally:
+        stop_group(proc)
+    assert len(answers) == 40 and all(a["verdict"] in ("OK", "NG") for a in answers)
+    rows = _predlog_rows(db)
+    assert len(rows) == 40                                   # one record per image answered
+    champion = _aliases(project)["champion"]
+
+    # a monitor killed half way leaves the log as it was; a full run flags the drift and fills the queue
+    _kill_after(["defectops", "monitor"], root, env, 8)
+    assert _predlog_rows(db) == rows
+    out = defectops((root, env), "monitor")
+    assert _predlog_rows(db) == rows and len(list(store.rglob("*.jpg"))) == 40
+    report = json.loads((root / "reports" / "monitor" / "monitor.json").read_text())
+    assert report["status"] == "drift", (out, report)
+    assert {"brightness", "sharpness"} <= set(report["drift"]["drifted_columns"]), report["drift"]
+    assert report["champion_version"] == champion
+    assert "task(s) pushed" in report["review"]["pushed"], report["review"]
+    picked = report["review"]["picked"]
+    assert 0 < len(picked) <= 20                              # monitor.review_budget
+
+    api = httpx.Client(base_url=ls.url, headers={"Authorization": f"Token {ls.legacy_token}"}, timeout=60)
+    (proj,) = [p for p in api.get("/api/projects", params={"page_size": 100}).json()["results"]
+               if p["title"] == "defectops review"]
+    tasks = api.get("/api/tasks", params={"project": proj["id"], "fields": "all", "page_size": 100}).json()["tasks"]
+    assert len(tasks) == len(picked)
+    logged = {r.id: r for r in PredictionLog(f"sqlite:///{db}").window()}
+    for t in tasks:                                          # pre-annotated with what the champion answered
+        (pred,) = t["predictions"]
+        assert t["data"]["model_version"] == pred["model_version"] == champion
+        assert len(pred["result"]) == len(logged[t["data"]["prediction_id"]].boxes)
+    for t in tasks:                                          # the reviewer: the ground truth
+        boxes = truth[t["data"]["image_sha256"]]
+        w, h = t["data"]["width"], t["data"]["height"]
+        result = [rect(c, 100 * x1 / w, 100 * y1 / h, 100 * (x2 - x1) / w, 100 * (y2 - y1) / h, w, h)
+                  for c, x1, y1, x2, y2 in boxes]
+        assert api.post(f"/api/tasks/{t['id']}/annotations", json={"result": result}).status_code == 201
+
+    inbox = root / "data" / "inbox"
+    defectops((root, env), "review", "pull")
+    (folder,) = [d for d in inbox.iterdir() if d.is_dir() and d.name.startswith("review-")]
+    manifest = json.loads((folder / "review.json").read_text())
+    assert len(manifest["samples"]) == len(tasks)
+    assert {s["prediction_id"] for s in manifest["samples"]} == {t["data"]["prediction_id"] for t in tasks}
+    assert {s["model_version"] for s in manifest["samples"]} == {champion}
+    assert all(s["reviewer"] == ls.user for s in manifest["samples"])
+    _kill_after(["defectops", "review", "pull"], root, env, 3)           # nothing new to pull, killed or not
+    defectops((root, env), "review", "pull")
+    assert [d for d in inbox.iterdir() if d.is_dir() and d.name.startswith("review-")] == [folder]
+    dropped = _files(inbox)
+
+    # a retrain killed on the way loses nothing of the inbox: each file is still there or archived
+    summary0 = json.loads((root / "data" / "datasets" / "synth" / "summary.json").read_text())
+    versions0 = {str(mv.version) for mv in _registry(project).search_model_versions("name='defect-detector'")}
+    _kill_after(["defectops", "retrain"], root, env, 6)
+    archived = {}
+    for a in (root / "data" / "inbox-archive").glob("*/files"):
+        archived |= _files(a)
+    left = _files(inbox)
+    assert all(left.get(k, archived.get(k)) == v for k, v in dropped.items())
+
+    out = defectops((root, env), "retrain")
+    assert "retrain: retrained" in out, out
+    summary = json.loads((root / "data" / "datasets" / "synth" / "summary.json").read_text())
+    assert summary["content_hash"] != summary0["content_hash"]
+    assert sum(summary["increments"].values()) - sum(summary0.get("increments", {}).values()) == len(tasks)
+    m = json.loads((root / "data" / "datasets" / "synth" / "manifest.json").read_text())
+    reviewed = [e["review"] for e in m["images"] if "review" in e]      # provenance kept in the dataset
+    assert len(reviewed) == len(tasks) and {r["reviewer"] for r in reviewed} == {ls.user}
+    assert {r["model_version"] for r in reviewed} == {champion}
+    assert {r["prediction_id"] for r in reviewed} == {t["data"]["prediction_id"] for t in tasks}
+    versions1 = {str(mv.version) for mv in _registry(project).search_model_versions("name='defect-detector'")}
+    (new,) = versions1 - versions0
+    assert re.search(rf"defect-detector v{new} -> (champion|challenger)", out), out      # gated
+    assert _predlog_rows(db) == rows                          # the log is only ever read

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_image
-from pipelines.cli import main
+from defectops.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = str(REPO / "params.yaml")
@@ -40,7 +40,7 @@ def _cli(cwd: Path, *args: str, uri: str | None = None) -> subprocess.CompletedP
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri} if uri else {**os.environ}
     if not uri:
         env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "--params", PARAMS, "predict", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "defectops.cli", "--params", PARAMS, "predict", *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -1,4 +1,4 @@
-"""``make run PROFILE=...`` (``pipelines.profile_args --run``): the run uses the profiles' values
+"""``make run PROFILE=...`` (``defectops.profile_args --run``): the run uses the profiles' values
 and records them (experiment commit, dvc.lock), and params.yaml keeps its bytes. On a throwaway
 git + DVC project with one one-line stage, not the pipeline."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.profile_args import main, merged_overrides, run_profiles
+from defectops.profile_args import main, merged_overrides, run_profiles
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = ("import json, yaml; p = yaml.safe_load(open('params.yaml')); "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.promote import choose, val_scores
+from components.deploy.promotion import choose, val_scores
 
 
 def _m(test: float, val: float, fps: float = 10.0) -> dict:

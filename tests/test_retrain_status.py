@@ -11,7 +11,7 @@ import time
 import pytest
 
 from components.deploy.registry import champion_version, latest_version
-from pipelines.retrain import promotion_of, registry_state, retrain_status
+from components.deploy.promotion import promotion_of, registry_state, retrain_status
 
 NAME = "defect-detector"
 

@@ -60,7 +60,7 @@ def served(tmp_path_factory):
     port, log, cwd = free_port(), tmp / "serve.log", tmp / "elsewhere"
     cwd.mkdir()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "--params", str(REPO / "params.yaml"), "serve",
+        proc = subprocess.Popen([sys.executable, "-m", "defectops.cli", "--params", str(REPO / "params.yaml"), "serve",
                                  "--model", "models:/defect-detector@champion", "--port", str(port)],
                                 cwd=cwd, env=_env(uri), stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -191,7 +191,7 @@ def test_bombs_through_defectops_predict_are_per_image_errors_in_seconds(served,
     (files / "lying.jpg").write_bytes(lying_jpeg())
     (files / "good.jpg").write_bytes(good_jpeg())
     t = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "--params", str(REPO / "params.yaml"), "predict",
+    p = subprocess.Popen([sys.executable, "-m", "defectops.cli", "--params", str(REPO / "params.yaml"), "predict",
                           "--model", "models:/defect-detector@champion", str(files), "--out", str(tmp_path / "out")],
                          cwd=served["tmp"], env=_env(served["uri"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = p.communicate(timeout=300)

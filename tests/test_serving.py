@@ -30,9 +30,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("detector")
     raw = tiny_detector(d, "raw.onnx")
     nms = d / "nms.onnx"
-    from components.deploy.export import export_onnx
+    from components.deploy.export import NmsSpec, export_onnx
 
-    export_onnx(d / "w.pt", nms, 64, 17, False, nms=True)           # the same weights, end to end
+    export_onnx(d / "w.pt", nms, 64, 17, False, nms=NmsSpec())           # the same weights, end to end
     return {"raw": raw, "nms": nms, "weights": d / "w.pt"}
 
 
@@ -167,7 +167,7 @@ def test_lagnet_end_to_end_graph_matches_the_pipeline(tmp_path):
     from ultralytics.nn.tasks import DetectionModel
 
     from components.deploy.export import boxes_parity
-    from components.lagnet.export import LagnetPipeline, export_pipeline_nms
+    from components.detectors.lagnet.export import LagnetPipeline, export_pipeline_nms
     from components.deploy.serving import read_meta
     from test_lagnet_modules import _model
 
@@ -191,7 +191,7 @@ def test_lagnet_end_to_end_graph_matches_the_pipeline(tmp_path):
 
     from ultralytics.engine.exporter import NMSModel
 
-    from components.lagnet.export import _XyxyPipeline, box_agreement
+    from components.detectors.lagnet.export import _XyxyPipeline, box_agreement
 
     args = SimpleNamespace(format="onnx", dynamic=False, batch=1, conf=0.001, iou=0.7, max_det=300,
                            agnostic_nms=False, opset=17, quantize=None)

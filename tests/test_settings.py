@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import ConfigError, load_profile
-from components.settings import IOU_LOSSES, Settings, load_settings, resolve
+from components.settings import IOU_LOSSES, ConfigError, Settings, load_profile, load_settings, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -88,3 +87,35 @@ def test_one_list_of_iou_losses():
     from components.models.iou import IOU_LOSSES as used_by_the_loss
 
     assert used_by_the_loss is IOU_LOSSES
+
+
+@pytest.mark.parametrize("key, module, name", [
+    ("loss.iou", "components.models.iou", "IOU_LOSSES"),
+    ("lam.normalize", "components.detectors.lagnet.coding", "NORMALIZE"),
+    ("promote.gate", "components.deploy.registry", "GATES"),
+    ("decision.rule", "components.decision", "RULES"),
+    ("baseline.scale", "components.detectors.yolo11.config", "SCALES"),
+    ("data.format", "components.data.importers", "FORMATS"),
+    ("data.follow_symlinks", "components.data.importers", "FOLLOW"),
+    ("evaluate.split", "components.data.views", "SPLITS"),
+])
+def test_each_choice_list_is_the_one_its_module_declares(key, module, name):
+    """params.yaml is checked against the list the implementing module declares (one list)."""
+    import importlib
+
+    choices = getattr(importlib.import_module(module), name)
+    with pytest.raises(ConfigError, match=f"{key} must be one of {', '.join(choices)} "):
+        resolve(REPO / "params.yaml", [("--set", {key: "no-such-choice"})])
+    assert load_settings(REPO / "params.yaml").get(key) in choices
+
+
+def test_importing_the_settings_stays_light():
+    """The CLI checks a params file before anything heavy loads (tests/test_cli_guards.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import components.settings as s; s.load_settings('params.yaml'); "
+            "print(sorted(m for m in ('torch', 'ultralytics', 'optuna', 'mlflow', 'prefect', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -7,8 +7,9 @@ from collections import Counter
 import pytest
 
 from components.data.canonical import NEAR_DUP_BITS
-from components.data.importers import import_dataset
-from components.data.split import add_increments, dominant_class, leakage, make_split, roboflow_source, source_groups
+from components.data.importers import ImportOptions, import_dataset
+from components.data.split import (SplitSpec, add_increments, dominant_class, leakage, make_split, roboflow_source,
+                                   source_groups)
 
 
 def _entries(n_per_class: dict[int, int], dup_pairs: int = 0) -> list[dict]:
@@ -26,7 +27,7 @@ def _entries(n_per_class: dict[int, int], dup_pairs: int = 0) -> list[dict]:
 
 def test_ratios_are_per_class():
     entries = _entries({0: 100, 1: 50, 2: 20})
-    s = make_split(entries, ["a", "b", "c"], test_ratio=0.2, val_ratio=0.1, seed=0, folds=0)
+    s = make_split(entries, ["a", "b", "c"], SplitSpec(test_ratio=0.2, val_ratio=0.1, seed=0, folds=0))
     test_cls = Counter(int(n[1]) for n in s["test"])
     val_cls = Counter(int(n[1]) for n in s["val"])
     assert test_cls == {0: 20, 1: 10, 2: 4}
@@ -38,15 +39,15 @@ def test_ratios_are_per_class():
 
 @pytest.mark.parametrize("test_ratio,expected", [(0.2, 40), (0.3, 60), (0.1, 20)])
 def test_paper_ratios(test_ratio, expected):
-    s = make_split(_entries({0: 100, 1: 100}), ["a", "b"], test_ratio, 0.0, seed=3, folds=0)
+    s = make_split(_entries({0: 100, 1: 100}), ["a", "b"], SplitSpec(test_ratio, 0.0, seed=3, folds=0))
     assert len(s["test"]) == expected and len(s["train"]) == 200 - expected
 
 
 def test_deterministic_and_seeded():
     entries = _entries({0: 40, 1: 40})
-    a = make_split(entries, ["a", "b"], 0.2, 0.1, seed=7, folds=0)
-    b = make_split(list(reversed(entries)), ["a", "b"], 0.2, 0.1, seed=7, folds=0)
-    c = make_split(entries, ["a", "b"], 0.2, 0.1, seed=8, folds=0)
+    a = make_split(entries, ["a", "b"], SplitSpec(0.2, 0.1, seed=7, folds=0))
+    b = make_split(list(reversed(entries)), ["a", "b"], SplitSpec(0.2, 0.1, seed=7, folds=0))
+    c = make_split(entries, ["a", "b"], SplitSpec(0.2, 0.1, seed=8, folds=0))
     assert a["test"] == b["test"] and a["val"] == b["val"]
     assert a["test"] != c["test"]
 
@@ -54,7 +55,7 @@ def test_deterministic_and_seeded():
 def test_identical_images_never_straddle():
     entries = _entries({0: 30, 1: 30}, dup_pairs=8)
     for seed in range(20):
-        s = make_split(entries, ["a", "b"], 0.3, 0.2, seed=seed, folds=0)
+        s = make_split(entries, ["a", "b"], SplitSpec(0.3, 0.2, seed=seed, folds=0))
         where = {n: part for part in ("train", "val", "test") for n in s[part]}
         for e in entries:
             if e["name"].endswith("_dup"):
@@ -63,7 +64,7 @@ def test_identical_images_never_straddle():
 
 def test_kfold_partitions_training_part():
     entries = _entries({0: 50, 1: 25}, dup_pairs=3)
-    s = make_split(entries, ["a", "b"], 0.2, 0.1, seed=0, folds=5)
+    s = make_split(entries, ["a", "b"], SplitSpec(0.2, 0.1, seed=0, folds=5))
     pool = set(s["train"]) | set(s["val"])
     vals = [set(f["val"]) for f in s["kfold"]]
     assert len(vals) == 5
@@ -85,18 +86,18 @@ def test_dominant_class_prefers_count_then_rarity():
 
 def test_bad_ratios_rejected():
     with pytest.raises(ValueError, match="ratios"):
-        make_split(_entries({0: 10}), ["a"], 0.6, 0.5, seed=0, folds=0)
+        make_split(_entries({0: 10}), ["a"], SplitSpec(0.6, 0.5, seed=0, folds=0))
     with pytest.raises(ValueError, match="folds"):
-        make_split(_entries({0: 10}), ["a"], 0.2, 0.1, seed=0, folds=1)
+        make_split(_entries({0: 10}), ["a"], SplitSpec(0.2, 0.1, seed=0, folds=1))
 
 
 @pytest.mark.neu
 def test_neu_det_8_2_split(neu_det, tmp_path):
     import json
 
-    import_dataset(neu_det, "neu", tmp_path, "voc", clip_px=2)
+    import_dataset(neu_det, "neu", tmp_path, ImportOptions("voc", clip_px=2))
     manifest = json.loads((tmp_path / "neu" / "manifest.json").read_text())
-    s = make_split(manifest["images"], manifest["classes"], 0.2, 0.0, seed=0, folds=0)
+    s = make_split(manifest["images"], manifest["classes"], SplitSpec(0.2, 0.0, seed=0, folds=0))
     assert len(s["test"]) == 360 and len(s["train"]) == 1440
     # 300 images per class, most with one class only: about 60 test images per class
     per_class = Counter(n.rsplit("_", 1)[0] for n in s["test"])
@@ -105,7 +106,7 @@ def test_neu_det_8_2_split(neu_det, tmp_path):
     where = {n: p for p in ("train", "test") for n in s[p]}
     assert where["patches_101"] == where["patches_105"]
     # NEU-DET's own copies of one photo (a quarter turn, another exposure) share a split too
-    s = make_split(manifest["images"], manifest["classes"], 0.2, 0.0, seed=0, folds=0,
+    s = make_split(manifest["images"], manifest["classes"], SplitSpec(0.2, 0.0, seed=0, folds=0),
                    near_dup_bits=manifest["near_dup_bits"])
     where = {n: p for p in ("train", "test") for n in s[p]}
     assert s["leakage"] == 0 and s["groups"]["largest"] == 2 and s["near_duplicate_pairs"] >= 9
@@ -114,10 +115,10 @@ def test_neu_det_8_2_split(neu_det, tmp_path):
         assert where[a] == where[b]
     # within split.tolerance (inclusion's test share is 2.9 points low: dealing noise): kept as dealt
     for val in (0.0, 0.1):
-        dealt = make_split(manifest["images"], manifest["classes"], 0.2, val, seed=0, folds=0,
+        dealt = make_split(manifest["images"], manifest["classes"], SplitSpec(0.2, val, seed=0, folds=0),
                            near_dup_bits=manifest["near_dup_bits"])
-        checked = make_split(manifest["images"], manifest["classes"], 0.2, val, seed=0, folds=0,
-                             near_dup_bits=manifest["near_dup_bits"], tolerance=0.02)
+        checked = make_split(manifest["images"], manifest["classes"],
+                             SplitSpec(0.2, val, seed=0, folds=0, tolerance=0.02), near_dup_bits=manifest["near_dup_bits"])
         assert checked["balance"]["moves"] == 0 and checked["balance"]["within_tolerance"]
         assert all(checked[p] == dealt[p] for p in ("train", "val", "test"))
 
@@ -172,7 +173,7 @@ def roboflow_export(tmp_path):
 def test_roboflow_copies_and_near_duplicates_are_one_group(roboflow_export, tmp_path):
     import json
 
-    s = import_dataset(roboflow_export, "rf", tmp_path / "out", "yolo", clip_px=2)
+    s = import_dataset(roboflow_export, "rf", tmp_path / "out", ImportOptions("yolo", clip_px=2))
     assert s["images"] == 15 and s["quarantined"] == 0
     assert s["groups"] == {"count": 10, "largest": 3}
     assert s["near_duplicate_pairs"] == 5           # p0 flip, p1 x3 (brightness, turn + crop), p3
@@ -186,13 +187,13 @@ def test_roboflow_copies_and_near_duplicates_are_one_group(roboflow_export, tmp_
                          ["p2_jpg.rf.f6.jpg", "p2_jpg.rf.g7.jpg"], ["p3.jpg", "p3_copy.jpg"]]
     leaky_seeds = 0
     for seed in range(20):
-        split = make_split(manifest["images"], manifest["classes"], 0.3, 0.2, seed, 0,
+        split = make_split(manifest["images"], manifest["classes"], SplitSpec(0.3, 0.2, seed, 0),
                            near_dup_bits=manifest["near_dup_bits"])
         where = {n: p for p in ("train", "val", "test") for n in split[p]}
         assert all(len({where[n] for n in g}) == 1 for g in groups)
         assert split["leakage"] == 0 and split["groups"] == s["groups"]
         # without perceptual hashes, p3 and its copy are two groups: they straddle, and leakage sees it
-        plain = make_split(manifest["images"], manifest["classes"], 0.3, 0.2, seed, 0)
+        plain = make_split(manifest["images"], manifest["classes"], SplitSpec(0.3, 0.2, seed, 0))
         plain_groups, _ = source_groups(manifest["images"], manifest["near_dup_bits"])
         leaky_seeds += leakage(plain, plain_groups) > 0
     assert leaky_seeds > 0
@@ -227,7 +228,7 @@ def test_source_groups_union_of_pixels_names_and_hashes():
 def test_increments_follow_their_group_and_never_join_test():
     base = [{"name": f"c0_{i:03d}", "source": f"s{i}.jpg", "pixel_sha256": f"{i:012x}", "boxes": [[0, 0, 0, 5, 5]]}
             for i in range(30)]
-    result = make_split(base, ["a"], 0.3, 0.2, seed=0, folds=3)
+    result = make_split(base, ["a"], SplitSpec(0.3, 0.2, seed=0, folds=3))
     t, v = result["test"][0], result["val"][0]
     new = [{"name": "n_test", "source": "b/t.jpg", "pixel_sha256": base[int(t[3:])]["pixel_sha256"], "batch": "b",
             "boxes": [[0, 0, 0, 5, 5]]},
@@ -259,10 +260,10 @@ def _oversized() -> list[dict]:
 
 def test_an_oversized_group_goes_to_train_and_the_rest_is_rebalanced():
     entries, names = _oversized(), ["x", "y", "rare"]
-    dealt = make_split(entries, names, 0.2, 0.1, seed=3, folds=3)            # unchecked: as dealt
+    dealt = make_split(entries, names, SplitSpec(0.2, 0.1, seed=3, folds=3))            # unchecked: as dealt
     assert "b_000" in dealt["test"] and len(dealt["test"]) == 36               # 32 % of the images in test
     assert dealt["balance"]["within_tolerance"] is None and dealt["balance"]["moves"] == 0
-    s = make_split(entries, names, 0.2, 0.1, seed=3, folds=3, tolerance=0.02)
+    s = make_split(entries, names, SplitSpec(0.2, 0.1, seed=3, folds=3, tolerance=0.02))
     bal = s["balance"]
     assert bal["warnings"] == ["source group of 20 image(s) (first: b_000) holds 20 of the 28 'y' boxes, more "
                                "than val or test may take: placed in train"]
@@ -276,7 +277,7 @@ def test_an_oversized_group_goes_to_train_and_the_rest_is_rebalanced():
     assert [s["counts"][p]["clean_images"] for p in ("train", "val", "test")] == [7, 1, 2]
     assert bal["within_tolerance"] and bal["max_deviation"] < dealt["balance"]["max_deviation"]
     assert 1 < bal["moves"] <= s["groups"]["count"] == 92         # the bound: at most one move per group
-    assert s == make_split(list(reversed(entries)), names, 0.2, 0.1, seed=3, folds=3, tolerance=0.02)
+    assert s == make_split(list(reversed(entries)), names, SplitSpec(0.2, 0.1, seed=3, folds=3, tolerance=0.02))
     pool = set(s["train"]) | set(s["val"])
     assert sorted(n for f in s["kfold"] for n in f["val"]) == sorted(pool)
     assert all(set(f["train"]) | set(f["val"]) == pool for f in s["kfold"])
@@ -284,7 +285,8 @@ def test_an_oversized_group_goes_to_train_and_the_rest_is_rebalanced():
 
 def test_a_split_within_tolerance_is_kept_as_dealt():
     """The old algorithm's split of this fixture (recorded before the balance check existed)."""
-    s = make_split(_entries({0: 20, 1: 10}, dup_pairs=2), ["a", "b"], 0.2, 0.1, seed=0, folds=0, tolerance=0.02)
+    s = make_split(_entries({0: 20, 1: 10}, dup_pairs=2), ["a", "b"],
+                   SplitSpec(0.2, 0.1, seed=0, folds=0, tolerance=0.02))
     assert s["test"] == ["c0_002", "c0_004", "c0_006", "c0_019", "c1_002", "c1_006"]
     assert s["val"] == ["c0_013", "c0_016", "c1_003"] and len(s["train"]) == 32 - 9
     assert s["balance"]["within_tolerance"] and s["balance"]["moves"] == 0 and s["balance"]["warnings"] == []
@@ -293,4 +295,4 @@ def test_a_split_within_tolerance_is_kept_as_dealt():
 
 def test_tolerance_is_checked():
     with pytest.raises(ValueError, match="tolerance"):
-        make_split(_entries({0: 10}), ["a"], 0.2, 0.1, seed=0, folds=0, tolerance=1.5)
+        make_split(_entries({0: 10}), ["a"], SplitSpec(0.2, 0.1, seed=0, folds=0, tolerance=1.5))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.cli import main
+from defectops.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["grain_side_longitudinal_scratch_from_the_tannery_drum_during_retanning_and_fatliquoring", "growth_mark", "hole",

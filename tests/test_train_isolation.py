@@ -18,7 +18,7 @@ from conftest import settings
 
 def _tiny_data(root):
     from components.data.canonical import load_manifest
-    from components.data.split import make_split
+    from components.data.split import SplitSpec, make_split
     from components.data.synth import SynthConfig, write_synth_dataset
     from components.data.views import write_yolo_data_yaml
 
@@ -26,7 +26,8 @@ def _tiny_data(root):
     write_synth_dataset(SynthConfig(**{**cfg, "images": 48, "size": 96, "contrast": tuple(cfg["contrast"])}),
                         root, "synth")
     m = load_manifest(root / "synth")
-    return write_yolo_data_yaml(root / "synth", make_split(m["images"], m["classes"], 0.25, 0.25, 0, 0), root / "view")
+    return write_yolo_data_yaml(root / "synth", make_split(m["images"], m["classes"], SplitSpec(0.25, 0.25, 0, 0)),
+                                root / "view")
 
 
 def _weights(best):
@@ -43,9 +44,10 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.nightly     # make test-nightly: keeps make test under 25 min beside the line-loop test
 def test_isolated_training_repeats_while_another_thread_draws_from_random(tmp_path):
-    from components.config import trainer_args
-    from components.train import train_detector, train_detector_isolated
+    from components.settings import trainer_args
+    from components.train import TrainRequest, train_detector, train_detector_isolated
 
     data_yaml = _tiny_data(tmp_path)
     args, _, seed = trainer_args(settings({"train.epochs": 2, "train.imgsz": 96, "train.batch": 8,
@@ -60,9 +62,9 @@ def test_isolated_training_repeats_while_another_thread_draws_from_random(tmp_pa
     thread = threading.Thread(target=draw, daemon=True)
     thread.start()
     try:
-        runs = [train_detector_isolated("yolo11n.yaml", data_yaml, tmp_path / f"iso{i}", args, "cpu", seed, "ciou")
-                for i in range(2)]
-        here = train_detector("yolo11n.yaml", data_yaml, tmp_path / "here", args, "cpu", seed, "ciou")
+        runs = [train_detector_isolated(TrainRequest("yolo11n.yaml", data_yaml, tmp_path / f"iso{i}", args, "cpu", seed,
+                                                     "ciou")) for i in range(2)]
+        here = train_detector(TrainRequest("yolo11n.yaml", data_yaml, tmp_path / "here", args, "cpu", seed, "ciou"))
     finally:
         stop.set()
         thread.join()
@@ -74,8 +76,9 @@ def test_isolated_training_repeats_while_another_thread_draws_from_random(tmp_pa
 
 
 def test_isolated_training_raises_the_childs_error(tmp_path):
-    from components.train import train_detector_isolated
+    from components.train import TrainRequest, train_detector_isolated
 
     with pytest.raises(ValueError, match="loss.iou must be one of"):
-        train_detector_isolated("yolo11n.yaml", tmp_path / "d.yaml", tmp_path / "out", {}, "cpu", 0, "nope")
+        train_detector_isolated(TrainRequest("yolo11n.yaml", tmp_path / "d.yaml", tmp_path / "out", {}, "cpu", 0,
+                                             "nope"))
     assert not (tmp_path / "out").exists()

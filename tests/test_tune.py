@@ -254,17 +254,17 @@ def test_a_changed_rule_decides_again_on_the_same_study(fake_tune):
 
 
 def test_train_applies_an_empty_override_set():
-    from components.config import apply_overrides as apply
+    from components.settings import apply_overrides as apply
 
     assert apply(PARAMS, {}) == PARAMS
 
 
-# ---- the guard's figure on NEU-DET: benchmarks/neu_trial_noise.py
+# ---- the guard's figure on NEU-DET: studies/neu_trial_noise.py
 
 def test_trial_noise_pooled_sd_and_the_guard_a_null_study_needs(tmp_path):
     import numpy as np
 
-    from benchmarks.neu_trial_noise import best_up_to, max_gap, pooled_sd
+    from studies.neu_trial_noise import best_up_to, max_gap, pooled_sd
 
     # deviations from each group's own mean: (1+1) + (4+0+4) = 10 over 1 + 2 degrees of freedom
     sd, df = pooled_sd({"a": [1.0, 3.0], "b": [2.0, 4.0, 6.0]})
@@ -285,7 +285,7 @@ def test_trial_noise_pooled_sd_and_the_guard_a_null_study_needs(tmp_path):
 def test_pace_window_mean_and_welch_interval_against_hand_values(tmp_path):
     import numpy as np
 
-    from benchmarks.neu_pace import read_curves, welch, window_mean
+    from studies.neu_pace import read_curves, welch, window_mean
 
     assert window_mean(np.array([0.1, 0.2, 0.3, 0.4]), 4, 2) == pytest.approx(0.35)
     with pytest.raises(SystemExit):

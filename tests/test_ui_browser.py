@@ -5,7 +5,10 @@ with the project's own functions (``start_stage_run``, ``StageRun.log_dataset``,
 protocol (``tests/headless.py``). It checks what the comparison and promotion desk shows: the
 experiment's training-runs table lists the training and evaluation runs by name, the registered
 model ``defect-detector`` shows its ``champion`` alias on the right version, the version's page
-its description. Screenshots go to ``reports/ui/`` (``DEFECTOPS_UI_SHOTS`` to put them
+its description; optuna-dashboard shows a tuning study; the monitor's Evidently drift report (its
+HTML file) shows the dataset verdict and the drifted columns, and a review task pushed to a real
+Label Studio (``tests/labelstudio.py``; skipped where it is not installed) shows the model's boxes
+after a login through Label Studio's form. Screenshots go to ``reports/ui/`` (``DEFECTOPS_UI_SHOTS`` to put them
 elsewhere); ``docs/img/`` holds copies for the README. Skips when chromium is not installed
 (``make test`` installs it where apt-get can, ``tests/ensure_chromium.sh``)."""
 
@@ -46,8 +49,9 @@ def build_store(uri: str, tmp: Path, mp: pytest.MonkeyPatch) -> dict:
     and evaluate runs of the baseline and DASC-YOLO (named as their stages name them, one
     pipeline-run id, the dataset as a dataset input), then `promote` registering each as an ONNX
     version of ``defect-detector`` with its description, DASC-YOLO last, as ``champion``."""
-    from components.config import PIPELINE_RUN_ENV
-    from components.deploy.registry import CHAMPION, log_detector_model, register, set_alias, version_description
+    from components.tracking import PIPELINE_RUN_ENV
+    from components.deploy.registry import (CHAMPION, VersionFacts, log_detector_model, register, set_alias,
+                                            version_description)
     from components.tracking import start_stage_run
 
     tracking = isolate_mlflow(mp, uri)
@@ -79,12 +83,10 @@ def build_store(uri: str, tmp: Path, mp: pytest.MonkeyPatch) -> dict:
         run = start_stage_run("promote", tracking, {}, {"model": key})
         gain = None if key == "baseline" else {"mAP50": 0.005, "ci95": [-0.014, 0.025], "images": 360,
                                                "resamples": 2000}
-        description = version_description(names[key], key, {"name": DATASET["name"], "hash": DATASET["digest"],
-                                                             "source": DATASET["source"]},
-                                          {k.removeprefix("test."): v for k, v in EVAL[key].items()
-                                           if k in ("test.mAP50", "test.mAP50-95")},
-                                          "test", gain, {"mAP50": EVAL["baseline"]["test.mAP50"]}, train_ids[key],
-                                          "0123456")
+        description = version_description(VersionFacts(
+            names[key], key, {"name": DATASET["name"], "hash": DATASET["digest"], "source": DATASET["source"]},
+            {k.removeprefix("test."): v for k, v in EVAL[key].items() if k in ("test.mAP50", "test.mAP50-95")},
+            "test", gain, {"mAP50": EVAL["baseline"]["test.mAP50"]}, train_ids[key], "0123456"))
         model_uri = log_detector_model(uri, run.run_id, onnx_path)
         versions[key] = register(uri, model_uri, MODEL, {"model": key, "train_run_id": train_ids[key]}, description)
         set_alias(uri, MODEL, CHAMPION, versions[key])
@@ -252,7 +254,7 @@ def test_mlflow_artifacts_view_shows_the_model_card(mlflow_ui, browser):
 
 @pytest.fixture(scope="module")
 def optuna_ui(tmp_path_factory):
-    """``python -m pipelines.optuna_ui`` (what ``make optuna-ui`` runs) on a temporary SQLite storage
+    """``python -m defectops.optuna_ui`` (what ``make optuna-ui`` runs) on a temporary SQLite storage
     named by ``tune.storage`` of a temporary params file, holding one small study shaped like a
     ``tune_dasc`` study (its trials' val mAP50 per epoch as intermediate values)."""
     if chromium_path() is None:
@@ -282,7 +284,7 @@ def optuna_ui(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"}
     log = tmp / "dashboard.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.optuna_ui", "--params", str(tmp / "params.yaml"),
+        proc = subprocess.Popen([sys.executable, "-m", "defectops.optuna_ui", "--params", str(tmp / "params.yaml"),
                                  "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -301,3 +303,113 @@ def test_optuna_dashboard_shows_the_tuning_study(optuna_ui):
                        (optuna_ui["study"], "Best Trial", "protonet_k", "Hyperparameter Importance"))
         assert f"{optuna_ui['best']:.3f}".rstrip("0") in shown
         screenshot(b, "optuna_dashboard.png")
+
+
+# ---------------------------------------------------------------- the monitor's Evidently report (defectops monitor)
+
+
+def _drift_rows(b: Browser) -> dict[str, str]:
+    """The rows the Evidently report's drift table shows: column -> its *Data Drift* cell."""
+    rows = b.evaluate("""[...document.querySelectorAll('tr')]
+                         .map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim()))""")
+    return {cells[1]: next((c for c in cells if c in ("Detected", "Not Detected")), "")
+            for cells in rows if len(cells) > 5 and cells[1]}
+
+
+@pytest.mark.skipif(chromium_path() is None, reason=NO_CHROMIUM)
+def test_evidently_drift_report_in_the_browser(tmp_path):
+    """The HTML report ``compare`` writes (the one ``defectops monitor`` logs to MLflow), built as
+    the monitor builds it: a reference of synthetic validation images with a tiny real detector's
+    answers against a prediction-log window of the same line, darker and blurred. Opened from its
+    file and sorted by drift score, it shows Evidently's dataset verdict and, per column, the
+    verdict ``compare`` read from the same run: brightness and sharpness drifted."""
+    import cv2
+
+    from components.deploy.serving import BoxModel
+    from components.monitor.drift import compare, reference_observations, window_observations
+    from components.monitor.predlog import PredictionLog
+    from conftest import tiny_detector
+    from test_monitor import darker_blurred, log_images, synth_images
+
+    detector = BoxModel(tiny_detector(tmp_path / "det", "nms.onnx", nms=True))
+    paths = []
+    for i, img in enumerate(synth_images(40, seed=0)):
+        paths.append(tmp_path / f"val_{i:03d}.jpg")
+        cv2.imwrite(str(paths[-1]), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    reference = reference_observations(detector, paths, "synthetic val")
+    log = PredictionLog(f"sqlite:///{tmp_path}/log.db", tmp_path / "images")
+    log_images(log, detector, [darker_blurred(img) for img in synth_images(30, seed=1)])
+    result = compare(reference, window_observations(log.window(), log.image_file), 0.3, tmp_path / "drift")
+    assert result.drifted and {"brightness", "sharpness"} <= set(result.drifted_columns), result.columns
+
+    with Browser(1400, 1300) as b:
+        n, k = len(result.columns), len(result.drifted_columns)
+        shown = b.open(result.html.as_uri(), ("Dataset Drift is detected. Dataset drift detection threshold is 0.3",
+                                              f"Drift is detected for {100 * k / n:.1f}% of columns ({k} out of {n})",
+                                              "Drift Score"), timeout=60)
+        assert b.click_text("Drift Score")             # sorted by p-value: the drifted columns first
+        deadline = time.monotonic() + 20
+        while True:
+            rows = _drift_rows(b)
+            if {c for c, v in rows.items() if v == "Detected"} == set(result.drifted_columns):
+                break
+            assert time.monotonic() < deadline, (rows, result.drifted_columns, shown[:2000])
+            time.sleep(0.3)
+        assert all(rows[c] == "Not Detected" for c in rows if c not in result.drifted_columns), rows
+        assert rows["brightness"] == rows["sharpness"] == "Detected"
+        screenshot(b, "evidently_drift.png")
+
+
+# ---------------------------------------------------------------- a review task in Label Studio (defectops monitor)
+
+
+def _login(b: Browser, ls) -> None:
+    """Label Studio's own login form (``/user/login/``) with the admin's e-mail and password."""
+    b.open(f"{ls.url}/user/login/", ("Email Address", "Password"))
+    b.evaluate(f"""(() => {{ document.querySelector('input[name=email]').value = {json.dumps(ls.user)};
+        document.querySelector('input[name=password]').value = {json.dumps(ls.password)};
+        document.querySelector('form').submit(); }})()""")
+    deadline = time.monotonic() + 30
+    while b.evaluate("location.pathname.startsWith('/user/login') || document.readyState !== 'complete'"):
+        assert time.monotonic() < deadline, f"not logged in: {b.evaluate('location.href')}\n{b.text()[:1000]}"
+        time.sleep(0.3)
+
+
+@pytest.mark.skipif(chromium_path() is None, reason=NO_CHROMIUM)
+def test_label_studio_task_shows_the_model_pre_annotation(label_studio, tmp_path):  # noqa: F811
+    """A review task as the monitor pushes it (``components.monitor.review``: the project, the
+    uploaded image, the model's boxes as the task's prediction), opened in Label Studio's labelling
+    view after logging in through its login form: the image and both boxes, each region listed with
+    its class and score. The boxes are a synthetic image's own (exact) boxes with scores, standing in
+    for the champion's answer."""
+    import cv2
+
+    from components.data.synth import CLASS_NAMES, generate
+    from components.monitor import review
+    from conftest import settings
+
+    synth = settings({"data.synth.images": 12, "data.synth.size": 256, "data.synth.seed": 3}).data.synth
+    sample = next(s for s in generate(synth) if len(s.boxes) == 2 and s.boxes[0][0] != s.boxes[1][0])
+    image = tmp_path / f"{sample.name}.jpg"
+    cv2.imwrite(str(image), sample.image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    boxes = [{"cls": c, "name": CLASS_NAMES[c], "conf": 0.81 - 0.2 * i, "xyxy": [x1, y1, x2, y2]}
+             for i, (c, x1, y1, x2, y2) in enumerate(sample.boxes)]
+    client = review.connect(label_studio.url, label_studio.api_key)
+    pid = review.ensure_project(client, "browser review", list(CLASS_NAMES))
+    item = review.ReviewItem(7, image, 256, 256, boxes, "3", "near_threshold")
+    assert review.push_tasks(client, pid, [item]) == 1
+    tasks = client.get("/api/tasks", params={"project": pid}).json()
+    (task,) = tasks["tasks"] if isinstance(tasks, dict) else tasks
+
+    with Browser(1400, 900) as b:
+        _login(b, label_studio)
+        regions = [f"{x['name']}\n{x['conf']:.2f}" for x in boxes]      # the regions panel: class, score
+        shown = b.open(f"{label_studio.url}/projects/{pid}/data?task={task['id']}",
+                       ("browser review", "Regions", *regions), timeout=60)
+        panel = shown[shown.rindex("Regions"):]
+        assert [n for n in CLASS_NAMES if n in panel] == sorted({x["name"] for x in boxes}, key=CLASS_NAMES.index)
+        deadline = time.monotonic() + 20                  # the uploaded image itself, drawn at its size
+        while not b.evaluate("[...document.images].some(i => i.complete && i.naturalWidth === 256)"):
+            assert time.monotonic() < deadline, "the task's image did not load"
+            time.sleep(0.3)
+        screenshot(b, "labelstudio_task.png")

@@ -206,14 +206,27 @@ def clean_stale_temps(root: Path) -> list[Path]:
     return removed
 
 
-def write_dataset(root: Path, name: str, class_names: list[str], samples: list[Sample],
-                  rejections: list[Rejection], source: str, fmt: str,
-                  warnings: list[str] | None = None, extra_summary: dict | None = None,
-                  near_dup_bits: int | None = None) -> dict:
-    """Write the canonical dataset atomically; return its summary (plus ``extra_summary``).
-    Samples without ``phash`` in ``extra`` get their perceptual hashes here; the summary reports
-    the source groups at ``near_dup_bits`` (None, as for generated data: pixel and Roboflow-name
-    groups only), which the manifest records for the split."""
+@dataclass
+class Contents:
+    """What a canonical dataset is written from: its class names, the accepted samples, the
+    quarantined ones with their reasons, and the warnings of the import (kept in the summary
+    and the quarantine report)."""
+
+    class_names: list[str]
+    samples: list[Sample]
+    rejections: list[Rejection] = field(default_factory=list)
+    warnings: list[str] | None = None
+
+
+def write_dataset(root: Path, name: str, contents: Contents, source: str, fmt: str,
+                  extra_summary: dict | None = None, near_dup_bits: int | None = None) -> dict:
+    """Write the canonical dataset ``contents`` (:class:`Contents`) atomically as ``root/name``,
+    recording where it came from (``source``, ``fmt``); return its summary (plus
+    ``extra_summary``). Samples without ``phash`` in ``extra`` get their perceptual hashes here;
+    the summary reports the source groups at ``near_dup_bits`` (None, as for generated data: pixel
+    and Roboflow-name groups only), which the manifest records for the split."""
+    class_names, samples, rejections, warnings = (contents.class_names, contents.samples, contents.rejections,
+                                                  contents.warnings)
     from .split import source_groups
 
     root = Path(root)

@@ -35,14 +35,14 @@ from typing import Iterable
 import yaml
 from tqdm import tqdm
 
-from ..config import StopError
-from .canonical import (NEAR_DUP_BITS, Box, Rejection, Sample, decode_image, printable, sha256_bytes,
+from ..errors import StopError
+from .canonical import (NEAR_DUP_BITS, Box, Contents, Rejection, Sample, decode_image, printable, sha256_bytes,
                         write_dataset)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 GC10_CLASSES = ["1_chongkong", "2_hanfeng", "3_yueyawan", "4_shuiban", "5_youban", "6_siban",
                 "7_yiwu", "8_yahen", "9_zhehen", "10_yaozhed"]
-FORMATS = ("auto", "voc", "yolo")
+FORMATS = ("auto", "voc", "yolo")                 # data.format: "auto" or a key of READERS
 FOLLOW = ("never", "inside")                       # data.follow_symlinks
 
 
@@ -313,6 +313,16 @@ def read_yolo(root: Path, follow: str = "never") -> ReadResult:
     return ReadResult(names, items, rejections, "yolo")
 
 
+# a format's reader (root, follow) -> ReadResult; a new format: its reader here and its name in FORMATS
+READERS = {"voc": read_voc, "yolo": read_yolo}
+assert set(FORMATS) == {"auto", *READERS}, "FORMATS and READERS disagree"
+
+
+def read_source(src: Path, fmt: str, follow: str = "never") -> ReadResult:
+    """``src`` read by the reader of ``fmt`` (``auto``: :func:`detect_format`)."""
+    return READERS[detect_format(src) if fmt == "auto" else fmt](src, follow)
+
+
 # --------------------------------------------------------------------------- validation
 
 def detect_format(src: Path) -> str:
@@ -421,16 +431,32 @@ def rare_classes(names: list[str], samples: list[Sample], min_boxes: int) -> dic
     return {n: k for n, k in zip(names, counts) if k < min_boxes}
 
 
-def import_dataset(src: str | Path, name: str, root: str | Path, fmt: str, clip_px: float,
-                   classes: list[str] | None = None, fingerprint_source: bool = False,
-                   near_dup_bits: int | None = NEAR_DUP_BITS, min_class_boxes: int = 0,
-                   follow_symlinks: str = "never") -> dict:
-    """Import ``src`` into ``root/name``; return the summary. Raises ImportError_ when the
-    source is unusable or no valid sample remains (the report is still written).
-    ``fingerprint_source`` adds :func:`source_fingerprint` of the source to the summary.
-    Without ``classes``, a class with fewer than ``min_class_boxes`` boxes is a warning
-    (``rare_classes`` in the summary). ``near_dup_bits``: canonical.write_dataset;
-    ``follow_symlinks``: "never" or "inside" (module docstring)."""
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to import a source: its format (``auto``, or one of ``FORMATS``), ``clip_px`` (boxes
+    that leave the image by at most this many pixels are clipped, more is a quarantine reason),
+    the expected ``classes`` (None: found in the source; then a class with fewer than
+    ``min_class_boxes`` boxes is a warning, ``rare_classes`` in the summary),
+    ``fingerprint_source`` (add :func:`source_fingerprint` of the source to the summary),
+    ``near_dup_bits`` (canonical.write_dataset) and ``follow_symlinks`` ("never" or "inside",
+    module docstring). The ``data`` settings carry the same names."""
+
+    fmt: str
+    clip_px: float
+    classes: list[str] | None = None
+    fingerprint_source: bool = False
+    near_dup_bits: int | None = NEAR_DUP_BITS
+    min_class_boxes: int = 0
+    follow_symlinks: str = "never"
+
+
+def import_dataset(src: str | Path, name: str, root: str | Path, opts: ImportOptions) -> dict:
+    """Import ``src`` into ``root/name`` as ``opts`` says (:class:`ImportOptions`); return the
+    summary. Raises ImportError_ when the source is unusable or no valid sample remains (the
+    report is still written)."""
+    fmt, clip_px, classes, follow_symlinks = opts.fmt, opts.clip_px, opts.classes, opts.follow_symlinks
+    fingerprint_source, near_dup_bits = opts.fingerprint_source, opts.near_dup_bits
+    min_class_boxes = opts.min_class_boxes
     src = Path(src).expanduser()
     if not src.is_dir():
         raise ImportError_(f"source folder not found: {src}"
@@ -446,7 +472,7 @@ def import_dataset(src: str | Path, name: str, root: str | Path, fmt: str, clip_
     if dest_root == src or src in dest_root.parents:
         raise ImportError_("the destination must not be inside the source folder")
     fmt = detect_format(src) if fmt == "auto" else fmt
-    read = read_voc(src, follow_symlinks) if fmt == "voc" else read_yolo(src, follow_symlinks)
+    read = READERS[fmt](src, follow_symlinks)
     names, samples, rejections, warnings = _validate(read, clip_px, classes)
     extra = source_fingerprint(src) if fingerprint_source else {}
     if not classes:
@@ -458,9 +484,8 @@ def import_dataset(src: str | Path, name: str, root: str | Path, fmt: str, clip_
         shown = src.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         shown = str(src)
-    summary = write_dataset(dest_root, name, names, samples, rejections, source=printable(shown),
-                            fmt=read.layout, warnings=warnings, extra_summary=extra,
-                            near_dup_bits=near_dup_bits)
+    summary = write_dataset(dest_root, name, Contents(names, samples, rejections, warnings), source=printable(shown),
+                            fmt=read.layout, extra_summary=extra, near_dup_bits=near_dup_bits)
     if not samples:
         raise ImportError_(f"nothing usable in {src}: all {len(rejections)} sample(s) quarantined; "
                            f"see {dest_root / name / 'quarantine.md'}")

@@ -29,11 +29,13 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from .canonical import Box, Rejection, Sample, load_manifest, perceptual_hashes, write_dataset
-from .importers import FOLLOW, ImportError_, _validate, detect_format, read_voc, read_yolo
+from .canonical import Box, Contents, Rejection, Sample, load_manifest, perceptual_hashes, write_dataset
+from .importers import FOLLOW, READERS, ImportError_, ImportOptions, _validate, detect_format
 from .split import hash_array, hash_distances, roboflow_source
 
 BATCH_FILE = "batch.json"          # inside an increment: the inbox files it was made from
+REVIEW_FILE = "review.json"        # a review folder's provenance (``defectops review pull``)
+PROVENANCE = ("prediction_id", "model_version", "reviewer", "reviewed_at", "task_id", "reason")
 
 
 def inbox_files(inbox: Path) -> dict[str, str]:
@@ -80,14 +82,16 @@ def samples_of(dataset_dir: Path) -> tuple[list[str], list[Sample], list[Rejecti
     return m["classes"], samples, rejections
 
 
-def ingest(inbox: Path, files: dict[str, str], batch: str, out_root: Path, existing: Path, fmt: str,
-           clip_px: float, test: Iterable[str] | None = None, follow_symlinks: str = "never") -> dict:
-    """Validate the inbox batch ``files`` (``inbox_files``' relative path -> sha256) against the
-    dataset ``existing`` (its classes, its images; ``test``: the names of its test split, None:
-    any base image may be a test image) and
-    write the accepted samples, the quarantine report and ``batch.json`` to ``out_root/<batch>``
-    (atomically). Returns the increment's summary. Raises ``ImportError_`` when nothing is usable
-    (the report is written all the same)."""
+def ingest(inbox: Path, files: dict[str, str], batch: str, out_root: Path, existing: Path, opts: ImportOptions,
+           test: Iterable[str] | None = None) -> dict:
+    """Validate the inbox batch ``files`` (``inbox_files``' relative path -> sha256), read as
+    ``opts`` says (its ``fmt``, ``clip_px`` and ``follow_symlinks``; the classes and the
+    near-duplicate distance are the dataset's), against the dataset ``existing`` (its classes,
+    its images; ``test``: the names of its test split, None: any base image may be a test image)
+    and write the accepted samples, the quarantine report and ``batch.json`` to
+    ``out_root/<batch>`` (atomically). Returns the increment's summary. Raises ``ImportError_``
+    when nothing is usable (the report is written all the same)."""
+    fmt, clip_px, follow_symlinks = opts.fmt, opts.clip_px, opts.follow_symlinks
     inbox = Path(inbox).resolve()
     manifest = load_manifest(existing)
     classes, bits = manifest["classes"], manifest.get("near_dup_bits")   # None: no perceptual grouping
@@ -101,10 +105,11 @@ def ingest(inbox: Path, files: dict[str, str], batch: str, out_root: Path, exist
     if follow_symlinks not in FOLLOW:
         raise ImportError_(f"data.follow_symlinks must be one of {', '.join(FOLLOW)}, got '{follow_symlinks}'")
     fmt = detect_format(inbox) if fmt == "auto" else fmt
-    read = read_voc(inbox, follow_symlinks) if fmt == "voc" else read_yolo(inbox, follow_symlinks)
+    read = READERS[fmt](inbox, follow_symlinks)
     listed = {inbox / rel for rel in files}
     read.items = [it for it in read.items if it.image is None or Path(it.image) in listed]
     _, samples, rejections, warnings = _validate(read, clip_px, classes)
+    provenance = review_provenance(inbox, files)
     kept = []
     for s in samples:
         if s.pixel_sha256 in known:
@@ -125,15 +130,37 @@ def ingest(inbox: Path, files: dict[str, str], batch: str, out_root: Path, exist
                 continue
         kept.append(Sample(name=f"{batch}_{s.name}", ext=s.ext, data=s.data, width=s.width, height=s.height,
                            boxes=s.boxes, source=f"{batch}/{s.source}", sha256=s.sha256,
-                           pixel_sha256=s.pixel_sha256, extra={"batch": batch, "phash": phash}))
+                           pixel_sha256=s.pixel_sha256, extra={"batch": batch, "phash": phash,
+                                                               **provenance.get(s.sha256, {})}))
     out_root = Path(out_root)
-    summary = write_dataset(out_root, batch, classes, kept, rejections, source=f"inbox batch {batch}",
-                            fmt=read.layout, warnings=warnings, near_dup_bits=bits)
+    summary = write_dataset(out_root, batch, Contents(classes, kept, rejections, warnings),
+                            source=f"inbox batch {batch}", fmt=read.layout, near_dup_bits=bits)
     (out_root / batch / BATCH_FILE).write_text(json.dumps({"batch": batch, "files": files}, indent=1))
     if not kept:
         raise ImportError_(f"batch {batch}: all {len(rejections)} sample(s) quarantined; see "
                            f"{out_root / batch / 'quarantine.md'}")
     return summary
+
+
+def review_provenance(inbox: Path, files: dict[str, str]) -> dict[str, dict]:
+    """What the review folders of the batch (``review.json``, written by ``defectops review pull``)
+    say of each image: {image sha256: {"review": {prediction id, model version, reviewer, ...}}},
+    kept in the increment's manifest beside the sample. A review file that cannot be read is
+    skipped (its images are still validated as any other)."""
+    out = {}
+    for rel, sha in files.items():
+        if Path(rel).name != REVIEW_FILE:
+            continue
+        try:
+            doc = json.loads((inbox / rel).read_text())
+            for s in doc["samples"]:
+                image = files.get((Path(rel).parent / s["image"]).as_posix())
+                if image:
+                    out[image] = {"review": {"project_id": doc.get("project_id"),
+                                             **{k: s.get(k) for k in PROVENANCE}}}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 def increment_dirs(increments: Path) -> list[Path]:
@@ -171,8 +198,8 @@ def merge(root: Path, name: str, increments: Path) -> dict | None:
             samples.append(s)
             n += 1
         added[inc.name] = n
-    return write_dataset(Path(root), name, classes, samples, rejections, source=base["source"],
-                         fmt=base["format"], warnings=base.get("warnings"), near_dup_bits=bits,
+    return write_dataset(Path(root), name, Contents(classes, samples, rejections, base.get("warnings")),
+                         source=base["source"], fmt=base["format"], near_dup_bits=bits,
                          extra_summary={"increments": added, **{k: base[k] for k in ("rare_classes",) if k in base}})
 
 

@@ -36,6 +36,7 @@ The same manifest, ratios, seed and tolerance always give the same split.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -123,10 +124,32 @@ EPS = 1e-12                 # float slack when comparing balance scores
 SPREAD_Z = 2.0              # clean and class shares may also deviate by this many standard errors of dealing
 
 
-def make_split(entries: list[dict], class_names: list[str], test_ratio: float, val_ratio: float,
-               seed: int, folds: int, near_dup_bits: int | None = None, tolerance: float | None = None) -> dict:
+@dataclass(frozen=True)
+class SplitSpec:
+    """How to split: the test and validation shares, the seed, ``folds`` (0: no k-fold lists of the
+    training images, else >= 2) and ``tolerance`` (the largest deviation of a class or clean share
+    from the ratios the rebalancing accepts; None: the dealt split, unchecked, ``balance`` still
+    reported). The ``split`` settings section carries the same names."""
+
+    test_ratio: float
+    val_ratio: float
+    seed: int = 0
+    folds: int = 0
+    tolerance: float | None = None
+
+    @classmethod
+    def of(cls, section) -> "SplitSpec":
+        """From the ``split`` settings (or any mapping / object with these names)."""
+        get = section.get if isinstance(section, dict) else (lambda k: getattr(section, k))
+        return cls(get("test_ratio"), get("val_ratio"), get("seed"), get("folds"), get("tolerance"))
+
+
+def make_split(entries: list[dict], class_names: list[str], spec: SplitSpec,
+               near_dup_bits: int | None = None) -> dict:
     """Split ``entries`` (manifest entries: ``name``, ``pixel_sha256``, ``boxes``; optional ``source``,
-    ``phash``). ``tolerance`` None: the dealt split, unchecked (``balance`` still reported)."""
+    ``phash``) as ``spec`` says (:class:`SplitSpec`); ``near_dup_bits``: images this close in
+    perceptual hash stay in one part (None: exact copies and Roboflow names only)."""
+    test_ratio, val_ratio, seed, folds, tolerance = spec.test_ratio, spec.val_ratio, spec.seed, spec.folds, spec.tolerance
     if not (0 <= test_ratio < 1 and 0 <= val_ratio < 1 and test_ratio + val_ratio < 1):
         raise ValueError(f"split ratios must satisfy 0 <= test, val and test + val < 1 "
                          f"(got test={test_ratio}, val={val_ratio})")

@@ -231,7 +231,7 @@ def write_synth_dataset(cfg: SynthConfig, root, name: str) -> dict:
     """Render the dataset and write it in the canonical layout (see ``canonical.py``)."""
     from tqdm import tqdm
 
-    from .canonical import Box, Sample, decode_image, sha256_bytes, write_dataset
+    from .canonical import Box, Contents, Sample, decode_image, sha256_bytes, write_dataset
 
     samples = []
     for s in tqdm(generate(cfg), total=cfg.images, desc="synth", unit="img"):
@@ -244,4 +244,4 @@ def write_synth_dataset(cfg: SynthConfig, root, name: str) -> dict:
             name=s.name, ext=".jpg", data=data, width=cfg.size, height=cfg.size,
             boxes=[Box(*b) for b in s.boxes], source=f"synth:seed={cfg.seed}:{s.name}",
             sha256=sha256_bytes(data), pixel_sha256=pixels))
-    return write_dataset(Path(root), name, list(CLASS_NAMES), samples, [], source="synth", fmt="synth")
+    return write_dataset(Path(root), name, Contents(list(CLASS_NAMES), samples), source="synth", fmt="synth")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,15 @@ def ort_session(path: str | Path):
 NMS_CONF, NMS_IOU, NMS_MAX_DET = 0.001, 0.7, 300
 
 
+@dataclass(frozen=True)
+class NmsSpec:
+    """The NMS an end-to-end graph carries: confidence floor, IoU and most boxes per image."""
+
+    conf: float = NMS_CONF
+    iou: float = NMS_IOU
+    max_det: int = NMS_MAX_DET
+
+
 def add_metadata(path: str | Path, meta: dict) -> None:
     """Add / replace ONNX metadata entries (values as ``str``)."""
     import onnx
@@ -63,11 +73,12 @@ def nms_metadata(conf: float, iou: float, max_det: int) -> dict:
                       f"after class-wise NMS (iou {iou}, score > {conf}); zero rows after the last box"}
 
 
-def export_onnx(weights: str | Path, out: str | Path, imgsz: int, opset: int, dynamic: bool, nms: bool = False,
-                conf: float = NMS_CONF, iou: float = NMS_IOU, max_det: int = NMS_MAX_DET) -> Path:
+def export_onnx(weights: str | Path, out: str | Path, imgsz: int, opset: int, dynamic: bool,
+                nms: NmsSpec | None = None) -> Path:
     """Export ``weights`` to ONNX at ``out`` (fixed opset; ``dynamic`` = dynamic batch and size).
-    ``nms``: the end-to-end graph (ultralytics' ``nms=True``: boxes after NMS, ``(B, max_det, 6)``),
-    exported for batch 1 (its NMS loop is unrolled at the export batch) and fixed size."""
+    ``nms``: the end-to-end graph with that NMS (ultralytics' ``nms=True``: boxes after NMS,
+    ``(B, max_det, 6)``), exported for batch 1 (its NMS loop is unrolled at the export batch) and
+    fixed size; None: the raw head output."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # ultralytics writes the .onnx beside the weights: export a private copy (never inside the
@@ -75,14 +86,14 @@ def export_onnx(weights: str | Path, out: str | Path, imgsz: int, opset: int, dy
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         w = Path(tmp) / "model.pt"
         shutil.copyfile(weights, w)
-        kw = dict(nms=True, conf=conf, iou=iou, max_det=max_det, batch=1, dynamic=False) if nms else dict(
+        kw = dict(nms=True, conf=nms.conf, iou=nms.iou, max_det=nms.max_det, batch=1, dynamic=False) if nms else dict(
             dynamic=dynamic)
         f = YOLO(str(w)).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True, device="cpu", **kw)
         if nms:                         # ultralytics records nms=True, not its conf / iou / max_det
             from .serving import read_meta
 
-            args = {**read_meta(f).get("args", {}), "conf": conf, "iou": iou, "max_det": max_det}
-            add_metadata(f, {**nms_metadata(conf, iou, max_det), "args": str(args)})
+            args = {**read_meta(f).get("args", {}), "conf": nms.conf, "iou": nms.iou, "max_det": nms.max_det}
+            add_metadata(f, {**nms_metadata(nms.conf, nms.iou, nms.max_det), "args": str(args)})
         os.replace(f, out)
     return out
 

@@ -1,7 +1,7 @@
 """Serve a detector: an ONNX model (a file, or a registry URI such as
 ``models:/defect-detector@champion``) over images with ONNX Runtime.
 
-An end-to-end graph (``export_onnx(nms=True)``, what the promotion registers: boxes after NMS
+An end-to-end graph (``export_onnx(nms=NmsSpec(...))``, what the promotion registers: boxes after NMS
 come out of the graph) runs on ONNX Runtime directly (``components.deploy.serving.BoxModel``): letterbox
 by the rule in its metadata, boxes mapped back to image pixels, class names from its metadata;
 the IoU of its NMS is the one baked into the graph. A raw graph (``(B, 4 + nc, anchors)``, older
@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -234,6 +236,80 @@ def resolve_model(model: str, uri: str, cache: Path) -> Path:
     return p
 
 
+@contextmanager
+def quiet_registry():
+    """While a model is looked up: an unreachable registry answers after a few retries, not after
+    MLflow's default of minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES in the environment wins), and
+    MLflow's / urllib3's chatter stays out of the one-line error."""
+    key, had = "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in os.environ
+    os.environ.setdefault(key, "2")
+    levels = {n: logging.getLogger(n).level for n in ("mlflow", "alembic", "urllib3")}
+    for n, level in (("mlflow", logging.WARNING), ("alembic", logging.WARNING), ("urllib3", logging.ERROR)):
+        logging.getLogger(n).setLevel(level)
+    try:
+        yield
+    finally:
+        if not had:
+            os.environ.pop(key, None)
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def open_detector(model: str, uri: str, cache: Path = MODEL_CACHE) -> Detector:
+    """``defectops predict``'s model: a ``.onnx`` file or a registry URI (downloaded into ``cache``)
+    from the store at ``uri``, loaded; :class:`ModelError` (one line) when there is no such model."""
+    with quiet_registry():
+        onnx = resolve_model(model, uri, cache)
+    return Detector(onnx)
+
+
+def served_model(model: str, uri: str):
+    """Which model the prediction log's records name (``predlog.ModelRef``): a registry URI's name,
+    alias and version (an alias resolved in the registry at ``uri``; unknown if that fails), or the
+    ``.onnx`` path as given."""
+    from ..monitor.predlog import ModelRef, model_ref
+
+    ref = model_ref(model)
+    if ref.alias and not ref.version:
+        from .registry import alias_version
+
+        try:
+            _require_store(uri)                 # never create a store (MLflow would make an empty SQLite one)
+            with quiet_registry():
+                mv = alias_version(uri, ref.name, ref.alias)
+            ref = ModelRef(ref.name, str(mv.version) if mv is not None else None, ref.alias)
+        except Exception as e:                  # noqa: BLE001  the records then lack the version
+            log.debug("cannot resolve %s to a version: %s", model, one_line(e))
+    return ref
+
+
+def attach_log(det: Detector, settings, model: str, uri: str) -> Detector:
+    """Make ``det`` append one record per predicted image to the prediction log that ``settings``
+    (the ``predlog`` section) names (``DEFECTOPS_PREDLOG_URL`` wins; ``off``: none), naming ``model``
+    (resolved in the registry at ``uri``). Returns ``det``."""
+    from ..monitor.predlog import open_log
+
+    det.predlog = open_log(settings.url, settings.keep_images, settings.image_dir, settings.image_cap_mb)
+    det.served = served_model(model, uri) if det.predlog is not None else None
+    return det
+
+
+def open_pyfunc(model: str, uri: str):
+    """``defectops serve``'s model: the registered MLflow pyfunc (as ``mlflow models serve`` loads
+    it) of a registry URI or a local model folder; :class:`ModelError` (one line) when there is no
+    such model or it cannot be loaded."""
+    from .server import load
+
+    with quiet_registry():
+        if model.startswith(MODEL_URI_SCHEMES):
+            check_model(model, uri)
+        try:
+            return load(model, uri)
+        except Exception as e:
+            raise ModelError(f"cannot load {model} as an MLflow pyfunc model ({one_line(e, 200)}): give a "
+                             f"registered version (models:/defect-detector@champion) or a model folder") from e
+
+
 def export_imgsz(onnx_path: Path) -> list[int] | None:
     """The input size recorded in the ONNX metadata (``imgsz``) by the exporter, if any."""
     import ast
@@ -253,6 +329,7 @@ class Detector:
 
         self.path = Path(onnx_path)
         self.boxes = None
+        self.predlog, self.served = None, None          # the prediction log, set by attach_log
         try:
             from .serving import has_nms, read_meta
 
@@ -404,13 +481,29 @@ def predict(onnx_path: Path | Detector, images: list[Path], out_dir: Path, conf:
     return result
 
 
+def _log_image(det: Detector, f: Path, img: np.ndarray, answer: dict, seconds: float) -> None:
+    """Append one predicted image to ``det``'s prediction log; never raises."""
+    from .serving import log_prediction
+
+    try:
+        data = f.read_bytes()
+    except OSError as e:
+        log.debug("not logged, cannot read %s again: %s", f, one_line(e))
+        return
+    log_prediction(det.predlog, det.served, data, img, answer, seconds, "predict")
+
+
 def _predict_into(det: Detector, images: list[Path], part: Path, final: Path, conf: float | None, iou: float,
                   progress=None) -> dict:
     """:func:`predict`'s loop: annotated images written into ``part``, recorded under ``final``."""
     records, used = [], set()
     for f in images:
         try:
-            v, plotted = det.detect(read_image(f), conf, iou)
+            t0 = time.perf_counter()
+            img = read_image(f)
+            v, plotted = det.detect(img, conf, iou)
+            if det.predlog is not None:                 # one record per image; never fails the prediction
+                _log_image(det, Path(f), img, v, time.perf_counter() - t0)
             stem, k = Path(f).stem, 1
             while stem in used:                         # a/x.jpg and b/x.png: annotated x.jpg, x-1.jpg
                 stem, k = f"{Path(f).stem}-{k}", k + 1

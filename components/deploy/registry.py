@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..detectors import reference
+
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 GATES = ("margin", "bootstrap")
@@ -80,6 +82,7 @@ def client(uri: str):
 
 
 SERVING_MODULE = "defectops_serving"
+PREDLOG_MODULE = "defectops_predlog"     # components/monitor/predlog.py, shipped beside it (serving imports it)
 
 
 def _serving_requirements() -> list[str]:
@@ -88,7 +91,8 @@ def _serving_requirements() -> list[str]:
 
     out = []
     for names in (("mlflow",), ("numpy",), ("pandas",), ("onnx",), ("onnxruntime", "onnxruntime-gpu"),
-                  ("opencv-python", "opencv-python-headless"), ("pillow",)):    # pillow: the pixel limit's header read
+                  ("opencv-python", "opencv-python-headless"), ("pillow",),    # pillow: the pixel limit's header read
+                  ("sqlalchemy",)):                                             # the prediction log (predlog)
         for n in names:
             try:
                 out.append(f"{n}=={version(n)}")
@@ -125,6 +129,7 @@ def log_detector_model(uri: str, run_id: str, onnx_path: str | Path, conf: float
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+    from ..monitor import predlog
     from . import serving
 
     signature = ModelSignature(inputs=Schema([ColSpec("string", "image")]),
@@ -146,16 +151,19 @@ def log_detector_model(uri: str, run_id: str, onnx_path: str | Path, conf: float
         onnx_file, code = Path(tmp) / Path(ONNX_FILE).name, Path(tmp) / f"{SERVING_MODULE}.py"
         shutil.copyfile(onnx_path, onnx_file)
         shutil.copyfile(serving.__file__, code)
+        shipped = Path(tmp) / f"{PREDLOG_MODULE}.py"
+        shutil.copyfile(predlog.__file__, shipped)            # the prediction log, beside it
         module = sys.modules.get(SERVING_MODULE)
         if module is None:
             spec = importlib.util.spec_from_file_location(SERVING_MODULE, code)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             sys.modules[SERVING_MODULE] = module
-        info = mlflow.pyfunc.log_model(name="model", python_model=module.ServingModel(conf),
-                                       artifacts={"onnx": str(onnx_file)}, code_paths=[str(code)],
-                                       signature=signature, input_example=example, metadata=metadata,
-                                       pip_requirements=_serving_requirements())
+        with predlog.disabled():                              # MLflow's input-example check is no traffic
+            info = mlflow.pyfunc.log_model(name="model", python_model=module.ServingModel(conf),
+                                           artifacts={"onnx": str(onnx_file)}, code_paths=[str(code), str(shipped)],
+                                           signature=signature, input_example=example, metadata=metadata,
+                                           pip_requirements=_serving_requirements())
     return info.model_uri
 
 
@@ -172,17 +180,37 @@ def register(uri: str, model_uri: str, name: str, tags: dict, description: str |
     return str(mv.version)
 
 
-def version_description(detector: str, model: str, dataset: dict, test: dict[str, float], split: str,
-                        gain: dict | None, baseline: dict | None, train_run_id: str, commit: str,
-                        val: dict[str, float] | None = None, operating_point: dict | None = None,
-                        missed: list[str] | None = None) -> str:
-    """What a registered version is, as Markdown for the MLflow UI: the ``detector`` (``model``:
+@dataclass(frozen=True)
+class VersionFacts:
+    """What :func:`version_description` says of a registered version: the ``detector`` (``model``:
     the params key), the data it was trained and scored on (``dataset``: name, content hash, DVC
     path), its ``test`` metrics through ONNX Runtime on ``split``, and its mAP50 gain over the
     baseline from the evaluation stage (``gain``: ``gain_vs_baseline`` of its metrics, a paired
     bootstrap on the same test images; None for the baseline itself; ``baseline``: the baseline's
-    evaluation metrics, or None); ``val``: its validation metrics, which the promotion chose it and
-    gated it by."""
+    evaluation metrics, or None), its training run and git commit; ``val``: its validation
+    metrics, which the promotion chose it and gated it by; ``operating_point``: the shipped
+    thresholds and their figures; ``missed``: the ``promote.require`` bounds it misses."""
+
+    detector: str
+    model: str
+    dataset: dict
+    test: dict
+    split: str
+    gain: dict | None
+    baseline: dict | None
+    train_run_id: str
+    commit: str
+    val: dict | None = None
+    operating_point: dict | None = None
+    missed: list[str] | None = None
+
+
+def version_description(facts: VersionFacts) -> str:
+    """What a registered version is (:class:`VersionFacts`), as Markdown for the MLflow UI."""
+    f = facts
+    detector, model, dataset, test, split, gain, baseline = (f.detector, f.model, f.dataset, f.test, f.split, f.gain,
+                                                             f.baseline)
+    train_run_id, commit, val, operating_point, missed = f.train_run_id, f.commit, f.val, f.operating_point, f.missed
     scores = ", ".join(f"{k} {v:.4f}" for k, v in test.items())
     lines = [f"**{detector}** defect detector (`{model}`): served by `mlflow models serve` (encoded image in, "
              f"boxes out), the end-to-end ONNX graph (boxes after NMS) inside as `{ONNX_FILE}`.", "",
@@ -197,11 +225,11 @@ def version_description(detector: str, model: str, dataset: dict, test: dict[str
         lines.append(f"- gain over the baseline: mAP50 {gain['mAP50']:+.4f}, 95 % CI [{lo:+.4f}, {hi:+.4f}]{ref} "
                      f"(paired bootstrap over {gain.get('images', '?')} test images, "
                      f"{gain.get('resamples', '?')} resamples, PyTorch evaluation)")
-    elif model == "baseline":
+    elif model == reference().key:
         lines.append("- gain over the baseline: none, this is the baseline")
     else:
         lines.append("- gain over the baseline: not measured (no baseline evaluation)")
-    if baseline is not None and model != "baseline":
+    if baseline is not None and model != reference().key:
         lines.append(f"- baseline on the same split (PyTorch): mAP50 {baseline['mAP50']:.4f}")
     if operating_point is not None:
         op = operating_point

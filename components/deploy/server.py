@@ -216,6 +216,20 @@ def create_app(model, max_request_bytes: int = MAX_REQUEST_MB << 20, max_rows: i
     return app
 
 
+def log_to(settings, served) -> None:
+    """Make the pyfunc loaded next append one record per image to the prediction log that
+    ``settings`` (the ``predlog`` section) names, the records naming ``served`` (a
+    ``predlog.ModelRef``): the environment the served model reads (``predlog.env_for``), each
+    variable unless already set (the environment wins, ``DEFECTOPS_PREDLOG_URL=off`` included)."""
+    import os
+
+    from ..monitor.predlog import env_for
+
+    for k, v in env_for(settings.url, settings.keep_images, settings.image_dir, settings.image_cap_mb,
+                        served).items():
+        os.environ.setdefault(k, v)
+
+
 def load(model_uri: str, tracking_uri: str):
     """The registered pyfunc, as ``mlflow models serve`` loads it."""
     import mlflow

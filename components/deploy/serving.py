@@ -11,7 +11,9 @@ after the last box. Its ONNX metadata holds ``names``, ``imgsz``, ``stride``, th
 see :data:`LETTERBOX`).
 
 This module needs numpy, OpenCV, Pillow and ONNX Runtime only (and MLflow for :class:`ServingModel`):
-it is shipped as the pyfunc model's code, so the served model does not import the project.
+it is shipped as the pyfunc model's code, so the served model does not import the project. The
+prediction log (``components/monitor/predlog.py``, SQLAlchemy) is shipped beside it as
+``defectops_predlog``: the served model appends one record per image (:func:`log_prediction`).
 
 **One pixel limit for every decoder** (:data:`MAX_PIXELS`): ``data import`` (``components.data.canonical``),
 ``defectops predict``, ``defectops serve`` and this wrapper under ``mlflow models serve`` all refuse an
@@ -27,6 +29,8 @@ import base64
 import io
 import json
 import re
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -240,6 +244,77 @@ class BoxModel:
         return judgement(self(img, conf), self.thresholds, conf)
 
 
+# ---- the prediction log (components/monitor/predlog.py, shipped beside this module as defectops_predlog)
+
+def _predlog_module():
+    """The prediction log's module: the copy shipped with the registered model, else the project's;
+    None (no logging) where neither imports."""
+    try:
+        import defectops_predlog as module          # the registered pyfunc's code (registry.log_detector_model)
+    except ImportError:
+        try:
+            from components.monitor import predlog as module
+        except ImportError:
+            return None
+    return module
+
+
+def _served_model(pl, onnx_path: str | Path):
+    """Which model the records name: ``DEFECTOPS_PREDLOG_MODEL`` (``models:/NAME@ALIAS``) and
+    ``DEFECTOPS_PREDLOG_MODEL_VERSION`` (both set by ``defectops serve``; an alias without a version
+    is resolved in the registry at ``MLFLOW_TRACKING_URI``), else the registered version made from
+    this model's run (looked up by its ``run_id`` where ``MLFLOW_TRACKING_URI`` is set), else
+    ``run:<run_id>``."""
+    import os
+
+    ref, run_id, tracking = pl.served_from_env(), None, os.environ.get("MLFLOW_TRACKING_URI")
+    if ref is not None and ref.version:
+        return ref
+    try:
+        from mlflow.models import Model
+
+        run_id = Model.load(str(Path(onnx_path).parent.parent)).run_id
+        if tracking:
+            from mlflow import MlflowClient
+
+            c = MlflowClient(tracking, registry_uri=tracking)
+            if ref is not None and ref.alias and not ref.version:
+                ref = pl.ModelRef(ref.name, str(c.get_model_version_by_alias(ref.name, ref.alias).version), ref.alias)
+            elif ref is None and run_id:
+                mv = next(iter(c.search_model_versions(f"run_id='{run_id}'")), None)
+                if mv is not None:
+                    ref = pl.ModelRef(mv.name, str(mv.version), ",".join(getattr(mv, "aliases", None) or []) or None)
+    except Exception as e:                  # noqa: BLE001  the records then name less, the model still serves
+        warnings.warn(f"prediction log: cannot tell the served model's registered version ({type(e).__name__})",
+                      stacklevel=2)
+    return ref or pl.ModelRef(f"run:{run_id}" if run_id else Path(onnx_path).stem)
+
+
+def _prediction_log(onnx_path: str | Path):
+    """The served model's prediction log (from the environment, ``predlog.from_env``) and the
+    model the records name; ``(None, None)`` when logging is off or unavailable."""
+    pl = _predlog_module()
+    if pl is None:
+        return None, None
+    plog = pl.from_env()
+    return (plog, _served_model(pl, onnx_path)) if plog is not None else (None, None)
+
+
+def log_prediction(plog, model, data: bytes, img: np.ndarray, answer: dict, seconds: float, source: str = "serve"):
+    """Append one prediction to ``plog`` (a ``predlog.PredictionLog``; None: nothing); never raises
+    and never touches ``answer``."""
+    if plog is None:
+        return None
+    try:
+        pl = sys.modules[type(plog).__module__]
+        return plog.append(pl.record_for(model, data, img, answer, seconds * 1000, source), data)
+    except Exception as e:                  # noqa: BLE001  logging never fails a prediction
+        import logging
+
+        logging.getLogger(__name__).debug("prediction not logged: %s: %s", type(e).__name__, e)
+        return None
+
+
 def __getattr__(name: str):
     """``ServingModel`` is made on first use (PEP 562): importing this module for ``predict`` does
     not import MLflow's pyfunc (nor print its advice on type hints)."""
@@ -265,6 +340,7 @@ def _serving_model() -> type:
 
         def load_context(self, context):
             self.model = BoxModel(context.artifacts["onnx"])
+            self.predlog, self.served = _prediction_log(context.artifacts["onnx"])
 
         def predict(self, context, model_input, params=None):
             conf = (params or {}).get("conf", self.conf)
@@ -275,12 +351,16 @@ def _serving_model() -> type:
                 images = [m["image"] if isinstance(m, dict) else m for m in model_input]
             out = []
             for data in images:
+                t0 = time.perf_counter()
                 try:
+                    data = b64decode(data) if isinstance(data, str) else data
                     img = decode_image(data)
                 except Exception as e:
                     out.append({"error": f"{type(e).__name__}: {e}"})
                     continue
                 out.append({**self.model.judge(img, conf), "width": int(img.shape[1]), "height": int(img.shape[0])})
+                log_prediction(getattr(self, "predlog", None), getattr(self, "served", None), data, img, out[-1],
+                               time.perf_counter() - t0)
             return out
 
     ServingModel.__module__, ServingModel.__qualname__ = __name__, "ServingModel"   # pickled by reference

@@ -20,7 +20,7 @@ class DefectDetectionModel(DetectionModel):
 
     def __init__(self, cfg="yolo11n.yaml", ch: int = 3, nc: int | None = None, verbose: bool = True,
                  iou_loss: str | None = None):
-        register_blocks()                                   # DASC-YOLO / LAGNet layers in the YAML
+        register_blocks()                                   # the detectors' own layers in the YAML
         cfg = cfg if isinstance(cfg, dict) else yaml_model_load(cfg)
         ch = cfg.get("channels", ch)
         super().__init__(cfg=cfg, ch=ch, nc=nc, verbose=verbose)

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from ..settings import IOU_LOSSES  # noqa: E402,F401  (the one list: params.yaml loss.iou is checked against it)
+# the one list (params.yaml loss.iou is checked against it). torch is imported where the losses are
+# computed, so that the settings can import this list without it
+IOU_LOSSES = ("ciou", "eiou", "mpdiou", "piou", "shape_iou", "siou", "uiou")
 UIOU_RATIO = (2.0, 0.5)  # Unified-IoU: box scale at the first and at the last epoch
 
 
@@ -41,6 +41,8 @@ def uiou_ratio(progress: float) -> float:
 
 
 def _scale(b: torch.Tensor, r: float) -> torch.Tensor:
+    import torch
+
     c = (b[:, :2] + b[:, 2:]) / 2
     half = (b[:, 2:] - b[:, :2]) * r / 2
     return torch.cat([c - half, c + half], 1)
@@ -50,6 +52,8 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ciou", *, ep
              img_wh: torch.Tensor | None = None, progress: float = 0.0, shape_scale: float = 0.0
              ) -> torch.Tensor:
     """Per-box loss of ``kind`` (one of ``IOU_LOSSES``) between ``pred`` and ``target`` (xyxy)."""
+    import torch
+
     if kind not in IOU_LOSSES:
         raise ValueError(f"unknown IoU loss '{kind}' (choose from {', '.join(IOU_LOSSES)})")
     if kind == "uiou":

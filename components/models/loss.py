@@ -88,7 +88,7 @@ class DefectDetectionLoss(v8DetectionLoss):
         self.proto_gain = proto_loss
         self.protonets = []
         if proto_loss:
-            from .dasc import ProtoNet
+            from ..detectors.dasc.layers import ProtoNet
 
             self.protonets = [m for m in model.modules() if isinstance(m, ProtoNet)]
             if not self.protonets:

@@ -1,0 +1,8 @@
+"""``python -m defectops``: the ``defectops`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
