@@ -301,14 +301,14 @@ def test_monitor_flow_pushes_the_picks_to_label_studio(label_studio, tracking, p
 
     project = _project(tmp_path, tracking, monkeypatch)
     params = yaml.safe_load(Path(project["params"]).read_text())
-    params["review"]["project"] = "line 1 review"
+    params["review"]["project"] = "monitor test review"
     Path(project["params"]).write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.api_key)
     result = monitor_flow(project["params"])
     client = review.connect(label_studio.url, label_studio.api_key)
-    pid = review.find_project(client, "line 1 review")
-    assert result["review"]["pushed"] == f"5 task(s) pushed to Label Studio project 'line 1 review' (id {pid})"
+    pid = review.find_project(client, "monitor test review")
+    assert result["review"]["pushed"] == f"5 task(s) pushed to Label Studio project 'monitor test review' (id {pid})"
     tasks = client.get("/api/tasks", params={"project": pid, "fields": "all"}).json()
     tasks = tasks["tasks"] if isinstance(tasks, dict) else tasks
     picked = {p["prediction_id"] for p in result["review"]["picked"]}
