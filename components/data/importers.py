@@ -471,8 +471,7 @@ def import_dataset(src: str | Path, name: str, root: str | Path, opts: ImportOpt
     dest_root = Path(root).resolve()
     if dest_root == src or src in dest_root.parents:
         raise ImportError_("the destination must not be inside the source folder")
-    fmt = detect_format(src) if fmt == "auto" else fmt
-    read = READERS[fmt](src, follow_symlinks)
+    read = read_source(src, fmt, follow_symlinks)
     names, samples, rejections, warnings = _validate(read, clip_px, classes)
     extra = source_fingerprint(src) if fingerprint_source else {}
     if not classes:

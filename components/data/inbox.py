@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Iterable
 
 from .canonical import Box, Contents, Rejection, Sample, load_manifest, perceptual_hashes, write_dataset
-from .importers import FOLLOW, READERS, ImportError_, ImportOptions, _validate, detect_format
+from .importers import FOLLOW, ImportError_, ImportOptions, _validate, read_source
 from .split import hash_array, hash_distances, roboflow_source
 
 BATCH_FILE = "batch.json"          # inside an increment: the inbox files it was made from
-REVIEW_FILE = "review.json"        # a review folder's provenance (``defectops review pull``)
+REVIEW_FILE = "review.json"        # a review folder's provenance (``defectops review pull`` writes it)
 PROVENANCE = ("prediction_id", "model_version", "reviewer", "reviewed_at", "task_id", "reason")
 
 
@@ -104,8 +104,7 @@ def ingest(inbox: Path, files: dict[str, str], batch: str, out_root: Path, exist
     guard_hashes = hash_array(guard) if guard else None
     if follow_symlinks not in FOLLOW:
         raise ImportError_(f"data.follow_symlinks must be one of {', '.join(FOLLOW)}, got '{follow_symlinks}'")
-    fmt = detect_format(inbox) if fmt == "auto" else fmt
-    read = READERS[fmt](inbox, follow_symlinks)
+    read = read_source(inbox, fmt, follow_symlinks)
     listed = {inbox / rel for rel in files}
     read.items = [it for it in read.items if it.image is None or Path(it.image) in listed]
     _, samples, rejections, warnings = _validate(read, clip_px, classes)

@@ -46,6 +46,7 @@ from xml.etree import ElementTree as ET
 import httpx
 import yaml
 
+from components.data.inbox import REVIEW_FILE
 from components.errors import StopError
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ ENV_URL, ENV_KEY = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
 REASONS = ("near_threshold", "drift", "disagreement")
 CONTROL, OBJECT = "label", "image"        # the labelling config's RectangleLabels and Image tag names
 PULLED = "defectops_pull"                 # task meta key: the inbox folder the task went to
-MANIFEST = "review.json"
+MANIFEST = REVIEW_FILE                    # what `inbox.ingest` reads the provenance from
 PAGE = 100
 TIMEOUT_S = 120.0
 
